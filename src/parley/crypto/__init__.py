@@ -1,0 +1,1 @@
+"""Keys and signatures: Ed25519 device keys and the JWS (EdDSA) tokens they sign."""

@@ -1,0 +1,192 @@
+"""Every error Parley raises derives from :class:`ParleyError`.
+
+The tree::
+
+    ParleyError
+    ├── ProtocolError                 bytes that do not parse as what they claim to be
+    │   ├── MalformedFrame            a client <-> relay frame that does not decode
+    │   ├── MalformedMessage          a payload (JWS) that does not decode
+    │   └── UnknownMessageType        a payload whose ``typ`` is not one we know
+    ├── VerificationError             a payload that decodes but must not be trusted
+    │   ├── BadSignature
+    │   ├── UnknownKey                ``kid`` is not a device key of the issuer
+    │   │   └── RevokedKey            ... it was, but it has been revoked
+    │   ├── WrongIssuer               ``iss`` is not the authenticated sender
+    │   ├── WrongAudience             ``aud`` is not the receiving identity
+    │   ├── Expired                   ``exp`` has passed
+    │   ├── IssuedInFuture            ``iat`` is further ahead than the allowed skew
+    │   └── Replayed                  ``jti`` was seen before
+    ├── KeyChainError                 a key chain entry that does not extend the chain
+    ├── CredentialsError              a credentials file that is missing or invalid
+    ├── RelayError                    the relay refused a request (``code`` says why)
+    │   ├── AuthenticationFailed
+    │   ├── NotAuthenticated
+    │   ├── IdentityExists
+    │   ├── UnknownIdentity           unknown recipient or unknown identity
+    │   ├── NotPermitted              the recipient has not permitted the sender
+    │   ├── RateLimited
+    │   ├── TooLarge
+    │   ├── DeviceRevoked
+    │   ├── InvalidRequest            malformed, unsupported or conflicting request
+    │   └── InternalRelayError
+    ├── RelayConnectionError              the connection to the relay is not usable
+    │   ├── NotConnected
+    │   └── TransportClosed
+    ├── DeliveryTimeout               the relay did not acknowledge in time
+    └── StateError                    an operation that the current state does not allow
+
+``RelayError.from_code`` maps the wire error codes of ``protocol.frames.ErrorCode`` onto
+the classes above, so a refusal by the relay surfaces as the same type on every client.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ParleyError(Exception):
+    """Root of every error raised by Parley."""
+
+
+class ProtocolError(ParleyError):
+    """Bytes that do not parse as the structure they claim to be."""
+
+
+class MalformedFrame(ProtocolError):
+    """A client <-> relay frame that does not decode."""
+
+
+class MalformedMessage(ProtocolError):
+    """A signed payload that does not decode."""
+
+
+class UnknownMessageType(ProtocolError):
+    """A signed payload whose ``typ`` Parley does not know."""
+
+
+class VerificationError(ParleyError):
+    """A payload that decodes but fails one of the checks of DESIGN.md §2."""
+
+    reason: ClassVar[str] = "verification"
+
+
+class BadSignature(VerificationError):
+    reason = "bad_signature"
+
+
+class UnknownKey(VerificationError):
+    reason = "unknown_key"
+
+
+class RevokedKey(UnknownKey):
+    reason = "revoked_key"
+
+
+class WrongIssuer(VerificationError):
+    reason = "wrong_issuer"
+
+
+class WrongAudience(VerificationError):
+    reason = "wrong_audience"
+
+
+class Expired(VerificationError):
+    reason = "expired"
+
+
+class IssuedInFuture(VerificationError):
+    reason = "issued_in_future"
+
+
+class Replayed(VerificationError):
+    reason = "replayed"
+
+
+class KeyChainError(ParleyError):
+    """A key chain entry that does not validly extend an identity's chain."""
+
+
+class CredentialsError(ParleyError):
+    """A credentials file that is missing, unreadable or invalid."""
+
+
+class RelayError(ParleyError):
+    """The relay refused a request; ``code`` is the wire error code."""
+
+    code: str = "internal"
+    _by_code: ClassVar[dict[str, type[RelayError]]] = {}
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        for code in cls.__dict__.get("codes", ()):
+            RelayError._by_code[code] = cls
+
+    @staticmethod
+    def from_code(code: str, message: str) -> RelayError:
+        cls = RelayError._by_code.get(code, RelayError)
+        return cls(message, code=code)
+
+
+class AuthenticationFailed(RelayError):
+    codes = ("auth_failed",)
+
+
+class NotAuthenticated(RelayError):
+    codes = ("not_authenticated",)
+
+
+class IdentityExists(RelayError):
+    codes = ("identity_exists",)
+
+
+class UnknownIdentity(RelayError):
+    codes = ("unknown_recipient", "unknown_identity")
+
+
+class NotPermitted(RelayError):
+    codes = ("not_permitted",)
+
+
+class RateLimited(RelayError):
+    codes = ("rate_limited",)
+
+
+class TooLarge(RelayError):
+    codes = ("too_large",)
+
+
+class DeviceRevoked(RelayError):
+    codes = ("device_revoked",)
+
+
+class InvalidRequest(RelayError):
+    codes = ("malformed", "unsupported", "invalid_key_chain", "conflict", "expired")
+
+
+class InternalRelayError(RelayError):
+    codes = ("internal",)
+
+
+class RelayConnectionError(ParleyError):
+    """The connection to the relay is not usable."""
+
+
+class NotConnected(RelayConnectionError):
+    """An operation needs a connection and there is none."""
+
+
+class TransportClosed(RelayConnectionError):
+    """The underlying transport closed."""
+
+
+class DeliveryTimeout(ParleyError):
+    """The relay did not acknowledge a request within the timeout."""
+
+
+class StateError(ParleyError):
+    """An operation that the current state does not allow."""

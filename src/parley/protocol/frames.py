@@ -1,0 +1,225 @@
+"""Client <-> relay frames: one schema imported by both ends.
+
+Each WebSocket binary message carries exactly one frame, msgpack-encoded, tagged by
+``t``. Requests carry a client-chosen ``ref`` that the relay echoes in its reply
+(:class:`Ack`, :class:`Error`, or a typed result), so a client may pipeline requests.
+
+Session, in order::
+
+    relay  -> Challenge(nonce)
+    client -> Register(ref, entry, name)         optional, before authenticating
+    relay  -> Registered(ref, identity) | Error
+    client -> Authenticate(identity, device, signature, resume_after)
+    relay  -> Welcome(...) | Error(code=auth_failed | device_revoked)
+    then, in any order:
+    client -> Send | Confirm | Permit | Unpermit | ListConnections | GetKeys | AppendKey
+    relay  -> Ack | Error | Deliver | Connections | KeyChainFrame | Done
+
+The signature in :class:`Authenticate` covers :func:`auth_message`, binding the nonce
+to the identity and device, so a captured answer is useless on another connection.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TypeAlias
+
+import msgspec
+
+from parley.errors import MalformedFrame
+from parley.protocol.keychain import ChainEntry
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_BODY = 64 * 1024
+# The WebSocket layer allows a little more than a body so an oversized body gets a
+# typed ``too_large`` error instead of a closed connection.
+FRAME_OVERHEAD = 4 * 1024
+
+
+class ErrorCode(enum.StrEnum):
+    MALFORMED = "malformed"
+    UNSUPPORTED = "unsupported"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    NOT_AUTHENTICATED = "not_authenticated"
+    AUTH_FAILED = "auth_failed"
+    DEVICE_REVOKED = "device_revoked"
+    IDENTITY_EXISTS = "identity_exists"
+    UNKNOWN_IDENTITY = "unknown_identity"
+    UNKNOWN_RECIPIENT = "unknown_recipient"
+    NOT_PERMITTED = "not_permitted"
+    INVALID_KEY_CHAIN = "invalid_key_chain"
+    CONFLICT = "conflict"
+    EXPIRED = "expired"
+    INTERNAL = "internal"
+
+
+class Frame(msgspec.Struct, frozen=True, tag_field="t", kw_only=True):
+    pass
+
+
+class Envelope(msgspec.Struct, frozen=True, kw_only=True):
+    """What the relay stores and routes: metadata in the clear, an opaque body."""
+
+    id: str
+    sender: str
+    sender_device: str
+    recipient: str
+    body: bytes
+    sent_at: float
+    expires_at: float
+
+
+# -- relay -> client --------------------------------------------------------------
+
+
+class Challenge(Frame, frozen=True, kw_only=True, tag="challenge"):
+    nonce: bytes
+    version: int = PROTOCOL_VERSION
+    max_body: int = DEFAULT_MAX_BODY
+
+
+class Welcome(Frame, frozen=True, kw_only=True, tag="welcome"):
+    identity: str
+    device: str
+    # The relay delivers everything after this offset, then whatever arrives.
+    resume_after: int
+
+
+class Registered(Frame, frozen=True, kw_only=True, tag="registered"):
+    ref: int
+    identity: str
+
+
+class Deliver(Frame, frozen=True, kw_only=True, tag="deliver"):
+    offset: int
+    envelope: Envelope
+    # Length of the sender's key chain now, so a receiver knows when to refetch it.
+    sender_keys_version: int
+
+
+class Ack(Frame, frozen=True, kw_only=True, tag="ack"):
+    ref: int
+    envelope_id: str
+
+
+class Error(Frame, frozen=True, kw_only=True, tag="error"):
+    ref: int | None = None
+    code: ErrorCode
+    message: str
+
+
+class Connections(Frame, frozen=True, kw_only=True, tag="connections"):
+    ref: int
+    identities: list[str]
+
+
+class KeyChainFrame(Frame, frozen=True, kw_only=True, tag="keys"):
+    ref: int
+    identity: str
+    entries: list[ChainEntry]
+
+
+class Done(Frame, frozen=True, kw_only=True, tag="done"):
+    ref: int
+
+
+# -- client -> relay --------------------------------------------------------------
+
+
+class Register(Frame, frozen=True, kw_only=True, tag="register"):
+    ref: int
+    entry: ChainEntry
+    name: str | None = None
+
+
+class Authenticate(Frame, frozen=True, kw_only=True, tag="auth"):
+    identity: str
+    device: str
+    signature: bytes
+    resume_after: int = 0
+
+
+class Send(Frame, frozen=True, kw_only=True, tag="send"):
+    ref: int
+    envelope_id: str
+    recipient: str
+    body: bytes
+    expires_at: float
+
+
+class Confirm(Frame, frozen=True, kw_only=True, tag="confirm"):
+    """Everything up to and including ``offset`` has been processed."""
+
+    offset: int
+
+
+class Permit(Frame, frozen=True, kw_only=True, tag="permit"):
+    ref: int
+    identity: str
+
+
+class Unpermit(Frame, frozen=True, kw_only=True, tag="unpermit"):
+    ref: int
+    identity: str
+
+
+class ListConnections(Frame, frozen=True, kw_only=True, tag="list_connections"):
+    ref: int
+
+
+class GetKeys(Frame, frozen=True, kw_only=True, tag="get_keys"):
+    ref: int
+    identity: str
+
+
+class AppendKey(Frame, frozen=True, kw_only=True, tag="append_key"):
+    """Add or revoke a device key: the entry must extend the sender's own chain."""
+
+    ref: int
+    entry: ChainEntry
+
+
+RelayFrame: TypeAlias = (
+    Challenge | Welcome | Registered | Deliver | Ack | Error | Connections | KeyChainFrame | Done
+)
+ClientFrame: TypeAlias = (
+    Register
+    | Authenticate
+    | Send
+    | Confirm
+    | Permit
+    | Unpermit
+    | ListConnections
+    | GetKeys
+    | AppendKey
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_relay_decoder: msgspec.msgpack.Decoder[RelayFrame] = msgspec.msgpack.Decoder(RelayFrame)
+_client_decoder: msgspec.msgpack.Decoder[ClientFrame] = msgspec.msgpack.Decoder(ClientFrame)
+
+
+def encode(frame: Frame) -> bytes:
+    return _encoder.encode(frame)
+
+
+def decode_client_frame(data: bytes) -> ClientFrame:
+    """Decode a frame sent by a client; :class:`MalformedFrame` for anything else."""
+    try:
+        return _client_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise MalformedFrame(f"not a client frame: {exc}") from None
+
+
+def decode_relay_frame(data: bytes) -> RelayFrame:
+    """Decode a frame sent by the relay; :class:`MalformedFrame` for anything else."""
+    try:
+        return _relay_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise MalformedFrame(f"not a relay frame: {exc}") from None
+
+
+def auth_message(nonce: bytes, identity: str, device: str) -> bytes:
+    """The bytes a device signs to answer a :class:`Challenge`."""
+    return b"parley-auth-v1\x00" + nonce + b"\x00" + identity.encode() + b"\x00" + device.encode()

@@ -1,0 +1,134 @@
+"""Typed payloads: the claims of a signed message (DESIGN.md §2).
+
+Every payload carries the registered claims ``typ, iss, sub, aud, iat, exp, jti`` and
+the voice fields flattened beside them (``cid, call_id, peer_info, data``), as the
+public SDKs put them. ``typ`` is the msgspec tag, so decoding picks the right class and
+an unknown ``typ`` is a typed error rather than a dict nobody checks.
+
+Handlers receive these objects; they expose their fields both as attributes and as
+keys (``payload.cid`` and ``payload["cid"]``).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, TypeAlias
+
+import msgspec
+
+from parley.errors import MalformedMessage, UnknownMessageType
+
+
+class MessageType(enum.StrEnum):
+    VOICE_SETUP = "chat.voice.setup"
+    VOICE_START = "chat.voice.start"
+    VOICE_ACCEPT = "chat.voice.accept"
+    VOICE_BUSY = "chat.voice.busy"
+    VOICE_STOP = "chat.voice.stop"
+    VOICE_SUMMARY = "chat.voice.summary"
+
+
+class Payload(msgspec.Struct, frozen=True, kw_only=True, tag_field="typ", omit_defaults=True):
+    """Registered claims shared by every payload."""
+
+    iss: str
+    sub: str
+    aud: str
+    iat: int
+    exp: int
+    jti: str
+    cid: str
+
+    @property
+    def typ(self) -> MessageType:
+        return MessageType(str(self.__struct_config__.tag))
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.__struct_fields__:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.__struct_fields__
+
+
+class VoiceSetup(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_SETUP.value):
+    data: dict[str, Any]
+
+    @property
+    def name(self) -> str | None:
+        value = self.data.get("name")
+        return value if isinstance(value, str) else None
+
+
+class VoiceStart(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_START.value):
+    call_id: str
+    peer_info: str
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class VoiceAccept(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_ACCEPT.value):
+    call_id: str
+    peer_info: str
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class VoiceBusy(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_BUSY.value):
+    call_id: str
+    # Optional: the call state machine puts its end reason here (DESIGN.md §3).
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class VoiceStop(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_STOP.value):
+    call_id: str
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class VoiceSummary(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_SUMMARY.value):
+    call_id: str
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+Message: TypeAlias = VoiceSetup | VoiceStart | VoiceAccept | VoiceBusy | VoiceStop | VoiceSummary
+
+MESSAGE_CLASSES: dict[MessageType, type[Message]] = {
+    MessageType(cls.__struct_config__.tag): cls  # type: ignore[arg-type]
+    for cls in (VoiceSetup, VoiceStart, VoiceAccept, VoiceBusy, VoiceStop, VoiceSummary)
+}
+
+_KNOWN_TYPES = frozenset(t.value for t in MessageType)
+_decoder: msgspec.json.Decoder[Message] = msgspec.json.Decoder(Message)
+_encoder = msgspec.json.Encoder()
+
+
+class _TypOnly(msgspec.Struct):
+    typ: str = ""
+
+
+_typ_decoder = msgspec.json.Decoder(_TypOnly)
+
+
+def encode_payload(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_payload(raw: bytes) -> Message:
+    """Decode JSON claims into their typed class; a typed error for anything else."""
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        try:
+            typ = _typ_decoder.decode(raw).typ
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            typ = ""
+        if typ and typ not in _KNOWN_TYPES:
+            raise UnknownMessageType(f"unknown message type {typ!r}") from None
+        raise MalformedMessage(f"invalid claims: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise MalformedMessage(f"claims are not JSON: {exc}") from None

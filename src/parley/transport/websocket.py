@@ -1,0 +1,51 @@
+"""The WebSocket transport (python-websockets, asyncio implementation)."""
+
+from __future__ import annotations
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection
+
+from parley.errors import MalformedFrame, TransportClosed
+from parley.protocol.frames import DEFAULT_MAX_BODY, FRAME_OVERHEAD
+
+MAX_MESSAGE = DEFAULT_MAX_BODY + FRAME_OVERHEAD
+
+
+class WebSocketTransport:
+    def __init__(self, ws: ClientConnection | ServerConnection) -> None:
+        self._ws = ws
+
+    @property
+    def remote(self) -> str:
+        address = self._ws.remote_address
+        if isinstance(address, tuple) and len(address) >= 2:
+            return f"{address[0]}:{address[1]}"
+        return str(address)
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self._ws.send(data)
+        except websockets.ConnectionClosed as exc:
+            raise TransportClosed(str(exc)) from None
+
+    async def recv(self) -> bytes:
+        try:
+            data = await self._ws.recv()
+        except websockets.ConnectionClosed as exc:
+            raise TransportClosed(str(exc)) from None
+        if isinstance(data, str):
+            raise MalformedFrame("frames are binary WebSocket messages, got text")
+        return data
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.close(code, reason)
+
+
+async def connect_websocket(url: str, *, open_timeout: float = 10.0) -> WebSocketTransport:
+    """Open a WebSocket to a relay; :class:`TransportClosed` if it cannot."""
+    try:
+        ws = await connect(url, max_size=MAX_MESSAGE, open_timeout=open_timeout, compression=None)
+    except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+        raise TransportClosed(f"cannot connect to {url}: {exc}") from None
+    return WebSocketTransport(ws)
