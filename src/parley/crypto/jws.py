@@ -22,6 +22,9 @@ class Header(msgspec.Struct, frozen=True, omit_defaults=True):
     typ: str = "JWT"
 
 
+# We sign with "EdDSA" as the public SDKs do; RFC 9864 deprecates it in favour of the
+# fully-specified "Ed25519", which we accept too: device keys are always Ed25519.
+_ED25519_ALGS = frozenset({"EdDSA", "Ed25519"})
 _header_decoder = msgspec.json.Decoder(Header)
 _header_encoder = msgspec.json.Encoder()
 
@@ -54,7 +57,7 @@ def parse(token: bytes) -> Token:
         signature = b64url_decode(parts[2])
     except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise MalformedMessage(f"invalid JWS encoding: {exc}") from None
-    if header.alg != "EdDSA":
+    if header.alg not in _ED25519_ALGS:
         raise MalformedMessage(f"unsupported JWS algorithm {header.alg!r}; only EdDSA")
     if not header.kid:
         raise MalformedMessage("JWS header has no kid")

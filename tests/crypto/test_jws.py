@@ -1,0 +1,137 @@
+"""JWS tokens: strict parsing, and interoperability with two standard JOSE libraries."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jwt
+import msgspec
+import pytest
+from joserfc import jws as jose_jws
+from joserfc.jwk import OKPKey
+
+from parley.crypto import jws
+from parley.crypto.keys import SigningKey, b64url_encode
+from parley.errors import BadSignature, MalformedMessage, UnknownMessageType
+from parley.protocol.messages import VoiceStart, encode_payload
+
+
+def _start(**overrides: object) -> VoiceStart:
+    fields: dict[str, object] = dict(
+        iss="alice",
+        sub="bob",
+        aud="bob",
+        iat=1_700_000_000,
+        exp=1_700_000_300,
+        jti="j1",
+        cid="c1",
+        call_id="k1",
+        peer_info="v=0",
+        data={"operator_name": "Bob"},
+    )
+    fields.update(overrides)
+    return VoiceStart(**fields)  # type: ignore[arg-type]
+
+
+def _jwk(key: SigningKey, private: bool) -> dict[str, Any]:
+    jwk: dict[str, Any] = {"kty": "OKP", "crv": "Ed25519", "x": key.public_key.to_b64()}
+    if private:
+        jwk["d"] = key.to_b64()
+    return jwk
+
+
+def test_round_trip() -> None:
+    key = SigningKey.generate()
+    token = jws.parse(jws.sign(_start(), key, "dev1"))
+    jws.verify_signature(token, key.public_key)
+    assert token.header.kid == "dev1"
+    assert token.message == _start()
+
+
+def test_other_key_is_rejected() -> None:
+    token = jws.parse(jws.sign(_start(), SigningKey.generate(), "dev1"))
+    with pytest.raises(BadSignature):
+        jws.verify_signature(token, SigningKey.generate().public_key)
+
+
+def test_tampered_claims_are_rejected() -> None:
+    key = SigningKey.generate()
+    header, _, signature = jws.sign(_start(), key, "dev1").split(b".")
+    forged = b64url_encode(encode_payload(_start(aud="mallory"))).encode()
+    token = jws.parse(header + b"." + forged + b"." + signature)
+    with pytest.raises(BadSignature):
+        jws.verify_signature(token, key.public_key)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"a.b", b"a.b.c.d", b"!!!.e30.e30", b"e30.e30.e30"],
+)
+def test_malformed_tokens(raw: bytes) -> None:
+    with pytest.raises(MalformedMessage):
+        jws.parse(raw)
+
+
+def test_alg_none_is_refused() -> None:
+    header = b64url_encode(b'{"alg":"none","kid":"d"}')
+    payload = b64url_encode(encode_payload(_start()))
+    with pytest.raises(MalformedMessage, match="algorithm"):
+        jws.parse(f"{header}.{payload}.".encode())
+
+
+def test_unknown_type_is_typed() -> None:
+    header = b64url_encode(b'{"alg":"EdDSA","kid":"d"}')
+    payload = b64url_encode(b'{"typ":"chat.voice.dance","iss":"a"}')
+    with pytest.raises(UnknownMessageType):
+        jws.parse(f"{header}.{payload}.AAAA".encode())
+
+
+def test_joserfc_verifies_parley_tokens() -> None:
+    key = SigningKey.generate()
+    token = jws.sign(_start(), key, "dev1").decode()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # joserfc warns that RFC 9864 prefers "Ed25519"
+        obj = jose_jws.deserialize_compact(
+            token, OKPKey.import_key(_jwk(key, private=False)), algorithms=["EdDSA"]
+        )
+    assert obj.headers() == {"alg": "EdDSA", "kid": "dev1"}
+    assert obj.payload == encode_payload(_start())
+
+
+def test_parley_verifies_joserfc_tokens() -> None:
+    key = SigningKey.generate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        token = jose_jws.serialize_compact(
+            {"alg": "EdDSA", "kid": "dev1"},
+            encode_payload(_start()),
+            OKPKey.import_key(_jwk(key, private=True)),
+            algorithms=["EdDSA"],
+        )
+    parsed = jws.parse(token.encode())
+    jws.verify_signature(parsed, key.public_key)
+    assert parsed.message == _start()
+
+
+def test_pyjwt_round_trips_with_parley() -> None:
+    key = SigningKey.generate()
+    private = jwt.PyJWK(_jwk(key, private=True), algorithm="EdDSA")
+    public = jwt.PyJWK(_jwk(key, private=False), algorithm="EdDSA")
+    claims = encode_payload(_start())
+
+    as_dict = msgspec.json.decode(claims)
+    theirs = jwt.encode(as_dict, private.key, algorithm="EdDSA", headers={"kid": "dev1"})
+    parsed = jws.parse(theirs.encode())
+    jws.verify_signature(parsed, key.public_key)
+    assert parsed.message == _start()
+
+    ours = jws.sign(_start(), key, "dev1").decode()
+    decoded = jwt.decode(
+        ours,
+        public.key,
+        algorithms=["EdDSA"],
+        audience="bob",
+        options={"verify_exp": False, "verify_iat": False},
+    )
+    assert decoded == as_dict
