@@ -33,7 +33,8 @@ The tree::
     │   ├── NotConnected
     │   └── TransportClosed
     ├── DeliveryTimeout               the relay did not acknowledge in time
-    └── StateError                    an operation that the current state does not allow
+    ├── StateError                    an operation that the current state does not allow
+    └── ChildProcessFailed            a relay or proxy process Parley started did not run
 
 ``RelayError.from_code`` maps the wire error codes of ``protocol.frames.ErrorCode`` onto
 the classes above, so a refusal by the relay surfaces as the same type on every client.
@@ -190,3 +191,7 @@ class DeliveryTimeout(ParleyError):
 
 class StateError(ParleyError):
     """An operation that the current state does not allow."""
+
+
+class ChildProcessFailed(ParleyError):
+    """A child process (relay, proxy) exited early or did not become ready."""

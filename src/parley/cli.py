@@ -1,0 +1,187 @@
+"""The ``parley`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from parley.errors import ParleyError
+
+app = typer.Typer(
+    name="parley",
+    help="Negotiate voice calls between identities over an authenticated relay.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+identity_app = typer.Typer(help="Create identities and manage their devices.", no_args_is_help=True)
+app.add_typer(identity_app, name="identity")
+
+console = Console()
+err_console = Console(stderr=True)
+
+T = TypeVar("T")
+
+CredentialsOption = Annotated[
+    Path, typer.Option("--credentials", "-c", help="This device's credentials file.")
+]
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; a ParleyError becomes a one-line message and exit code 1."""
+    try:
+        return asyncio.run(work())  # type: ignore[arg-type]
+    except ParleyError as exc:
+        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def relay(
+    data_dir: Annotated[Path, typer.Option(help="Where the relay keeps its SQLite database.")] = Path(
+        "parley-data"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8765,
+) -> None:
+    """Run a relay until SIGINT or SIGTERM."""
+    from parley.relay import RelayConfig
+    from parley.relay.server import run_relay
+
+    def ready(url: str) -> None:
+        # One plain line with the URL: scripts and tests wait for it.
+        print(f"parley relay listening on {url}", flush=True)
+
+    asyncio.run(run_relay(data_dir, host, port, RelayConfig(), ready))
+
+
+@identity_app.command("new")
+def identity_new(
+    relay_url: Annotated[str, typer.Option("--relay", help="The relay's ws:// URL.")],
+    out: Annotated[Path, typer.Option("--out", help="Credentials file to write (0600).")],
+    name: Annotated[str | None, typer.Option(help="A display name for the identity.")] = None,
+    identity_id: Annotated[
+        str | None, typer.Option("--id", help="Choose the identity id instead of a random one.")
+    ] = None,
+) -> None:
+    """Register a new identity and its first device; prints the identity id last."""
+    from parley.client.registration import register_identity
+
+    if out.exists():
+        err_console.print(f"[red]error:[/red] {out} exists; refusing to overwrite a key")
+        raise typer.Exit(1)
+    creds = _run(lambda: register_identity(relay_url, name=name, identity_id=identity_id))
+    creds.save(out)
+    err_console.print(f"registered identity, device {creds.device}, credentials in {out}")
+    print(creds.identity)
+
+
+@identity_app.command("add-device")
+def identity_add_device(
+    credentials: CredentialsOption,
+    out: Annotated[Path, typer.Option("--out", help="Credentials file for the new device.")],
+) -> None:
+    """Add a second device (its own key) to the identity of CREDENTIALS."""
+    from parley.client.registration import add_device
+    from parley.credentials import Credentials
+
+    if out.exists():
+        err_console.print(f"[red]error:[/red] {out} exists; refusing to overwrite a key")
+        raise typer.Exit(1)
+    creds = _run(lambda: add_device(Credentials.load(credentials)))
+    creds.save(out)
+    err_console.print(f"added device to {creds.identity}, credentials in {out}")
+    print(creds.device)
+
+
+@identity_app.command("revoke-device")
+def identity_revoke_device(
+    credentials: CredentialsOption,
+    device: Annotated[str, typer.Argument(help="The device id to revoke.")],
+) -> None:
+    """Revoke one device key of this identity (signed by the device of CREDENTIALS)."""
+    from parley.client import Client
+
+    async def work() -> None:
+        async with Client.from_credentials(credentials) as client:
+            await client.revoke_device(device)
+
+    _run(work)
+    console.print(f"revoked device {device}")
+
+
+@app.command()
+def permit(
+    credentials: CredentialsOption,
+    other: Annotated[str, typer.Argument(help="Identity allowed to send to you.")],
+) -> None:
+    """Accept messages from OTHER."""
+    from parley.client import Client
+
+    async def work() -> None:
+        async with Client.from_credentials(credentials) as client:
+            await client.connections.permit(other)
+
+    _run(work)
+    console.print(f"permitted {other}")
+
+
+@app.command()
+def revoke(
+    credentials: CredentialsOption,
+    other: Annotated[str, typer.Argument(help="Identity no longer allowed to send to you.")],
+) -> None:
+    """Stop accepting messages from OTHER."""
+    from parley.client import Client
+
+    async def work() -> None:
+        async with Client.from_credentials(credentials) as client:
+            await client.connections.revoke(other)
+
+    _run(work)
+    console.print(f"revoked {other}")
+
+
+@app.command()
+def connections(credentials: CredentialsOption) -> None:
+    """List the identities you accept messages from."""
+    from parley.client import Client
+
+    async def work() -> list[str]:
+        async with Client.from_credentials(credentials) as client:
+            return await client.connections.list()
+
+    permitted = _run(work)
+    table = Table("permitted identity")
+    for identity in permitted:
+        table.add_row(identity)
+    console.print(table)
+
+
+@app.command()
+def demo(
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep the demo's files in this directory.")
+    ] = None,
+) -> None:
+    """Relay, proxy, operator and customer: two calls through the proxy, with a transcript."""
+    from parley.demo import run_demo
+
+    ok = _run(lambda: run_demo(console, keep))
+    raise typer.Exit(0 if ok else 1)

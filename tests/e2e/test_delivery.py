@@ -1,0 +1,96 @@
+"""Delivery over a real relay: offline recipients, several devices, a relay restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from parley.client import Client
+from parley.client.registration import add_device
+from parley.errors import DeliveryTimeout, RelayConnectionError
+from parley.processes import RelayProcess
+from tests.conftest import Register
+from tests.e2e.test_security import _until
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_offline_customer_receives_the_call_on_reconnect(register: Register) -> None:
+    (op, op_path), (cu, cu_path) = await register("operator"), await register("customer")
+    async with Client.from_credentials(cu_path) as customer:
+        await customer.connections.permit(op.identity)
+    # The customer is offline now; the start is stored for it.
+    async with Client.from_credentials(op_path) as operator:
+        await operator.voice().start(cu.identity, "cid", "k1", "offer", {"operator_name": "Bob"})
+        await operator.voice().stop(cu.identity, "cid", "k1")
+    received: list[tuple[str, str]] = []
+    customer = Client.from_credentials(cu_path)
+    voice = customer.voice()
+    voice.on_start(lambda issuer, payload: received.append(("start", payload["call_id"])))
+    voice.on_stop(lambda issuer, payload: received.append(("stop", payload["call_id"])))
+    async with customer:
+        await _until(lambda: len(received) == 2)
+    assert received == [("start", "k1"), ("stop", "k1")]
+    # Reconnecting with the same state handles nothing again.
+    async with customer:
+        await asyncio.sleep(0.5)
+    assert len(received) == 2
+
+
+async def test_every_device_of_the_recipient_receives(register: Register, tmp_path: Path) -> None:
+    (op, op_path), (cu, cu_path) = await register("operator"), await register("customer")
+    cu_phone, op_phone = await add_device(cu), await add_device(op)
+    got: Counter[str] = Counter()
+    async with Client.from_credentials(cu_path) as laptop, \
+            Client(cu_phone, state_path=tmp_path / "phone.db") as phone, \
+            Client(op_phone, state_path=tmp_path / "op-phone.db") as operator_phone, \
+            Client.from_credentials(op_path) as operator:
+        await laptop.connections.permit(op.identity)
+        laptop.voice().on_start(lambda issuer, payload: got.update(["laptop"]))
+        phone.voice().on_start(lambda issuer, payload: got.update(["phone"]))
+        # The sender's other device gets a copy but no handler runs for its own message.
+        operator_phone.voice().on_start(lambda issuer, payload: got.update(["operator-phone"]))
+        await operator.voice().start(cu.identity, "cid", "k1", "offer", {})
+        await _until(lambda: got["laptop"] == 1 and got["phone"] == 1)
+        await asyncio.sleep(0.3)
+    assert got == Counter({"laptop": 1, "phone": 1})
+
+
+async def test_relay_restart_loses_nothing_acknowledged(
+    register: Register, relay_process: RelayProcess
+) -> None:
+    (op, op_path), (cu, cu_path) = await register("operator"), await register("customer")
+    handled: list[str] = []
+    acked: list[str] = []
+    customer = Client.from_credentials(cu_path)
+    customer.voice().on_start(lambda issuer, payload: handled.append(payload["call_id"]))
+    operator = Client.from_credentials(op_path, ack_timeout=30.0)
+    async with customer, operator:
+        await customer.connections.permit(op.identity)
+
+        async def send_all() -> None:
+            for n in range(60):
+                call_id = f"k{n}"
+                with contextlib.suppress(DeliveryTimeout, RelayConnectionError):
+                    await operator.voice().start(cu.identity, "cid", call_id, "offer", {})
+                    acked.append(call_id)
+                await asyncio.sleep(0.01)
+
+        sending = asyncio.create_task(send_all())
+        await _until(lambda: len(acked) >= 20)
+        await relay_process.kill()  # a crash: no clean shutdown
+        restarted = RelayProcess(relay_process.data_dir, port=relay_process.port)
+        async with restarted:
+            await sending
+            await _until(lambda: set(acked) <= set(handled), timeout=30)
+            await asyncio.sleep(0.5)
+    assert len(acked) >= 20
+    duplicates = [call_id for call_id, n in Counter(handled).items() if n > 1]
+    assert duplicates == []
+    assert set(acked) <= set(handled)
+    # Calls are handled in the order they were sent.
+    assert handled == sorted(handled, key=lambda c: int(c[1:]))

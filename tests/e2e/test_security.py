@@ -1,0 +1,139 @@
+"""Refusals over a real relay: permissions, forged and replayed payloads, revoked keys."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from parley.client import Client
+from parley.client.registration import add_device
+from parley.crypto.keys import SigningKey
+from parley.errors import DeviceRevoked, NotPermitted, ParleyError, UnknownIdentity
+from parley.processes import RelayProcess
+from parley.protocol import frames
+from parley.protocol.messages import Message
+from tests.conftest import Register
+from tests.e2e.raw import RawSession, signed, voice_start
+
+pytestmark = pytest.mark.e2e
+
+
+async def _until(predicate: object, timeout: float = 10.0) -> None:
+    assert callable(predicate)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_unpermitted_sender_is_refused(register: Register) -> None:
+    (_, alice_path), (bob, bob_path) = await register("alice"), await register("bob")
+    received: list[Message] = []
+    async with Client.from_credentials(alice_path) as alice, \
+            Client.from_credentials(bob_path) as bob_client:
+        bob_client.voice().on_start(lambda issuer, payload: received.append(payload))
+        with pytest.raises(NotPermitted):
+            await alice.voice().start(bob.identity, "c", "k", "sdp", {})
+        with pytest.raises(UnknownIdentity):
+            await alice.voice().start("nobody-here", "c", "k", "sdp", {})
+        # Once bob permits alice the same call goes through; revoking closes it again.
+        await bob_client.connections.permit(alice.id)
+        assert await bob_client.connections.list() == [alice.id]
+        await alice.voice().start(bob.identity, "c", "k2", "sdp", {})
+        await _until(lambda: len(received) == 1)
+        await bob_client.connections.revoke(alice.id)
+        with pytest.raises(NotPermitted):
+            await alice.voice().start(bob.identity, "c", "k3", "sdp", {})
+    assert [m["call_id"] for m in received] == ["k2"]
+
+
+async def test_bad_payloads_never_reach_a_handler(
+    register: Register, relay_process: RelayProcess
+) -> None:
+    (mallory, _), (bob, bob_path), (carol, _) = [
+        await register(name) for name in ("mallory", "bob", "carol")
+    ]
+    handled: list[str] = []
+    async with Client.from_credentials(bob_path) as bob_client:
+        await bob_client.connections.permit(mallory.identity)
+        bob_client.voice().on_start(lambda issuer, payload: handled.append(payload["call_id"]))
+        good = signed(
+            voice_start(iss=mallory.identity, aud=bob.identity, call_id="good"),
+            mallory.secret_key, mallory.device,
+        )
+        bad = {
+            "bad_signature": signed(
+                voice_start(iss=mallory.identity, aud=bob.identity, call_id="forged"),
+                SigningKey.generate(), mallory.device,
+            ),
+            "wrong_audience": signed(
+                voice_start(iss=mallory.identity, aud=carol.identity, call_id="aud"),
+                mallory.secret_key, mallory.device,
+            ),
+            "wrong_issuer": signed(
+                voice_start(iss=carol.identity, aud=bob.identity, call_id="iss"),
+                mallory.secret_key, mallory.device,
+            ),
+            "expired": signed(
+                voice_start(iss=mallory.identity, aud=bob.identity, call_id="old",
+                            iat=time.time() - 600, exp=time.time() - 300),
+                mallory.secret_key, mallory.device,
+            ),
+            "issued_in_future": signed(
+                voice_start(iss=mallory.identity, aud=bob.identity, call_id="future",
+                            iat=time.time() + 120),
+                mallory.secret_key, mallory.device,
+            ),
+        }
+        async with RawSession(mallory, relay_process.url) as raw:
+            assert isinstance(await raw.send_body(bob.identity, good), frames.Ack)
+            for body in bad.values():
+                assert isinstance(await raw.send_body(bob.identity, body), frames.Ack)
+            # The same signed payload again, in a new envelope: a replay.
+            assert isinstance(await raw.send_body(bob.identity, good), frames.Ack)
+            assert isinstance(await raw.send_body(bob.identity, b"not a jws"), frames.Ack)
+            await raw.send_body(bob.identity, signed(
+                voice_start(iss=mallory.identity, aud=bob.identity, call_id="last"),
+                mallory.secret_key, mallory.device,
+            ))
+        await _until(lambda: handled[-1:] == ["last"])
+        assert handled == ["good", "last"]
+        for reason in [*bad, "replayed"]:
+            assert bob_client.rejected[reason] == 1, (reason, bob_client.rejected)
+        assert sum(bob_client.rejected.values()) == len(bad) + 2  # + replay + garbage
+
+
+async def test_revoked_device_is_refused(
+    register: Register, relay_process: RelayProcess
+) -> None:
+    (op, op_path), (bob, bob_path) = await register("operator"), await register("bob")
+    phone = await add_device(op)
+    handled: list[str] = []
+    async with Client.from_credentials(bob_path) as bob_client, \
+            Client.from_credentials(op_path) as operator:
+        await bob_client.connections.permit(op.identity)
+        bob_client.voice().on_start(lambda issuer, payload: handled.append(payload["call_id"]))
+        async with Client(phone, state_path=":memory:") as phone_client:
+            await phone_client.voice().start(bob.identity, "c", "from-phone", "sdp", {})
+            await _until(lambda: handled == ["from-phone"])
+            await operator.revoke_device(phone.device)
+            # The relay drops the revoked device: it can neither send nor reconnect.
+            with pytest.raises(ParleyError):
+                await phone_client.voice().start(bob.identity, "c", "after", "sdp", {})
+        with pytest.raises(DeviceRevoked):
+            async with Client(phone, state_path=":memory:"):
+                pass
+        # A payload signed by the revoked key, smuggled through the good device's session.
+        async with RawSession(op, relay_process.url) as raw:
+            smuggled = signed(
+                voice_start(iss=op.identity, aud=bob.identity, call_id="smuggled"),
+                phone.secret_key, phone.device,
+            )
+            assert isinstance(await raw.send_body(bob.identity, smuggled), frames.Ack)
+        await operator.voice().start(bob.identity, "c", "from-desk", "sdp", {})
+        await _until(lambda: handled[-1:] == ["from-desk"])
+        assert handled == ["from-phone", "from-desk"]
+        assert bob_client.rejected["revoked_key"] == 1

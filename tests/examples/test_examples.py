@@ -1,0 +1,114 @@
+"""Every script in examples/ runs against a real relay process."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from parley.client import Client
+from parley.processes import ChildProcess
+from parley.protocol.messages import Message
+from tests.conftest import Register
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+PROXY = EXAMPLES / "voice_proxy.py"
+Scenario = Callable[[Register, Path], Awaitable[None]]
+
+
+class Inbox:
+    """Collects what a client's handlers receive, for assertions."""
+
+    def __init__(self) -> None:
+        self.items: asyncio.Queue[tuple[str, Message]] = asyncio.Queue()
+
+    def __call__(self, issuer: str, payload: Message) -> None:
+        self.items.put_nowait((issuer, payload))
+
+    async def next(self) -> tuple[str, Message]:
+        return await asyncio.wait_for(self.items.get(), 15)
+
+
+async def _bind(db: Path, cid: str, operator: str, customer: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(PROXY), "--db", str(db), "bind", cid, operator, customer,
+        "--operator-name", "Bob",
+    )
+    assert await proc.wait() == 0
+
+
+async def voice_proxy(register: Register, tmp_path: Path) -> None:
+    (app, app_path), (op, op_path), (cu, cu_path) = [
+        await register(name) for name in ("app", "operator", "customer")
+    ]
+    db = tmp_path / "calls.db"
+    await _bind(db, "cid-accept", op.identity, cu.identity)
+    await _bind(db, "cid-busy", op.identity, cu.identity)
+    proxy = ChildProcess(
+        [sys.executable, str(PROXY), "--db", str(db), "run", "--credentials", str(app_path)],
+        re.compile(r"\[voice_proxy\] ready"),
+        name="voice proxy",
+    )
+    async with proxy, Client.from_credentials(op_path) as operator, \
+            Client.from_credentials(cu_path) as customer:
+        await operator.connections.permit(app.identity)
+        await customer.connections.permit(app.identity)
+        at_operator, at_customer = Inbox(), Inbox()
+        for voice, inbox in ((operator.voice(), at_operator), (customer.voice(), at_customer)):
+            for subscribe in (voice.on_start, voice.on_accept, voice.on_busy, voice.on_stop):
+                subscribe(inbox)
+
+        # Accept path: start reaches the customer with the operator's name, accept comes
+        # back with the customer's session description, the hang-up reaches the customer.
+        await operator.voice().start(app.identity, "cid-accept", "k1", "offer-sdp", {})
+        issuer, ring = await at_customer.next()
+        assert issuer == app.identity
+        assert (ring.typ.value, ring.cid, ring["call_id"], ring["peer_info"], ring["data"]) == (
+            "chat.voice.start", "cid-accept", "k1", "offer-sdp", {"operator_name": "Bob"}
+        )
+        await customer.voice().accept(app.identity, "cid-accept", "k1", "answer-sdp")
+        issuer, accepted = await at_operator.next()
+        assert (issuer, accepted.typ.value, accepted["peer_info"]) == (
+            app.identity, "chat.voice.accept", "answer-sdp"
+        )
+        await operator.voice().stop(app.identity, "cid-accept", "k1")
+        _, stopped = await at_customer.next()
+        assert (stopped.typ.value, stopped.cid, stopped["call_id"]) == (
+            "chat.voice.stop", "cid-accept", "k1"
+        )
+
+        # Busy path: the customer's busy goes back to the operator.
+        await operator.voice().start(app.identity, "cid-busy", "k2", "offer-2", {})
+        _, ring = await at_customer.next()
+        assert (ring.cid, ring["call_id"]) == ("cid-busy", "k2")
+        await customer.voice().busy(app.identity, "cid-busy", "k2")
+        _, busy = await at_operator.next()
+        assert (busy.typ.value, busy.cid, busy["call_id"]) == ("chat.voice.busy", "cid-busy", "k2")
+
+        # A hang-up from the customer side goes to the operator.
+        await customer.voice().stop(app.identity, "cid-busy", "k2")
+        _, stopped = await at_operator.next()
+        assert (stopped.typ.value, stopped.cid) == ("chat.voice.stop", "cid-busy")
+
+        # Nothing else arrived anywhere.
+        await asyncio.sleep(0.3)
+        assert at_operator.items.empty() and at_customer.items.empty()
+    assert any("received start from" in line for line in proxy.lines)
+
+
+SCENARIOS: dict[str, Scenario] = {"voice_proxy.py": voice_proxy}
+
+
+def test_every_example_has_a_scenario() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(SCENARIOS)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+async def test_example(name: str, register: Register, tmp_path: Path) -> None:
+    await SCENARIOS[name](register, tmp_path)

@@ -1,0 +1,99 @@
+"""The ``parley`` command, run as a user runs it: real processes, a real relay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from parley.processes import RelayProcess
+
+pytestmark = pytest.mark.e2e
+
+
+async def parley(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "parley", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.read().decode()
+
+
+async def test_relay_serves_health_and_metrics_and_stops_on_sigterm(tmp_path: Path) -> None:
+    relay = RelayProcess(tmp_path / "data")
+    await relay.start()
+    status, body = await asyncio.to_thread(_get, relay.http_url + "/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    status, metrics = await asyncio.to_thread(_get, relay.http_url + "/metrics")
+    assert status == 200 and "parley_relay_messages_stored_total" in metrics
+    os.kill(relay.pid, signal.SIGTERM)
+    assert await relay.stop() == 0
+    assert (tmp_path / "data" / "relay.db").exists()
+
+
+async def test_identity_permit_and_connections(relay_process: RelayProcess, tmp_path: Path) -> None:
+    alice, bob = tmp_path / "alice.json", tmp_path / "bob.json"
+    code, out, err = await parley("identity", "new", "--relay", relay_process.url,
+                                  "--out", str(alice), "--name", "Alice")
+    assert code == 0, err
+    alice_id = out.strip().splitlines()[-1]
+    assert json.loads(alice.read_text())["identity"] == alice_id
+    assert stat.S_IMODE(alice.stat().st_mode) == 0o600
+
+    code, out, err = await parley("identity", "new", "--relay", relay_process.url,
+                                  "--out", str(bob))
+    assert code == 0, err
+    bob_id = out.strip().splitlines()[-1]
+
+    # The same id with another key is refused.
+    code, _, err = await parley("identity", "new", "--relay", relay_process.url,
+                                "--out", str(tmp_path / "thief.json"), "--id", alice_id)
+    assert code == 1 and "IdentityExists" in err
+
+    code, out, err = await parley("permit", "--credentials", str(bob), alice_id)
+    assert code == 0, err
+    code, out, _ = await parley("connections", "--credentials", str(bob))
+    assert alice_id in out
+    code, _, err = await parley("revoke", "--credentials", str(bob), alice_id)
+    assert code == 0, err
+    code, out, _ = await parley("connections", "--credentials", str(bob))
+    assert alice_id not in out
+
+    code, _, err = await parley("permit", "--credentials", str(bob), "no-such-identity")
+    assert code == 1 and "UnknownIdentity" in err
+
+    phone = tmp_path / "alice-phone.json"
+    code, out, err = await parley("identity", "add-device", "--credentials", str(alice),
+                                  "--out", str(phone))
+    assert code == 0, err
+    phone_creds = json.loads(phone.read_text())
+    assert phone_creds["identity"] == alice_id
+    assert phone_creds["device"] == out.strip().splitlines()[-1]
+    assert stat.S_IMODE(phone.stat().st_mode) == 0o600
+
+
+async def test_missing_credentials_is_a_clear_error(tmp_path: Path) -> None:
+    code, _, err = await parley("connections", "--credentials", str(tmp_path / "none.json"))
+    assert code == 1 and "CredentialsError" in err
+
+
+async def test_demo_accounts_for_every_message() -> None:
+    code, out, err = await parley("demo", timeout=120)
+    assert code == 0, out + err
+    assert "all 5 forwarded messages accounted for" in out
+    for typ in ("chat.voice.start", "chat.voice.accept", "chat.voice.stop", "chat.voice.busy"):
+        assert typ in out
