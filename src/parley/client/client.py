@@ -1,0 +1,178 @@
+"""The asyncio client: one device of one identity, connected to a relay.
+
+Wiring only; each concern lives in its own module::
+
+    Connection  session, requests, acks, reconnect      (connection.py)
+    State       offset, seen jti, cached key chains     (state.py)
+    Directory   other identities' device keys           (directory.py)
+    Verifier    the receive checks                      (verify.py)
+    Inbox       ordered, exactly-once handling          (inbox.py)
+    Sender      signing and sending                     (sender.py)
+    Voice, Connections                                  the services apps use
+
+Subscribe handlers before :meth:`connect`, or right after it without awaiting in
+between: messages that arrived while offline are handled as soon as the client runs,
+and a message with no handler is confirmed and dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from parley.client.connection import Connection, Connector, websocket_connector
+from parley.client.connections import Connections
+from parley.client.directory import Directory
+from parley.client.handlers import Handlers
+from parley.client.inbox import Inbox
+from parley.client.registration import revoke_device_key
+from parley.client.sender import Sender
+from parley.client.state import MEMORY, State
+from parley.client.verify import Verifier
+from parley.client.voice import Voice
+from parley.credentials import Credentials
+from parley.errors import StateError
+from parley.ids import DeviceId, IdentityId
+from parley.protocol.frames import Deliver
+
+
+class Client:
+    """A device's session with the relay.
+
+    ``state_path`` is where the last processed offset, seen message ids and cached key
+    chains are kept; ``None`` or ``":memory:"`` keeps them in memory only, so a restarted
+    client may handle again a message whose confirm was lost.
+    ``connector`` opens a transport to the relay (default: a WebSocket to
+    ``credentials.relay_url``). Requests fail with :class:`DeliveryTimeout` after
+    ``ack_timeout`` seconds; sent messages expire ``message_lifetime`` seconds after
+    they are signed. ``clock`` returns Unix time in seconds.
+    """
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        *,
+        state_path: str | os.PathLike[str] | None = None,
+        connector: Connector | None = None,
+        ack_timeout: float = 10.0,
+        message_lifetime: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._credentials = credentials
+        self._state_path: str | Path = MEMORY if state_path is None else Path(state_path)
+        self._clock = clock
+        self.rejected: Counter[str] = Counter()
+        """Messages refused by the receive checks, by reason (``"bad_signature"``, ...)."""
+        self._connection = Connection(
+            credentials,
+            connector or websocket_connector(credentials.relay_url),
+            on_deliver=self._on_deliver,
+            resume_after=self._resume_after,
+            ack_timeout=ack_timeout,
+        )
+        self._handlers = Handlers()
+        sender = Sender(
+            credentials, self._connection, message_lifetime=message_lifetime, clock=clock
+        )
+        self.connections = Connections(self._connection)
+        self._voice = Voice(sender, self._handlers)
+        self._state: State | None = None
+        self._inbox: Inbox | None = None
+
+    @classmethod
+    def from_credentials(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        state_path: str | os.PathLike[str] | None = None,
+        connector: Connector | None = None,
+        ack_timeout: float = 10.0,
+        message_lifetime: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> Client:
+        """A client for the credentials file at ``path``; state beside it by default."""
+        return cls(
+            Credentials.load(path),
+            state_path=Credentials.default_state_path(path) if state_path is None else state_path,
+            connector=connector,
+            ack_timeout=ack_timeout,
+            message_lifetime=message_lifetime,
+            clock=clock,
+        )
+
+    @property
+    def id(self) -> IdentityId:
+        return self._credentials.identity
+
+    @property
+    def device(self) -> DeviceId:
+        return self._credentials.device
+
+    def voice(self) -> Voice:
+        """The voice service (the same object on every call)."""
+        return self._voice
+
+    async def connect(self) -> None:
+        """Open the state file, connect and authenticate; then handle deliveries."""
+        if self._state is not None:
+            raise StateError("a client connects once; make a new one to connect again")
+        state = State(
+            self._state_path, identity=self._credentials.identity, device=self._credentials.device
+        )
+        directory = Directory(self._connection, state)
+        inbox = Inbox(
+            identity=self._credentials.identity,
+            connection=self._connection,
+            state=state,
+            verifier=Verifier(self._credentials.identity, directory, state, self._clock),
+            handlers=self._handlers,
+            rejected=self.rejected,
+            clock=self._clock,
+        )
+        self._state, self._inbox = state, inbox
+        try:
+            await self._connection.open()
+        except BaseException:
+            self._state = self._inbox = None
+            state.close()
+            raise
+        inbox.start()
+
+    async def close(self) -> None:
+        """Stop handling and reconnecting, close the connection and the state file."""
+        if self._inbox is not None:
+            await self._inbox.stop()
+        await self._connection.close()
+        if self._state is not None:
+            self._state.close()
+
+    async def revoke_device(self, device: str) -> None:
+        """Revoke a device of this identity (an entry signed by this device).
+
+        The relay closes the revoked device's connection, and other identities refuse
+        its messages from then on, including those it sent before.
+        """
+        await revoke_device_key(self._connection, self._credentials, device)
+
+    async def __aenter__(self) -> Client:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _on_deliver(self, deliver: Deliver) -> None:
+        if self._inbox is not None:
+            self._inbox.put(deliver)
+
+    def _resume_after(self) -> int:
+        return 0 if self._state is None else self._state.offset

@@ -1,0 +1,343 @@
+"""One logical relay session over a sequence of transports.
+
+:class:`Connection` answers the relay's challenge, matches replies to requests by
+``ref``, times requests out, and after a dropped transport (not after :meth:`close`)
+reconnects with exponential backoff and jitter. Requests still waiting for a reply are
+resent on the new transport with the same bytes: a ``Send`` keeps its ``envelope_id``
+so the relay stores it once however often it arrives, and the caller keeps waiting
+until its own timeout.
+
+If the relay refuses the device (``auth_failed``, ``device_revoked``) the connection
+stops for good: waiting and later requests raise that error.
+
+Incoming :class:`~parley.protocol.frames.Deliver` frames go to ``on_deliver`` in arrival
+order; the callback must not block (the client queues them for its inbox task), because
+this task must keep reading replies while handlers run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeAlias, TypeVar
+
+from parley.client.backoff import Backoff
+from parley.credentials import Credentials
+from parley.errors import (
+    AuthenticationFailed,
+    DeliveryTimeout,
+    DeviceRevoked,
+    MalformedFrame,
+    NotConnected,
+    ProtocolError,
+    RelayConnectionError,
+    RelayError,
+    StateError,
+    TransportClosed,
+)
+from parley.protocol.frames import (
+    PROTOCOL_VERSION,
+    Ack,
+    Authenticate,
+    Challenge,
+    ClientFrame,
+    Confirm,
+    Connections,
+    Deliver,
+    Done,
+    Error,
+    ErrorCode,
+    KeyChainFrame,
+    Registered,
+    RelayFrame,
+    Welcome,
+    auth_message,
+    decode_relay_frame,
+    encode,
+)
+from parley.transport import Transport
+from parley.transport.websocket import connect_websocket
+
+log = logging.getLogger(__name__)
+
+Connector: TypeAlias = Callable[[], Awaitable[Transport]]
+Reply: TypeAlias = Ack | Done | Connections | KeyChainFrame | Registered
+ReplyT = TypeVar("ReplyT", Ack, Done, Connections, KeyChainFrame, Registered)
+
+# The relay refuses these for good; retrying would only be refused again.
+_FATAL_CODES = frozenset({ErrorCode.AUTH_FAILED, ErrorCode.DEVICE_REVOKED})
+
+
+def websocket_connector(relay_url: str) -> Connector:
+    """The default connector: a new WebSocket to ``relay_url`` per attempt."""
+
+    async def connect() -> Transport:
+        return await connect_websocket(relay_url)
+
+    return connect
+
+
+@dataclass
+class _Pending:
+    data: bytes
+    future: asyncio.Future[Reply]
+
+
+async def recv_frame(transport: Transport) -> RelayFrame:
+    return decode_relay_frame(await transport.recv())
+
+
+async def expect_challenge(transport: Transport) -> Challenge:
+    """The first frame of every session; a typed error if the relay speaks otherwise."""
+    frame = await recv_frame(transport)
+    if not isinstance(frame, Challenge):
+        raise MalformedFrame(f"expected a challenge, got {type(frame).__name__}")
+    if frame.version != PROTOCOL_VERSION:
+        raise RelayError.from_code(
+            ErrorCode.UNSUPPORTED,
+            f"relay speaks protocol {frame.version}, this client {PROTOCOL_VERSION}",
+        )
+    return frame
+
+
+class Connection:
+    def __init__(
+        self,
+        credentials: Credentials,
+        connector: Connector,
+        *,
+        on_deliver: Callable[[Deliver], None],
+        resume_after: Callable[[], int],
+        ack_timeout: float,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._credentials = credentials
+        self._connector = connector
+        self._on_deliver = on_deliver
+        self._resume_after = resume_after
+        self._ack_timeout = ack_timeout
+        self._backoff = backoff or Backoff()
+        self._refs = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self._transport: Transport | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failure: RelayError | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
+
+    @property
+    def failure(self) -> RelayError | None:
+        """Why the relay refused this device for good, if it did."""
+        return self._failure
+
+    async def open(self) -> Welcome:
+        """Connect and authenticate once; errors of this first attempt are raised."""
+        if self._task is not None or self._closing:
+            raise StateError("a connection is opened once")
+        transport = await self._connector()
+        try:
+            welcome = await self._handshake(transport)
+        except BaseException:
+            await transport.close()
+            raise
+        await self._attach(transport)
+        self._task = asyncio.create_task(self._run(transport), name="parley-connection")
+        return welcome
+
+    async def close(self) -> None:
+        """Stop reconnecting, close the transport, fail whatever still waits."""
+        if self._closing:
+            return
+        self._closing = True
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._fail_pending(lambda: NotConnected("the client was closed"))
+
+    async def request(self, make: Callable[[int], ClientFrame], expect: type[ReplyT]) -> ReplyT:
+        """Send ``make(ref)`` and return the relay's reply of type ``expect``.
+
+        Raises the typed :class:`RelayError` for an ``Error`` reply and
+        :class:`DeliveryTimeout` when no reply comes within the ack timeout, across
+        reconnects.
+        """
+        if self._failure is not None:
+            raise _copy(self._failure)
+        if self._closing or self._task is None:
+            raise NotConnected("the client is not connected")
+        ref = next(self._refs)
+        data = encode(make(ref))
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[ref] = _Pending(data, future)
+        try:
+            async with asyncio.timeout(self._ack_timeout):
+                if self._transport is not None:
+                    # A closed transport is fine: the request is resent after reconnecting.
+                    with contextlib.suppress(TransportClosed):
+                        await self._transport.send(data)
+                reply = await future
+        except TimeoutError:
+            raise DeliveryTimeout(
+                f"the relay did not answer within {self._ack_timeout:g} s"
+            ) from None
+        finally:
+            self._pending.pop(ref, None)
+        if not isinstance(reply, expect):
+            raise MalformedFrame(f"expected {expect.__name__}, got {type(reply).__name__}")
+        return reply
+
+    async def confirm(self, offset: int) -> None:
+        """Tell the relay everything up to ``offset`` is processed; best effort.
+
+        A confirm lost with a dropped transport costs nothing: reconnecting resumes
+        after the offset stored locally, which is at least as far.
+        """
+        if self._transport is not None:
+            with contextlib.suppress(TransportClosed):
+                await self._transport.send(encode(Confirm(offset=offset)))
+
+    # -- session -----------------------------------------------------------------
+
+    async def _handshake(self, transport: Transport) -> Welcome:
+        try:
+            async with asyncio.timeout(self._ack_timeout):
+                challenge = await expect_challenge(transport)
+                identity, device = self._credentials.identity, self._credentials.device
+                signature = self._credentials.secret_key.sign(
+                    auth_message(challenge.nonce, identity, device)
+                )
+                resume_after = self._resume_after()
+                await transport.send(
+                    encode(
+                        Authenticate(
+                            identity=identity,
+                            device=device,
+                            signature=signature,
+                            resume_after=resume_after,
+                        )
+                    )
+                )
+                reply = await recv_frame(transport)
+        except TimeoutError:
+            raise DeliveryTimeout("the relay did not complete the handshake in time") from None
+        if isinstance(reply, Error):
+            raise RelayError.from_code(reply.code, reply.message)
+        if not isinstance(reply, Welcome):
+            raise MalformedFrame(f"expected welcome, got {type(reply).__name__}")
+        log.info(
+            "authenticated as %s:%s, resuming after offset %d",
+            reply.identity,
+            reply.device,
+            reply.resume_after,
+        )
+        return reply
+
+    async def _attach(self, transport: Transport) -> None:
+        # Snapshot first: a request made while resending sees the transport and sends
+        # itself, so nothing goes out twice from this side.
+        waiting = list(self._pending.values())
+        self._transport = transport
+        for pending in waiting:
+            if not pending.future.done():
+                await transport.send(pending.data)
+        if waiting:
+            log.info("resent %d unanswered requests", len(waiting))
+
+    async def _run(self, transport: Transport) -> None:
+        while True:
+            await self._serve(transport)
+            self._transport = None
+            if self._closing or self._failure is not None:
+                return
+            log.warning("lost the relay connection; reconnecting")
+            reconnected = await self._reconnect()
+            if reconnected is None:
+                return
+            transport = reconnected
+
+    async def _serve(self, transport: Transport) -> None:
+        try:
+            while True:
+                self._dispatch(await recv_frame(transport))
+        except TransportClosed:
+            pass
+        except ProtocolError as exc:
+            # A relay that sends garbage is as good as gone: start a fresh session.
+            log.warning("closing the relay connection: %s", exc)
+            await transport.close(1002, "protocol error")
+
+    async def _reconnect(self) -> Transport | None:
+        self._backoff.reset()
+        while not self._closing:
+            await asyncio.sleep(self._backoff.next_delay())
+            try:
+                transport = await self._connector()
+            except (RelayConnectionError, OSError) as exc:
+                log.info("reconnect failed: %s", exc)
+                continue
+            try:
+                await self._handshake(transport)
+                await self._attach(transport)
+            except (AuthenticationFailed, DeviceRevoked) as exc:
+                await transport.close()
+                self._fail(exc)
+                return None
+            except (RelayError, RelayConnectionError, DeliveryTimeout, ProtocolError) as exc:
+                log.info("reconnect failed: %s", exc)
+                await transport.close()
+                continue
+            return transport
+        return None
+
+    def _dispatch(self, frame: RelayFrame) -> None:
+        if isinstance(frame, Deliver):
+            self._on_deliver(frame)
+        elif isinstance(frame, Ack | Done | Connections | KeyChainFrame | Registered):
+            self._resolve(frame.ref, frame)
+        elif isinstance(frame, Error):
+            self._on_error(frame)
+        else:
+            log.warning("ignoring unexpected %s from the relay", type(frame).__name__)
+
+    def _resolve(self, ref: int, reply: Reply) -> None:
+        pending = self._pending.pop(ref, None)
+        if pending is not None and not pending.future.done():
+            pending.future.set_result(reply)
+
+    def _on_error(self, frame: Error) -> None:
+        error = RelayError.from_code(frame.code, frame.message)
+        pending = self._pending.pop(frame.ref, None) if frame.ref is not None else None
+        if pending is not None:
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        elif frame.code in _FATAL_CODES:
+            self._fail(error)
+        else:
+            log.warning("relay error: %s (%s)", frame.message, frame.code)
+
+    def _fail(self, error: RelayError) -> None:
+        log.error("the relay refused this device; not reconnecting: %s", error)
+        self._failure = error
+        self._fail_pending(lambda: _copy(error))
+
+    def _fail_pending(self, make_error: Callable[[], Exception]) -> None:
+        pending, self._pending = self._pending, {}
+        for item in pending.values():
+            if not item.future.done():
+                item.future.set_exception(make_error())
+
+
+def _copy(error: RelayError) -> RelayError:
+    # A fresh instance per raise, so tracebacks of different callers do not pile up.
+    return RelayError.from_code(error.code, str(error))

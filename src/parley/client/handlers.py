@@ -1,0 +1,47 @@
+"""Handler registry: one handler per message type, a later subscription replaces it.
+
+Handlers receive ``(issuer, payload)`` and may be plain functions or coroutine
+functions (DESIGN.md §2). An exception in a handler is logged and never reaches the
+client's tasks: one bad message must not stop the inbox.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias, TypeVar, cast
+
+from parley.protocol.messages import Message, Payload
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=Message)
+Handler: TypeAlias = Callable[[str, P], Awaitable[None] | None]
+
+
+class Handlers:
+    def __init__(self) -> None:
+        self._by_type: dict[type[Payload], Handler[Message]] = {}
+
+    def subscribe(self, cls: type[P], handler: Handler[P]) -> None:
+        def call(issuer: str, message: Message) -> Awaitable[None] | None:
+            # dispatch() looks handlers up by type(message), so this is always a P.
+            return handler(issuer, cast(P, message))
+
+        if cls in self._by_type:
+            log.debug("replacing the handler for %s", cls.__name__)
+        self._by_type[cls] = call
+
+    async def dispatch(self, issuer: str, message: Message) -> bool:
+        """Run the handler for ``message``; False if none is subscribed."""
+        handler = self._by_type.get(type(message))
+        if handler is None:
+            return False
+        try:
+            result = handler(issuer, message)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("handler for %s from %s raised", message.typ, issuer)
+        return True

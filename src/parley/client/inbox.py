@@ -1,0 +1,152 @@
+"""The receive side: deliveries in offset order, verified, recorded, handled, confirmed.
+
+One task processes deliveries strictly in arrival (= offset) order, so a handler that
+awaits a send does not block the connection that reads the send's Ack. Per delivery:
+
+1. an offset at or below the stored one was processed already (redelivered after a
+   reconnect): skip it;
+2. a copy of what another device of this identity sent: record it, no handler;
+3. verify (:mod:`.verify`); a rejection is counted in ``rejected`` by reason, logged,
+   recorded and never reaches a handler;
+4. record the offset and ``jti`` *before* calling the handler, so a crash can lose a
+   handler call but never repeat one;
+5. call the handler (none subscribed: dropped, logged at debug);
+6. confirm to the relay, batched while more deliveries are queued.
+
+A delivery that cannot be verified *yet* (the key fetch timed out, the connection is
+down) is retried with backoff, never dropped: it says nothing about the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from parley.client.backoff import Backoff
+from parley.client.connection import Connection
+from parley.client.handlers import Handlers
+from parley.client.state import Seen, State
+from parley.client.verify import REJECTIONS, Verifier, rejection_reason
+from parley.errors import DeliveryTimeout, RelayConnectionError, RelayError
+from parley.protocol.frames import Deliver
+
+log = logging.getLogger(__name__)
+
+# Confirm at least this often while a backlog drains, so the relay can trim the inbox.
+CONFIRM_BATCH = 64
+PRUNE_EVERY = 256
+
+
+class Inbox:
+    def __init__(
+        self,
+        *,
+        identity: str,
+        connection: Connection,
+        state: State,
+        verifier: Verifier,
+        handlers: Handlers,
+        rejected: Counter[str],
+        clock: Callable[[], float],
+    ) -> None:
+        self._identity = identity
+        self._connection = connection
+        self._state = state
+        self._verifier = verifier
+        self._handlers = handlers
+        self._rejected = rejected
+        self._clock = clock
+        self._queue: asyncio.Queue[Deliver] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._backoff = Backoff()
+        self._confirmed = state.offset
+        self._recorded = 0
+
+    def put(self, deliver: Deliver) -> None:
+        self._queue.put_nowait(deliver)
+
+    def start(self) -> None:
+        self._state.prune_seen(self._clock())
+        self._task = asyncio.create_task(self._run(), name="parley-inbox")
+
+    async def stop(self) -> None:
+        self._stopped = True
+        task, self._task = self._task, None
+        # A handler may close the client: it runs inside this task, which must not await
+        # itself; the loop sees ``_stopped`` and ends when the handler returns.
+        if task is None or task is asyncio.current_task():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _run(self) -> None:
+        while not self._stopped:
+            deliver = await self._queue.get()
+            if not await self._process_until_done(deliver):
+                return
+            offset = self._state.offset
+            if offset > self._confirmed and (
+                self._queue.empty() or offset - self._confirmed >= CONFIRM_BATCH
+            ):
+                await self._connection.confirm(offset)
+                self._confirmed = offset
+
+    async def _process_until_done(self, deliver: Deliver) -> bool:
+        self._backoff.reset()
+        while True:
+            try:
+                await self._process(deliver)
+            except (DeliveryTimeout, RelayConnectionError, RelayError) as exc:
+                if self._connection.failure is not None:
+                    log.error("inbox stopped: %s", self._connection.failure)
+                    return False
+                delay = self._backoff.next_delay()
+                log.warning(
+                    "cannot verify offset %d yet (%s); retrying in %.1f s",
+                    deliver.offset,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                return True
+
+    async def _process(self, deliver: Deliver) -> None:
+        offset, envelope = deliver.offset, deliver.envelope
+        if offset <= self._state.offset:
+            log.debug("offset %d already processed", offset)
+            return
+        if envelope.sender == self._identity and envelope.recipient != self._identity:
+            # Fan-out copy of what another device of ours sent: not addressed to us.
+            self._record(offset, None)
+            return
+        try:
+            message = await self._verifier.verify(envelope, deliver.sender_keys_version)
+        except REJECTIONS as exc:
+            reason = rejection_reason(exc)
+            self._rejected[reason] += 1
+            log.warning(
+                "rejected envelope %s from %s:%s at offset %d: %s: %s",
+                envelope.id,
+                envelope.sender,
+                envelope.sender_device,
+                offset,
+                reason,
+                exc,
+            )
+            self._record(offset, None)
+            return
+        self._record(offset, Seen(message.iss, message.jti, message.exp))
+        if not await self._handlers.dispatch(message.iss, message):
+            log.debug("no handler for %s; dropped envelope %s", message.typ, envelope.id)
+
+    def _record(self, offset: int, seen: Seen | None) -> None:
+        self._state.record(offset, seen)
+        self._recorded += 1
+        if self._recorded % PRUNE_EVERY == 0:
+            self._state.prune_seen(self._clock())

@@ -1,0 +1,160 @@
+"""Identities and devices: register a new identity, add a device, revoke a device.
+
+Each is a signed entry of the identity's key chain (:mod:`parley.protocol.keychain`):
+the genesis entry for a new identity, then add/revoke entries signed by a device that
+is active at that point. Every entry is checked against the freshly fetched chain
+before it is sent, so a mistake fails here with a :class:`KeyChainError` that says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from parley.client.connection import (
+    Connection,
+    Connector,
+    expect_challenge,
+    recv_frame,
+    websocket_connector,
+)
+from parley.client.directory import fetch_chain
+from parley.credentials import Credentials
+from parley.crypto.keys import SigningKey, VerifyKey
+from parley.errors import (
+    CredentialsError,
+    DeliveryTimeout,
+    KeyChainError,
+    MalformedFrame,
+    RelayError,
+)
+from parley.ids import DeviceId, IdentityId, is_valid_id, new_device_id, new_identity_id
+from parley.protocol.frames import AppendKey, Done, Error, Register, Registered, encode
+from parley.protocol.keychain import KeyChain, KeyOp, make_entry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+
+
+async def register_identity(
+    relay_url: str,
+    name: str | None = None,
+    identity_id: str | None = None,
+    connector: Connector | None = None,
+    *,
+    ack_timeout: float = DEFAULT_TIMEOUT,
+) -> Credentials:
+    """Create a key and a device, and register a new identity with its genesis entry.
+
+    ``identity_id`` defaults to a fresh random id. Registering the same genesis twice is
+    harmless; another identity by that id raises :class:`IdentityExists`.
+    """
+    identity = IdentityId(identity_id) if identity_id is not None else new_identity_id()
+    if not is_valid_id(identity):
+        raise CredentialsError(f"identity id {identity!r} must match [A-Za-z0-9._-]{{1,64}}")
+    device = new_device_id()
+    key = SigningKey.generate()
+    entry = make_entry(
+        identity=identity,
+        seq=0,
+        prev=b"",
+        op=KeyOp.ADD,
+        device=device,
+        public_key=key.public_key,
+        signer=device,
+        signer_key=key,
+    )
+    transport = await (connector or websocket_connector(relay_url))()
+    try:
+        async with asyncio.timeout(ack_timeout):
+            await expect_challenge(transport)
+            await transport.send(encode(Register(ref=1, entry=entry, name=name)))
+            reply = await recv_frame(transport)
+    except TimeoutError:
+        raise DeliveryTimeout(f"the relay did not answer within {ack_timeout:g} s") from None
+    finally:
+        await transport.close()
+    if isinstance(reply, Error):
+        raise RelayError.from_code(reply.code, reply.message)
+    if not isinstance(reply, Registered) or reply.identity != identity:
+        raise MalformedFrame(f"expected registered({identity}), got {reply!r}")
+    log.info("registered identity %s with device %s", identity, device)
+    return Credentials(
+        identity=identity, device=device, secret_key=key, relay_url=relay_url, name=name
+    )
+
+
+async def add_device(
+    credentials: Credentials,
+    connector: Connector | None = None,
+    *,
+    ack_timeout: float = DEFAULT_TIMEOUT,
+) -> Credentials:
+    """Add a new device to ``credentials``' identity; returns the new device's credentials."""
+    connection = Connection(
+        credentials,
+        connector or websocket_connector(credentials.relay_url),
+        # Deliveries to the signing device are left unconfirmed: its own client gets them.
+        on_deliver=lambda deliver: None,
+        resume_after=lambda: 0,
+        ack_timeout=ack_timeout,
+    )
+    await connection.open()
+    try:
+        device = new_device_id()
+        key = SigningKey.generate()
+        await add_device_key(connection, credentials, device, key.public_key)
+    finally:
+        await connection.close()
+    return Credentials(
+        identity=credentials.identity,
+        device=device,
+        secret_key=key,
+        relay_url=credentials.relay_url,
+        name=credentials.name,
+    )
+
+
+async def add_device_key(
+    connection: Connection, credentials: Credentials, device: DeviceId, public_key: VerifyKey
+) -> None:
+    chain = await fetch_chain(connection, credentials.identity)
+    await _append(
+        connection, credentials, chain, op=KeyOp.ADD, device=device, public_key=public_key
+    )
+    log.info("added device %s to %s", device, credentials.identity)
+
+
+async def revoke_device_key(connection: Connection, credentials: Credentials, device: str) -> None:
+    chain = await fetch_chain(connection, credentials.identity)
+    public_key = chain.active.get(device)
+    if public_key is None:
+        raise KeyChainError(f"{device!r} is not an active device of {credentials.identity}")
+    await _append(
+        connection, credentials, chain, op=KeyOp.REVOKE, device=device, public_key=public_key
+    )
+    log.info("revoked device %s of %s", device, credentials.identity)
+
+
+async def _append(
+    connection: Connection,
+    credentials: Credentials,
+    chain: KeyChain,
+    *,
+    op: KeyOp,
+    device: str,
+    public_key: VerifyKey,
+) -> None:
+    entry = make_entry(
+        identity=credentials.identity,
+        seq=chain.version,
+        prev=chain.head,
+        op=op,
+        device=device,
+        public_key=public_key,
+        signer=credentials.device,
+        signer_key=credentials.secret_key,
+    )
+    chain.check(entry)
+    await connection.request(lambda ref: AppendKey(ref=ref, entry=entry), Done)

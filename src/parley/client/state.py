@@ -1,0 +1,129 @@
+"""The client's local state in SQLite: last processed offset, seen ``jti``, key chains.
+
+The offset and the ``jti`` of a message are written in one transaction *before* its
+handler runs, so a crash between the two can only lose a handler call, never repeat one
+(exactly-once to handlers, DESIGN.md §2 "nothing is handled twice").
+
+Seen ``jti`` are kept with their ``exp``: once a message has expired the expiry check
+already refuses it, so its ``jti`` can be pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import NamedTuple
+
+import msgspec
+
+from parley.errors import StateError
+from parley.protocol.keychain import ChainEntry
+
+log = logging.getLogger(__name__)
+
+MEMORY = ":memory:"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (
+    issuer TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    exp INTEGER NOT NULL,
+    PRIMARY KEY (issuer, jti)
+);
+CREATE INDEX IF NOT EXISTS seen_exp ON seen (exp);
+CREATE TABLE IF NOT EXISTS chains (identity TEXT PRIMARY KEY, entries BLOB NOT NULL);
+"""
+
+_entries_encoder = msgspec.msgpack.Encoder()
+_entries_decoder = msgspec.msgpack.Decoder(list[ChainEntry])
+
+
+class Seen(NamedTuple):
+    """A verified message's replay key and the time after which it can be forgotten."""
+
+    issuer: str
+    jti: str
+    exp: int
+
+
+class State:
+    """One device's state file. Not thread-safe: used from the client's event loop only."""
+
+    def __init__(self, path: str | Path, *, identity: str, device: str) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL survives a process crash, which is what exactly-once needs.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._claim(identity, device)
+            self._offset = int(self._meta("offset") or 0)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _claim(self, identity: str, device: str) -> None:
+        # A state file belongs to one device: another device's offset would skip messages.
+        owner = f"{identity}:{device}"
+        current = self._meta("owner")
+        if current is None:
+            self._db.execute("INSERT INTO meta VALUES ('owner', ?)", (owner,))
+        elif current != owner:
+            raise StateError(f"state file belongs to {current}, not {owner}")
+
+    @property
+    def offset(self) -> int:
+        """The last inbox offset processed by this device."""
+        return self._offset
+
+    def is_seen(self, issuer: str, jti: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM seen WHERE issuer = ? AND jti = ?", (issuer, jti)
+        ).fetchone()
+        return row is not None
+
+    def record(self, offset: int, seen: Seen | None = None) -> None:
+        """Mark ``offset`` processed and, for a verified message, remember its ``jti``."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO meta VALUES ('offset', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (str(offset),),
+            )
+            if seen is not None:
+                self._db.execute("INSERT INTO seen VALUES (?, ?, ?)", seen)
+        self._offset = offset
+
+    def prune_seen(self, now: float) -> int:
+        """Forget ``jti`` whose message has expired; returns how many."""
+        with self._db:
+            self._db.execute("BEGIN")
+            cursor = self._db.execute("DELETE FROM seen WHERE exp < ?", (now,))
+        if cursor.rowcount:
+            log.debug("pruned %d expired message ids", cursor.rowcount)
+        return cursor.rowcount
+
+    def load_chain(self, identity: str) -> list[ChainEntry] | None:
+        row = self._db.execute(
+            "SELECT entries FROM chains WHERE identity = ?", (identity,)
+        ).fetchone()
+        return None if row is None else _entries_decoder.decode(row[0])
+
+    def save_chain(self, identity: str, entries: list[ChainEntry]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO chains VALUES (?, ?) "
+                "ON CONFLICT (identity) DO UPDATE SET entries = excluded.entries",
+                (identity, _entries_encoder.encode(entries)),
+            )
+
+    def close(self) -> None:
+        self._db.close()
