@@ -1,0 +1,22 @@
+"""The relay: authenticated connections, a directory of identities, durable inboxes.
+
+Start one with :class:`RelayServer` (WebSocket + ``/health`` + ``/metrics``) or, for
+tests and embedding, drive a :class:`Relay` over any transport.
+"""
+
+from parley.relay.config import RelayConfig
+from parley.relay.core import Relay
+from parley.relay.metrics import RelayMetrics
+from parley.relay.server import RelayServer, run_relay
+from parley.relay.sqlite import SqliteStore
+from parley.relay.store import RelayStore
+
+__all__ = [
+    "Relay",
+    "RelayConfig",
+    "RelayMetrics",
+    "RelayServer",
+    "RelayStore",
+    "SqliteStore",
+    "run_relay",
+]

@@ -1,0 +1,210 @@
+"""The outgoing side of one client connection: replies, live deliveries, catch-up.
+
+Everything the relay writes to a client goes through one writer task per connection,
+so a slow or dead client only ever blocks its own task. Replies (Ack, Error, ...) go
+first. Deliveries come from a bounded in-memory queue filled as envelopes are stored;
+when it overflows, the queue is dropped and the writer reads the device's inbox from
+the store instead, starting after ``cursor`` (the last offset written). Skipping every
+offset at or below the cursor keeps deliveries in offset order and never sends one
+twice, whichever of the two sources it comes from.
+
+Why no offset is missed: a live push happens only after its row is committed, and the
+store runs jobs in order. A catch-up read therefore either sees a row, or the row was
+committed after the read was queued and its push lands in the queue (or overflows it,
+which schedules another read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from parley.errors import TransportClosed
+from parley.protocol.frames import Deliver, Envelope, Frame, encode
+from parley.relay.config import RelayConfig
+from parley.relay.directory import Directory
+from parley.relay.limits import TokenBucket
+from parley.relay.metrics import RelayMetrics
+from parley.relay.store import RelayStore
+from parley.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every connection of one relay shares."""
+
+    config: RelayConfig
+    store: RelayStore
+    directory: Directory
+    metrics: RelayMetrics
+    clock: Callable[[], float]
+
+
+class Connection:
+    def __init__(self, transport: Transport, context: Context) -> None:
+        self.transport = transport
+        self._ctx = context
+        self.bucket = TokenBucket(
+            context.config.rate_per_second, context.config.burst, context.clock()
+        )
+        self.identity: str | None = None
+        self.device: str | None = None
+        # The highest offset written to this connection (or skipped as expired).
+        self.cursor = 0
+        self._replies: deque[bytes] = deque()
+        self._deliveries: deque[Deliver] = deque()
+        self._need_read = False
+        self._attached = False
+        self._closing: tuple[int, str] | None = None
+        # The writer has stopped: nothing queued from now on would ever be written.
+        self._gone = False
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._closing is not None
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"relay-writer:{self}")
+
+    def __str__(self) -> str:
+        who = f"{self.identity}:{self.device}" if self.identity else "unauthenticated"
+        return f"{self.transport.remote} ({who})"
+
+    # -- called by the relay ----------------------------------------------------------
+
+    def reply(self, frame: Frame) -> None:
+        """Queue a reply; never blocks (the reader waits for room before reading more)."""
+        if self._gone:
+            return
+        self._replies.append(encode(frame))
+        if len(self._replies) >= self._ctx.config.reply_queue:
+            self._room.clear()
+        self._wake.set()
+
+    async def wait_for_room(self) -> None:
+        """Wait until the client has read enough replies to take more requests."""
+        await self._room.wait()
+
+    def attach(self, identity: str, device: str, resume_after: int) -> None:
+        """Start delivering this device's inbox after ``resume_after``, then live."""
+        self.identity, self.device = identity, device
+        self.cursor = resume_after
+        self._attached = True
+        self._need_read = True
+        self._wake.set()
+
+    def push(self, deliver: Deliver) -> None:
+        """Offer a freshly stored delivery; never blocks."""
+        if not self._attached:
+            return
+        if len(self._deliveries) >= self._ctx.config.send_queue:
+            logger.info("%s is behind; switching to catch-up reads from the store", self)
+            self._deliveries.clear()
+            self._need_read = True
+        else:
+            self._deliveries.append(deliver)
+        self._wake.set()
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Stop deliveries, write the replies already queued, then close."""
+        self._attached = False
+        self._deliveries.clear()
+        if self._closing is None:
+            self._closing = (code, reason)
+        self._wake.set()
+
+    async def finish(self, code: int = 1000, reason: str = "") -> None:
+        """Close (unless already closing with another code) and wait for the writer."""
+        self.close_soon(code, reason)
+        if self._writer is not None:
+            done, _ = await asyncio.wait({self._writer}, timeout=self._ctx.config.close_timeout)
+            if not done:
+                self._writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._writer
+        await self._close_transport()
+
+    # -- the writer task --------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                await self._flush_replies()
+                if self._closing is not None:
+                    break
+                await self._deliver()
+        except TransportClosed:
+            logger.debug("%s: transport closed", self)
+        except Exception:
+            logger.exception("%s: writer failed; closing the connection", self)
+            if self._closing is None:
+                self._closing = (1011, "internal error")
+        finally:
+            self._attached = False
+            self._gone = True
+            self._replies.clear()
+            self._room.set()  # a reader waiting for room must see the close instead
+            await self._close_transport()
+
+    async def _flush_replies(self) -> None:
+        while self._replies:
+            await self.transport.send(self._replies.popleft())
+            if len(self._replies) < self._ctx.config.reply_queue:
+                self._room.set()
+
+    async def _deliver(self) -> None:
+        batch = self._ctx.config.catchup_batch
+        while self._attached:
+            if self._replies:
+                await self._flush_replies()
+            elif self._need_read:
+                self._need_read = False
+                assert self.identity is not None and self.device is not None
+                items = await self._ctx.store.read_inbox(
+                    self.identity, self.device, self.cursor, batch
+                )
+                if len(items) == batch:
+                    self._need_read = True
+                for item in items:
+                    if not self._attached:
+                        return
+                    await self._write(item.offset, item.envelope, None)
+            elif self._deliveries:
+                deliver = self._deliveries.popleft()
+                await self._write(deliver.offset, deliver.envelope, deliver)
+            else:
+                return
+
+    async def _write(self, offset: int, envelope: Envelope, frame: Deliver | None) -> None:
+        if offset <= self.cursor:
+            return
+        assert self.identity is not None and self.device is not None
+        if envelope.expires_at <= self._ctx.clock():
+            dropped = await self._ctx.store.drop_rows(self.identity, self.device, [offset])
+            self._ctx.metrics.messages_expired.inc(dropped)
+            self.cursor = offset
+            return
+        if frame is None:
+            chain = await self._ctx.directory.chain(envelope.sender)
+            version = chain.version if chain is not None else 0
+            frame = Deliver(offset=offset, envelope=envelope, sender_keys_version=version)
+        await self.transport.send(encode(frame))
+        self.cursor = offset
+        self._ctx.metrics.messages_out.inc()
+
+    async def _close_transport(self) -> None:
+        code, reason = self._closing or (1000, "")
+        with contextlib.suppress(TransportClosed, OSError):
+            await self.transport.close(code, reason)

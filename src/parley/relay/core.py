@@ -1,0 +1,439 @@
+"""The relay: authenticates connections, routes envelopes, keeps the directory.
+
+Transport-agnostic: :meth:`Relay.handle` serves one :class:`~parley.transport.Transport`,
+whether a WebSocket (see :mod:`parley.relay.server`) or an in-memory pair in tests.
+A client's mistakes are answered with a typed :class:`~parley.protocol.frames.Error`
+(counted in ``parley_relay_rejected_total`` by code) and never end the relay's work;
+only authentication failures and revocation close a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, get_args
+
+import msgspec
+
+from parley.crypto.keys import VerifyKey
+from parley.errors import BadSignature, KeyChainError, MalformedFrame, TransportClosed
+from parley.protocol import frames
+from parley.protocol.frames import (
+    Ack,
+    AppendKey,
+    Authenticate,
+    Challenge,
+    ClientFrame,
+    Confirm,
+    Connections,
+    Deliver,
+    Done,
+    Envelope,
+    ErrorCode,
+    GetKeys,
+    KeyChainFrame,
+    ListConnections,
+    Permit,
+    Register,
+    Registered,
+    Send,
+    Unpermit,
+    Welcome,
+)
+from parley.protocol.keychain import ChainEntry, KeyOp
+from parley.relay.config import RelayConfig
+from parley.relay.connection import Connection, Context
+from parley.relay.directory import Directory, Registration
+from parley.relay.metrics import RelayMetrics
+from parley.relay.store import InboxRow, RelayStore, StoreStatus
+from parley.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+# WebSocket close codes (4000-4999 is the private-use range of RFC 6455 §7.4.2).
+CLOSE_REVOKED = 4001
+CLOSE_AUTH_FAILED = 4003
+CLOSE_AUTH_TIMEOUT = 4008
+CLOSE_GOING_AWAY = 1001  # RFC 6455 §7.4.1: the server is going down
+
+MAX_ENVELOPE_ID = 128
+_CLIENT_TAGS = frozenset(cls.__struct_config__.tag for cls in get_args(ClientFrame))
+_raw_decoder = msgspec.msgpack.Decoder()
+
+
+class Relay:
+    def __init__(
+        self,
+        store: RelayStore,
+        config: RelayConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config or RelayConfig()
+        self.metrics = RelayMetrics()
+        self._store = store
+        self._clock = clock
+        self._directory = Directory(store)
+        self._ctx = Context(self.config, store, self._directory, self.metrics, clock)
+        # Authenticated connections by (identity, device): where deliveries are pushed.
+        self._sessions: dict[tuple[str, str], set[Connection]] = {}
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._connections: set[Connection] = set()
+        # Store writes started by a connection's requests; they finish even if the
+        # connection goes away, and close() waits for them before closing the store.
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def connection_count(self) -> int:
+        """Authenticated connections open now."""
+        return sum(len(conns) for conns in self._sessions.values())
+
+    async def start(self) -> None:
+        await self._store.open()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="relay-sweeper")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for conn in list(self._connections):
+            conn.close_soon(CLOSE_GOING_AWAY, "relay shutting down")
+        if self._handlers:
+            _, pending = await asyncio.wait(
+                set(self._handlers), timeout=self.config.close_timeout + 1
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self._store.close()
+
+    async def sweep(self) -> int:
+        """Delete expired inbox rows and envelopes now; returns the rows deleted."""
+        expired = await self._store.expire(self._clock())
+        self.metrics.messages_expired.inc(expired)
+        return expired
+
+    # -- one connection ---------------------------------------------------------------
+
+    async def handle(self, transport: Transport) -> None:
+        """Serve one connection until it closes. Never raises for client misbehaviour."""
+        if self._closing:
+            with contextlib.suppress(TransportClosed, OSError):
+                await transport.close(CLOSE_GOING_AWAY, "relay shutting down")
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        conn = Connection(transport, self._ctx)
+        self._connections.add(conn)
+        conn.start()
+        try:
+            if await self._handshake(conn):
+                await self._serve(conn)
+        except TransportClosed:
+            logger.debug("%s: closed by the client", conn)
+        except Exception:
+            logger.exception("%s: unexpected failure; closing the connection", conn)
+            conn.close_soon(1011, "internal error")
+        finally:
+            self._detach(conn)
+            self._connections.discard(conn)
+            await conn.finish()
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def _handshake(self, conn: Connection) -> bool:
+        nonce = secrets.token_bytes(32)
+        conn.reply(Challenge(nonce=nonce, max_body=self.config.max_body))
+        try:
+            async with asyncio.timeout(self.config.auth_timeout):
+                while not conn.closing:
+                    frame = await self._next_frame(conn)
+                    if isinstance(frame, Authenticate):
+                        return await self._authenticate(conn, nonce, frame)
+                    if isinstance(frame, Register):
+                        await self._register(conn, frame)
+                    elif frame is not None:
+                        self._reject(
+                            conn,
+                            getattr(frame, "ref", None),
+                            ErrorCode.NOT_AUTHENTICATED,
+                            "authenticate first",
+                        )
+        except TimeoutError:
+            self.metrics.rejected.labels("auth_timeout").inc()
+            logger.info("%s: not authenticated in time; closing", conn)
+            conn.close_soon(CLOSE_AUTH_TIMEOUT, "authentication timeout")
+        return False
+
+    async def _serve(self, conn: Connection) -> None:
+        while not conn.closing:
+            frame = await self._next_frame(conn)
+            if frame is None:
+                continue
+            try:
+                await self._dispatch(conn, frame)
+            except Exception:
+                # The store failed, not the client: say so and keep the connection.
+                logger.exception("%s: %s failed", conn, type(frame).__name__)
+                ref = getattr(frame, "ref", None)
+                self._reject(conn, ref, ErrorCode.INTERNAL, "the relay failed; retry later")
+
+    async def _next_frame(self, conn: Connection) -> ClientFrame | None:
+        """The next frame, or None after answering one that does not decode."""
+        await conn.wait_for_room()
+        try:
+            data = await conn.transport.recv()
+        except MalformedFrame as exc:  # e.g. a text WebSocket message
+            self._reject(conn, None, ErrorCode.MALFORMED, str(exc))
+            return None
+        try:
+            return frames.decode_client_frame(data)
+        except MalformedFrame as exc:
+            code, ref = _diagnose(data)
+            self._reject(conn, ref, code, str(exc))
+            return None
+
+    async def _dispatch(self, conn: Connection, frame: ClientFrame) -> None:
+        identity = conn.identity
+        assert identity is not None
+        match frame:
+            case Send():
+                await self._send(conn, identity, frame)
+            case Confirm(offset=offset):
+                self._confirm(conn, identity, offset)
+            case Permit(ref=ref, identity=peer):
+                if await self._directory.chain(peer) is None:
+                    self._reject(conn, ref, ErrorCode.UNKNOWN_IDENTITY, f"no identity {peer!r}")
+                    return
+                await self._directory.permit(identity, peer)
+                conn.reply(Done(ref=ref))
+            case Unpermit(ref=ref, identity=peer):
+                await self._directory.unpermit(identity, peer)
+                conn.reply(Done(ref=ref))
+            case ListConnections(ref=ref):
+                peers = sorted(await self._directory.permits(identity))
+                conn.reply(Connections(ref=ref, identities=peers))
+            case GetKeys(ref=ref, identity=whose):
+                chain = await self._directory.chain(whose)
+                if chain is None:
+                    self._reject(conn, ref, ErrorCode.UNKNOWN_IDENTITY, f"no identity {whose!r}")
+                    return
+                conn.reply(KeyChainFrame(ref=ref, identity=whose, entries=list(chain.entries)))
+            case AppendKey(ref=ref, entry=entry):
+                await self._append_key(conn, identity, ref, entry)
+            case Register():
+                await self._register(conn, frame)
+            case Authenticate():
+                self._reject(conn, None, ErrorCode.UNSUPPORTED, "already authenticated")
+
+    # -- registration and authentication ------------------------------------------------
+
+    async def _register(self, conn: Connection, frame: Register) -> None:
+        try:
+            outcome = await self._directory.register(frame.entry, frame.name, self._clock())
+        except KeyChainError as exc:
+            self._reject(conn, frame.ref, ErrorCode.INVALID_KEY_CHAIN, str(exc))
+            return
+        identity = frame.entry.decoded().identity
+        if outcome is Registration.TAKEN:
+            self._reject(conn, frame.ref, ErrorCode.IDENTITY_EXISTS, f"{identity!r} is taken")
+            return
+        if outcome is Registration.CREATED:
+            logger.info("registered identity %s", identity)
+        conn.reply(Registered(ref=frame.ref, identity=identity))
+
+    async def _authenticate(self, conn: Connection, nonce: bytes, frame: Authenticate) -> bool:
+        identity, device = frame.identity, frame.device
+        message = frames.auth_message(nonce, identity, device)
+        chain = await self._directory.chain(identity)
+        if chain is None or device not in chain.active:
+            # A revoked device learns that it is revoked only by proving it holds the key.
+            revoked = chain.revoked.get(device) if chain is not None else None
+            if revoked is not None and _verifies(revoked, message, frame.signature):
+                return self._refuse(conn, ErrorCode.DEVICE_REVOKED, "this device was revoked")
+            return self._refuse(conn, ErrorCode.AUTH_FAILED, "unknown identity or device")
+        if not _verifies(chain.active[device], message, frame.signature):
+            return self._refuse(conn, ErrorCode.AUTH_FAILED, "bad signature")
+        confirmed = await self._store.confirmed_offset(identity, device)
+        if device not in chain.active:  # revoked while we were reading
+            return self._refuse(conn, ErrorCode.DEVICE_REVOKED, "this device was revoked")
+        resume_after = max(frame.resume_after, confirmed)
+        conn.reply(Welcome(identity=identity, device=device, resume_after=resume_after))
+        conn.attach(identity, device, resume_after)
+        self._sessions.setdefault((identity, device), set()).add(conn)
+        self.metrics.connections.inc()
+        logger.info("%s: authenticated, resuming after %d", conn, resume_after)
+        return True
+
+    def _refuse(self, conn: Connection, code: ErrorCode, message: str) -> bool:
+        self._reject(conn, None, code, message)
+        close_code = CLOSE_REVOKED if code is ErrorCode.DEVICE_REVOKED else CLOSE_AUTH_FAILED
+        conn.close_soon(close_code, code.value)
+        return False
+
+    def _detach(self, conn: Connection) -> None:
+        if conn.identity is None or conn.device is None:
+            return
+        key = (conn.identity, conn.device)
+        conns = self._sessions.get(key)
+        if conns is None or conn not in conns:
+            return
+        conns.discard(conn)
+        if not conns:
+            del self._sessions[key]
+        self.metrics.connections.dec()
+
+    # -- requests ---------------------------------------------------------------------
+
+    async def _send(self, conn: Connection, sender: str, frame: Send) -> None:
+        self.metrics.messages_in.inc()
+        ref, recipient = frame.ref, frame.recipient
+        now = self._clock()
+        if len(frame.body) > self.config.max_body:
+            limit = self.config.max_body
+            self._reject(conn, ref, ErrorCode.TOO_LARGE, f"body is over {limit} bytes")
+            return
+        if not conn.bucket.take(now):
+            self._reject(conn, ref, ErrorCode.RATE_LIMITED, "too many messages; slow down")
+            return
+        if not 0 < len(frame.envelope_id) <= MAX_ENVELOPE_ID:
+            msg = f"envelope_id must be 1-{MAX_ENVELOPE_ID} characters"
+            self._reject(conn, ref, ErrorCode.MALFORMED, msg)
+            return
+        if await self._directory.chain(recipient) is None:
+            self._reject(conn, ref, ErrorCode.UNKNOWN_RECIPIENT, f"no identity {recipient!r}")
+            return
+        if recipient != sender and sender not in await self._directory.permits(recipient):
+            msg = f"{recipient!r} does not accept messages from {sender!r}"
+            self._reject(conn, ref, ErrorCode.NOT_PERMITTED, msg)
+            return
+        # Written as "not later than now" so that NaN counts as expired too.
+        if not frame.expires_at > now:
+            self._reject(conn, ref, ErrorCode.EXPIRED, "expires_at has passed")
+            return
+        assert conn.device is not None
+        envelope = Envelope(
+            id=frame.envelope_id,
+            sender=sender,
+            sender_device=conn.device,
+            recipient=recipient,
+            body=frame.body,
+            sent_at=now,
+            expires_at=min(frame.expires_at, now + self.config.max_lifetime),
+        )
+        # Stored in a task so the connection can pipeline Sends into one group commit;
+        # tasks start in frame order, so one client's envelopes keep their order.
+        self._spawn(self._store_and_route(conn, ref, envelope))
+
+    async def _store_and_route(self, conn: Connection, ref: int, envelope: Envelope) -> None:
+        try:
+            result = await self._store.store_envelope(envelope)
+        except Exception:
+            logger.exception("storing envelope %s failed", envelope.id)
+            self._reject(conn, ref, ErrorCode.INTERNAL, "the relay could not store this")
+            return
+        # No await from here on: tasks resume in commit order, so pushes stay in
+        # offset order for every device.
+        if result.status is StoreStatus.CONFLICT:
+            msg = "envelope_id is taken by another sender"
+            self._reject(conn, ref, ErrorCode.CONFLICT, msg)
+            return
+        conn.reply(Ack(ref=ref, envelope_id=envelope.id))
+        if result.status is StoreStatus.STORED:
+            self.metrics.messages_stored.inc()
+            self._route(envelope, result.rows)
+
+    def _route(self, envelope: Envelope, rows: tuple[InboxRow, ...]) -> None:
+        chain = self._directory.cached_chain(envelope.sender)
+        version = chain.version if chain is not None else 0
+        for row in rows:
+            for target in self._sessions.get((row.identity, row.device), ()):
+                target.push(
+                    Deliver(offset=row.offset, envelope=envelope, sender_keys_version=version)
+                )
+
+    def _confirm(self, conn: Connection, identity: str, offset: int) -> None:
+        # A device cannot confirm (and so delete) what it has not been sent.
+        offset = min(offset, conn.cursor)
+        if offset <= 0:
+            return
+        assert conn.device is not None
+        self._spawn(self._store.confirm(identity, conn.device, offset))
+
+    async def _append_key(
+        self, conn: Connection, identity: str, ref: int, entry: ChainEntry
+    ) -> None:
+        try:
+            body = await self._directory.append(identity, entry)
+        except KeyChainError as exc:
+            self._reject(conn, ref, ErrorCode.INVALID_KEY_CHAIN, str(exc))
+            return
+        conn.reply(Done(ref=ref))
+        logger.info("%s: key chain of %s now has %s %s", conn, identity, body.op, body.device)
+        if body.op is KeyOp.REVOKE:
+            for target in list(self._sessions.get((identity, body.device), ())):
+                self._detach(target)
+                self._reject(target, None, ErrorCode.DEVICE_REVOKED, "this device was revoked")
+                target.close_soon(CLOSE_REVOKED, "device revoked")
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _reject(self, conn: Connection, ref: int | None, code: ErrorCode, message: str) -> None:
+        self.metrics.rejected.labels(code.value).inc()
+        logger.debug("%s: %s (ref %s): %s", conn, code.value, ref, message)
+        conn.reply(frames.Error(ref=ref, code=code, message=message))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(_logged(work))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval)
+            try:
+                await self.sweep()
+            except Exception:
+                logger.exception("expiry sweep failed; retrying next interval")
+
+
+async def _logged(work: Coroutine[Any, Any, None]) -> None:
+    """Run background work, logging a failure instead of leaving it unretrieved."""
+    try:
+        await work
+    except Exception:
+        logger.exception("background store work failed")
+
+
+def _verifies(key: VerifyKey, message: bytes, signature: bytes) -> bool:
+    try:
+        key.verify(message, signature)
+    except BadSignature:
+        return False
+    return True
+
+
+def _diagnose(data: bytes) -> tuple[ErrorCode, int | None]:
+    """Why a frame did not decode, and its ``ref`` if one can be read to answer it."""
+    try:
+        raw = _raw_decoder.decode(data)
+    except msgspec.DecodeError:
+        return ErrorCode.MALFORMED, None
+    if not isinstance(raw, dict):
+        return ErrorCode.MALFORMED, None
+    ref = raw.get("ref")
+    ref = ref if isinstance(ref, int) and not isinstance(ref, bool) else None
+    tag = raw.get("t")
+    if isinstance(tag, str) and tag not in _CLIENT_TAGS:
+        return ErrorCode.UNSUPPORTED, ref
+    return ErrorCode.MALFORMED, ref

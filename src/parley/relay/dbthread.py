@@ -1,0 +1,165 @@
+"""One thread owning one sqlite3 connection, committing queued work in groups.
+
+sqlite3 calls block, so none of them run on the event loop: coroutines hand a job (a
+function of the connection) to this thread and await its result. The thread takes
+every job queued at that moment, runs them in a single transaction (each inside its
+own savepoint, so one failing job does not undo the others) and commits once. The
+commit, and with ``synchronous=FULL`` its fsync, is the expensive part of a durable
+write, so a burst of concurrent Sends costs one fsync instead of one each; results are
+handed back only after the commit, so nothing is reported stored before it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+
+
+class SqliteThread:
+    def __init__(
+        self,
+        path: Path,
+        setup: Callable[[sqlite3.Connection], None],
+        *,
+        batch_limit: int = 1024,
+    ) -> None:
+        self._path = path
+        self._setup = setup
+        self._batch_limit = batch_limit
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._accepting = False
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._main, args=(ready,), name=f"sqlite:{self._path.name}"
+        )
+        self._thread.start()
+        try:
+            await asyncio.wrap_future(ready)
+        except BaseException:
+            await asyncio.wrap_future(self._stopped)
+            raise
+        self._accepting = True
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the database thread; returns once its group is committed."""
+        if not self._accepting or self._loop is None:
+            raise RuntimeError("the SQLite store is not open")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put(_Job(fn, future))
+        return await future
+
+    async def stop(self) -> None:
+        """Finish the jobs already queued, then close the connection and the thread."""
+        if self._thread is None:
+            return
+        self._accepting = False
+        self._queue.put(None)
+        await asyncio.wrap_future(self._stopped)
+        self._thread.join()
+        self._thread = None
+
+    # -- on the database thread -------------------------------------------------------
+
+    def _main(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            try:
+                conn = sqlite3.connect(self._path, isolation_level=None)
+                self._setup(conn)
+            except BaseException as exc:
+                ready.set_exception(exc)
+                return
+            ready.set_result(None)
+            try:
+                self._serve(conn)
+            finally:
+                conn.close()
+        finally:
+            self._stopped.set_result(None)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._batch_limit:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            self._hand_back(self._execute(conn, batch))
+            if stop:
+                return
+
+    def _execute(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    outcomes.append((job.future, job.fn(conn), None))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    outcomes.append((job.future, None, exc))
+                conn.execute("RELEASE job")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # The group did not commit, so no job in it happened.
+            logger.exception("SQLite transaction failed; %d jobs fail with it", len(batch))
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            return [(job.future, None, exc) for job in batch]
+        return outcomes
+
+    def _hand_back(self, outcomes: list[Outcome]) -> None:
+        loop = cast(asyncio.AbstractEventLoop, self._loop)
+        try:
+            loop.call_soon_threadsafe(_resolve, outcomes)
+        except RuntimeError:
+            # The loop closed under us: nobody is waiting for these results any more.
+            logger.debug("event loop closed; dropping %d results", len(outcomes))
+
+
+def _resolve(outcomes: list[Outcome]) -> None:
+    # In job order, which is commit order: waiters wake in the order their rows were
+    # written, so deliveries are pushed in offset order.
+    for future, value, exc in outcomes:
+        if future.done():
+            continue
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)

@@ -1,0 +1,92 @@
+"""Identities, their key chains and their permissions, cached in front of the store.
+
+Every Send needs the recipient's existence, its permissions and the sender's chain
+length; reading those from SQLite each time would put a database round trip in front
+of every message. This relay is the only writer of its store, and every write goes
+through here, so the caches are updated write-through and never go stale. Unknown
+identities are not cached, so probing random ids cannot grow memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+
+from parley.errors import KeyChainError
+from parley.protocol.keychain import ChainEntry, EntryBody, KeyChain
+from parley.relay.store import RelayStore
+
+
+class Registration(enum.Enum):
+    CREATED = "created"
+    # The same genesis entry was registered before: registering is idempotent.
+    ALREADY = "already"
+    TAKEN = "taken"
+
+
+class Directory:
+    def __init__(self, store: RelayStore) -> None:
+        self._store = store
+        self._chains: dict[str, KeyChain] = {}
+        self._permits: dict[str, set[str]] = {}
+        # Chain changes are check-then-write; one at a time keeps two appends from
+        # both extending the same head.
+        self._chain_lock = asyncio.Lock()
+
+    async def chain(self, identity: str) -> KeyChain | None:
+        cached = self._chains.get(identity)
+        if cached is not None:
+            return cached
+        entries = await self._store.load_chain(identity)
+        if entries is None:
+            return None
+        # A write may have cached the chain while we were reading: keep that one.
+        return self._chains.setdefault(identity, KeyChain.from_entries(identity, entries))
+
+    def cached_chain(self, identity: str) -> KeyChain | None:
+        """The chain if it is in memory, as it is for every authenticated identity."""
+        return self._chains.get(identity)
+
+    async def register(self, genesis: ChainEntry, name: str | None, now: float) -> Registration:
+        """Register the identity that ``genesis`` creates; KeyChainError if invalid."""
+        body = genesis.decoded()
+        chain = KeyChain(body.identity)
+        chain.append(genesis)
+        async with self._chain_lock:
+            existing = await self.chain(body.identity)
+            if existing is not None:
+                same = existing.entries[0] == genesis
+                return Registration.ALREADY if same else Registration.TAKEN
+            if not await self._store.create_identity(body.identity, name, genesis, body, now):
+                return Registration.TAKEN
+            self._chains[body.identity] = chain
+            return Registration.CREATED
+
+    async def append(self, identity: str, entry: ChainEntry) -> EntryBody:
+        """Extend ``identity``'s chain with ``entry``; KeyChainError if it does not."""
+        async with self._chain_lock:
+            chain = await self.chain(identity)
+            if chain is None:
+                raise KeyChainError(f"unknown identity {identity!r}")
+            body = chain.check(entry)
+            await self._store.append_entry(identity, entry, body)
+            chain.append(entry)
+            return body
+
+    async def permits(self, owner: str) -> set[str]:
+        """The identities ``owner`` accepts messages from (do not mutate)."""
+        cached = self._permits.get(owner)
+        if cached is not None:
+            return cached
+        loaded = await self._store.load_permits(owner)
+        return self._permits.setdefault(owner, loaded)
+
+    async def permit(self, owner: str, peer: str) -> None:
+        peers = await self.permits(owner)
+        await self._store.permit(owner, peer)
+        peers.add(peer)
+
+    async def unpermit(self, owner: str, peer: str) -> None:
+        peers = await self.permits(owner)
+        await self._store.unpermit(owner, peer)
+        peers.discard(peer)

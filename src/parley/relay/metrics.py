@@ -1,0 +1,52 @@
+"""Prometheus metrics of one relay, in a registry of its own.
+
+A registry per instance (not the process-global one) keeps several relays in one
+process, as the tests and benchmarks run them, from counting into each other.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "RelayMetrics"]
+
+
+class RelayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.connections = Gauge(
+            "parley_relay_connections",
+            "Authenticated connections open now.",
+            registry=self.registry,
+        )
+        self.messages_in = Counter(
+            "parley_relay_messages_in",
+            "Send frames received from authenticated clients.",
+            registry=self.registry,
+        )
+        self.messages_out = Counter(
+            "parley_relay_messages_out",
+            "Deliver frames written to connections.",
+            registry=self.registry,
+        )
+        self.messages_stored = Counter(
+            "parley_relay_messages_stored",
+            "Envelopes durably stored (duplicates of a stored envelope excluded).",
+            registry=self.registry,
+        )
+        self.messages_expired = Counter(
+            "parley_relay_messages_expired",
+            "Inbox rows dropped because their envelope expired before delivery.",
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "parley_relay_rejected",
+            "Requests refused, by reason (the wire error code).",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The text exposition format, for ``GET /metrics``."""
+        return generate_latest(self.registry)

@@ -1,0 +1,175 @@
+"""The relay on the network: a WebSocket endpoint plus ``/health`` and ``/metrics``.
+
+Both are served on one port: websockets' ``process_request`` hook answers plain HTTP
+requests before the WebSocket handshake, so probes and Prometheus need no second
+listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from parley.protocol.frames import FRAME_OVERHEAD
+from parley.relay.config import RelayConfig
+from parley.relay.core import Relay
+from parley.relay.metrics import CONTENT_TYPE_LATEST
+from parley.relay.sqlite import SqliteStore
+from parley.transport.websocket import WebSocketTransport
+
+logger = logging.getLogger(__name__)
+
+DB_NAME = "relay.db"
+
+
+class RelayServer:
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        config: RelayConfig | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.config = config or RelayConfig()
+        self._port = port
+        self.relay = Relay(SqliteStore(self.data_dir / DB_NAME), self.config)
+        self._server: Server | None = None
+        self._closed = False
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when constructed with port 0)."""
+        if self._server is None:
+            raise RuntimeError("the relay server is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self._authority()}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self._authority()}"
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.relay.start()
+        try:
+            self._server = await serve(
+                self._serve_connection,
+                self.host,
+                self._port,
+                process_request=self._process_request,
+                # A little more than a body, so an oversized body gets a typed
+                # too_large error rather than a closed connection.
+                max_size=self.config.max_body + FRAME_OVERHEAD,
+                compression=None,
+            )
+        except BaseException:
+            await self.relay.close()
+            raise
+        logger.info("relay listening on %s (data in %s)", self.url, self.data_dir)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._server is not None:
+            # Stop accepting, let the relay close its connections with "going away",
+            # then wait for the handlers to return.
+            self._server.close(close_connections=False)
+        await self.relay.close()
+        if self._server is not None:
+            await self._server.wait_closed()
+        logger.info("relay stopped")
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled, then close."""
+        if self._server is None:
+            await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
+
+    async def __aenter__(self) -> RelayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        await self.relay.handle(WebSocketTransport(ws))
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/health":
+            body = json.dumps({"status": "ok", "connections": self.relay.connection_count})
+            return _respond(conn, http.HTTPStatus.OK, body, "application/json")
+        if path == "/metrics":
+            text = self.relay.metrics.render().decode()
+            return _respond(conn, http.HTTPStatus.OK, text, CONTENT_TYPE_LATEST)
+        if "websocket" in request.headers.get("Upgrade", "").lower():
+            return None
+        return _respond(conn, http.HTTPStatus.NOT_FOUND, "not found\n", "text/plain")
+
+
+def _respond(
+    conn: ServerConnection, status: http.HTTPStatus, text: str, content_type: str
+) -> Response:
+    response = conn.respond(status, text)
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+async def run_relay(
+    data_dir: Path,
+    host: str,
+    port: int,
+    config: RelayConfig,
+    on_ready: Callable[[str], None],
+) -> None:
+    """Run a relay until SIGINT or SIGTERM, then shut it down cleanly.
+
+    ``on_ready`` gets the WebSocket URL once the relay is listening.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Not every platform's loop has signal handlers (Windows); there Ctrl-C still
+        # arrives as KeyboardInterrupt and the context manager below closes the relay.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        async with RelayServer(data_dir, host, port, config) as server:
+            on_ready(server.url)
+            await stop.wait()
+            logger.info("signal received; shutting down")
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,293 @@
+"""The default relay store: one SQLite file in WAL mode.
+
+Envelope bodies are stored once (``messages``); each target device gets a row in
+``inbox`` whose ``pos`` (AUTOINCREMENT, never reused even after deletes) is the offset
+the device sees, so offsets only grow per device. A body is cleared as soon as no inbox
+row refers to it any more; the rest of the message row stays until the envelope
+expires, so a Send retried after its copies were delivered is still recognised by id
+and acknowledged without being delivered twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from parley.protocol.frames import Envelope
+from parley.protocol.keychain import ChainEntry, EntryBody, KeyOp
+from parley.relay.dbthread import SqliteThread
+from parley.relay.store import InboxItem, InboxRow, StoreResult, StoreStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS identities (
+    id TEXT PRIMARY KEY,
+    name TEXT,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chain (
+    identity TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    PRIMARY KEY (identity, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS devices (
+    identity TEXT NOT NULL,
+    device TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    confirmed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (identity, device)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS permits (
+    owner TEXT NOT NULL,
+    peer TEXT NOT NULL,
+    PRIMARY KEY (owner, peer)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    sender TEXT NOT NULL,
+    sender_device TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    body BLOB,
+    sent_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_expiry ON messages (expires_at);
+CREATE TABLE IF NOT EXISTS inbox (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity TEXT NOT NULL,
+    device TEXT NOT NULL,
+    message INTEGER NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_device ON inbox (identity, device, pos);
+CREATE INDEX IF NOT EXISTS inbox_expiry ON inbox (expires_at);
+CREATE INDEX IF NOT EXISTS inbox_message ON inbox (message);
+"""
+
+
+def _setup(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on power loss, and
+    # the relay tells senders "stored" on commit. Group commit (see dbthread) spreads
+    # the extra fsync over every Send committed together.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.executescript(_SCHEMA)
+
+
+class SqliteStore:
+    """:class:`~parley.relay.store.RelayStore` on one SQLite database file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._db = SqliteThread(self.path, _setup)
+
+    async def open(self) -> None:
+        await self._db.start()
+
+    async def close(self) -> None:
+        await self._db.stop()
+
+    # -- directory --------------------------------------------------------------------
+
+    async def create_identity(
+        self, identity: str, name: str | None, genesis: ChainEntry, body: EntryBody, now: float
+    ) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO identities (id, name, created_at) VALUES (?, ?, ?)",
+                (identity, name, now),
+            )
+            if cursor.rowcount == 0:
+                return False
+            _insert_entry(conn, identity, genesis, body)
+            return True
+
+        return await self._db.run(job)
+
+    async def load_chain(self, identity: str) -> list[ChainEntry] | None:
+        def job(conn: sqlite3.Connection) -> list[ChainEntry] | None:
+            rows = conn.execute(
+                "SELECT body, signature FROM chain WHERE identity = ? ORDER BY seq", (identity,)
+            ).fetchall()
+            return [ChainEntry(body=b, signature=s) for b, s in rows] or None
+
+        return await self._db.run(job)
+
+    async def append_entry(self, identity: str, entry: ChainEntry, body: EntryBody) -> None:
+        await self._db.run(lambda conn: _insert_entry(conn, identity, entry, body))
+
+    async def load_permits(self, owner: str) -> set[str]:
+        def job(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute("SELECT peer FROM permits WHERE owner = ?", (owner,))
+            return {peer for (peer,) in rows}
+
+        return await self._db.run(job)
+
+    async def permit(self, owner: str, peer: str) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR IGNORE INTO permits (owner, peer) VALUES (?, ?)", (owner, peer))
+
+        await self._db.run(job)
+
+    async def unpermit(self, owner: str, peer: str) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM permits WHERE owner = ? AND peer = ?", (owner, peer))
+
+        await self._db.run(job)
+
+    # -- envelopes and inboxes --------------------------------------------------------
+
+    async def store_envelope(self, envelope: Envelope) -> StoreResult:
+        return await self._db.run(lambda conn: _store_envelope(conn, envelope))
+
+    async def read_inbox(
+        self, identity: str, device: str, after: int, limit: int
+    ) -> list[InboxItem]:
+        def job(conn: sqlite3.Connection) -> list[InboxItem]:
+            rows = conn.execute(
+                "SELECT i.pos, m.id, m.sender, m.sender_device, m.recipient, m.body,"
+                " m.sent_at, m.expires_at"
+                " FROM inbox i JOIN messages m ON m.seq = i.message"
+                " WHERE i.identity = ? AND i.device = ? AND i.pos > ?"
+                " ORDER BY i.pos LIMIT ?",
+                (identity, device, after, limit),
+            )
+            return [
+                InboxItem(
+                    offset=pos,
+                    envelope=Envelope(
+                        id=id_,
+                        sender=sender,
+                        sender_device=sender_device,
+                        recipient=recipient,
+                        body=body,
+                        sent_at=sent_at,
+                        expires_at=expires_at,
+                    ),
+                )
+                for pos, id_, sender, sender_device, recipient, body, sent_at, expires_at in rows
+            ]
+
+        return await self._db.run(job)
+
+    async def confirmed_offset(self, identity: str, device: str) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT confirmed FROM devices WHERE identity = ? AND device = ?",
+                (identity, device),
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._db.run(job)
+
+    async def confirm(self, identity: str, device: str, offset: int) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE devices SET confirmed = MAX(confirmed, ?)"
+                " WHERE identity = ? AND device = ?",
+                (offset, identity, device),
+            )
+            released = conn.execute(
+                "DELETE FROM inbox WHERE identity = ? AND device = ? AND pos <= ?"
+                " RETURNING message",
+                (identity, device, offset),
+            ).fetchall()
+            _release_bodies(conn, (m for (m,) in released))
+
+        await self._db.run(job)
+
+    async def drop_rows(self, identity: str, device: str, offsets: list[int]) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            released = conn.execute(
+                "DELETE FROM inbox WHERE identity = ? AND device = ?"
+                " AND pos IN (SELECT value FROM json_each(?)) RETURNING message",
+                (identity, device, json.dumps(offsets)),
+            ).fetchall()
+            _release_bodies(conn, (m for (m,) in released))
+            return len(released)
+
+        return await self._db.run(job)
+
+    async def expire(self, now: float) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            deleted = conn.execute("DELETE FROM inbox WHERE expires_at <= ?", (now,)).rowcount
+            # Inbox rows share their envelope's expiry, so none refers to these any more.
+            conn.execute("DELETE FROM messages WHERE expires_at <= ?", (now,))
+            return deleted
+
+        return await self._db.run(job)
+
+
+def _insert_entry(
+    conn: sqlite3.Connection, identity: str, entry: ChainEntry, body: EntryBody
+) -> None:
+    conn.execute(
+        "INSERT INTO chain (identity, seq, body, signature) VALUES (?, ?, ?, ?)",
+        (identity, body.seq, entry.body, entry.signature),
+    )
+    if body.op is KeyOp.ADD:
+        conn.execute(
+            "INSERT INTO devices (identity, device) VALUES (?, ?)", (identity, body.device)
+        )
+        return
+    conn.execute(
+        "UPDATE devices SET revoked = 1 WHERE identity = ? AND device = ?",
+        (identity, body.device),
+    )
+    released = conn.execute(
+        "DELETE FROM inbox WHERE identity = ? AND device = ? RETURNING message",
+        (identity, body.device),
+    ).fetchall()
+    _release_bodies(conn, (m for (m,) in released))
+
+
+def _store_envelope(conn: sqlite3.Connection, envelope: Envelope) -> StoreResult:
+    existing = conn.execute("SELECT sender FROM messages WHERE id = ?", (envelope.id,)).fetchone()
+    if existing is not None:
+        same = existing[0] == envelope.sender
+        return StoreResult(StoreStatus.DUPLICATE if same else StoreStatus.CONFLICT)
+    seq = conn.execute(
+        "INSERT INTO messages (id, sender, sender_device, recipient, body, sent_at, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            envelope.id,
+            envelope.sender,
+            envelope.sender_device,
+            envelope.recipient,
+            envelope.body,
+            envelope.sent_at,
+            envelope.expires_at,
+        ),
+    ).lastrowid
+    # The target set is read in the same transaction that writes the rows, so a device
+    # revoked or added concurrently is either wholly in or wholly out.
+    rows = conn.execute(
+        "INSERT INTO inbox (identity, device, message, expires_at)"
+        " SELECT identity, device, ?, ? FROM devices"
+        " WHERE revoked = 0 AND (identity = ? OR (identity = ? AND device <> ?))"
+        " ORDER BY identity, device"
+        " RETURNING pos, identity, device",
+        (seq, envelope.expires_at, envelope.recipient, envelope.sender, envelope.sender_device),
+    ).fetchall()
+    return StoreResult(
+        StoreStatus.STORED,
+        tuple(InboxRow(identity=i, device=d, offset=pos) for pos, i, d in rows),
+    )
+
+
+def _release_bodies(conn: sqlite3.Connection, messages: Iterable[int]) -> None:
+    """Clear the bodies of these messages that no inbox row refers to any more."""
+    ids = sorted(set(messages))
+    if not ids:
+        return
+    conn.execute(
+        "UPDATE messages SET body = NULL"
+        " WHERE seq IN (SELECT value FROM json_each(?))"
+        " AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.message = messages.seq)",
+        (json.dumps(ids),),
+    )

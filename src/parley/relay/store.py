@@ -1,0 +1,108 @@
+"""What the relay needs from storage, as a structural protocol.
+
+:class:`~parley.relay.sqlite.SqliteStore` is the default backend; a PostgreSQL one only
+has to provide the same coroutines. Every method that writes returns after the write
+is durable, which is what lets the relay acknowledge a Send only once it is stored.
+
+A store decides nothing about policy (permissions, limits, key chain validity): the
+relay checks those first and hands the store only requests it has accepted.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from parley.protocol.frames import Envelope
+from parley.protocol.keychain import ChainEntry, EntryBody
+
+
+class StoreStatus(enum.Enum):
+    STORED = "stored"
+    # An envelope with this id from the same sender exists: a retry, store nothing new.
+    DUPLICATE = "duplicate"
+    # An envelope with this id exists from another sender.
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """One device's copy of a stored envelope, at its offset in that device's inbox."""
+
+    identity: str
+    device: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    status: StoreStatus
+    # The inbox rows created, one per target device; empty unless STORED.
+    rows: tuple[InboxRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    offset: int
+    envelope: Envelope
+
+
+class RelayStore(Protocol):
+    async def open(self) -> None:
+        """Create or migrate the schema and get ready to serve."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def create_identity(
+        self, identity: str, name: str | None, genesis: ChainEntry, body: EntryBody, now: float
+    ) -> bool:
+        """Store a new identity with its genesis entry; False if the id is taken."""
+        ...
+
+    async def load_chain(self, identity: str) -> list[ChainEntry] | None:
+        """The identity's key chain entries in order; None for an unknown identity."""
+        ...
+
+    async def append_entry(self, identity: str, entry: ChainEntry, body: EntryBody) -> None:
+        """Append a checked entry: an add creates the device with an empty inbox; a
+        revoke marks the device revoked and drops its inbox."""
+        ...
+
+    async def load_permits(self, owner: str) -> set[str]:
+        """The identities ``owner`` accepts messages from."""
+        ...
+
+    async def permit(self, owner: str, peer: str) -> None: ...
+
+    async def unpermit(self, owner: str, peer: str) -> None: ...
+
+    async def store_envelope(self, envelope: Envelope) -> StoreResult:
+        """Store the envelope once, with an inbox row for every active device of the
+        recipient and every other active device of the sender."""
+        ...
+
+    async def read_inbox(
+        self, identity: str, device: str, after: int, limit: int
+    ) -> list[InboxItem]:
+        """Up to ``limit`` inbox items with offset > ``after``, in offset order."""
+        ...
+
+    async def confirmed_offset(self, identity: str, device: str) -> int:
+        """The highest offset the device has confirmed (0 if none)."""
+        ...
+
+    async def confirm(self, identity: str, device: str, offset: int) -> None:
+        """Raise the device's confirmed offset to ``offset`` (never lower it) and drop
+        its inbox rows up to it."""
+        ...
+
+    async def drop_rows(self, identity: str, device: str, offsets: list[int]) -> int:
+        """Delete these inbox rows of one device; returns how many existed."""
+        ...
+
+    async def expire(self, now: float) -> int:
+        """Delete inbox rows and envelopes that expired at or before ``now``; returns
+        the number of inbox rows deleted (copies that were never delivered)."""
+        ...
