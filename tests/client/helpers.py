@@ -1,0 +1,273 @@
+"""Test helpers: a real relay core over in-memory transports, and transport wrappers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from parley.client import Client, register_identity
+from parley.client.connection import Connection
+from parley.credentials import Credentials
+from parley.crypto import jws
+from parley.crypto.keys import SigningKey, b64url_encode
+from parley.protocol.frames import (
+    Ack,
+    Authenticate,
+    Confirm,
+    Send,
+    decode_client_frame,
+    encode,
+)
+from parley.protocol.messages import Message, VoiceStop
+from parley.relay import Relay
+from parley.transport import Transport
+from parley.transport.memory import memory_pair
+
+WAIT = 10.0  # generous upper bound for anything a test awaits; never asserted on
+
+
+class Wrapper:
+    """A transport that forwards to ``inner``; subclasses filter or rewrite frames."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    @property
+    def remote(self) -> str:
+        return self.inner.remote
+
+    async def send(self, data: bytes) -> None:
+        await self.inner.send(data)
+
+    async def recv(self) -> bytes:
+        return await self.inner.recv()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.inner.close(code, reason)
+
+
+class SwallowSends(Wrapper):
+    """Relay side: the relay never sees a Send, so it never acks one."""
+
+    async def recv(self) -> bytes:
+        while True:
+            data = await self.inner.recv()
+            if not isinstance(decode_client_frame(data), Send):
+                return data
+
+
+class DropConfirms(Wrapper):
+    """Client side: Confirm frames are lost, as if the client crashed before sending them."""
+
+    async def send(self, data: bytes) -> None:
+        if not isinstance(decode_client_frame(data), Confirm):
+            await self.inner.send(data)
+
+
+class ForgetResume(Wrapper):
+    """Client side: ask the relay to resume from the start, so it redelivers everything."""
+
+    async def send(self, data: bytes) -> None:
+        frame = decode_client_frame(data)
+        if isinstance(frame, Authenticate):
+            data = encode(msgspec.structs.replace(frame, resume_after=0))
+        await self.inner.send(data)
+
+
+@dataclass
+class Trip:
+    """Shared by the transports of one link, so a fault happens once across reconnects."""
+
+    fired: bool = False
+
+
+class DropAfterFirstSend(Wrapper):
+    """Client side: the first Send reaches the relay, then the connection drops."""
+
+    def __init__(self, inner: Transport, trip: Trip) -> None:
+        super().__init__(inner)
+        self.trip = trip
+
+    async def send(self, data: bytes) -> None:
+        await self.inner.send(data)
+        if not self.trip.fired and isinstance(decode_client_frame(data), Send):
+            self.trip.fired = True
+            await self.inner.close()
+
+
+@dataclass
+class RelayLink:
+    """A connector to an in-process relay; keeps the client ends so tests can drop them."""
+
+    relay: Relay
+    client_side: Callable[[Transport], Transport] = lambda t: t
+    relay_side: Callable[[Transport], Transport] = lambda t: t
+    transports: list[Transport] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def __call__(self) -> Transport:
+        client_end, relay_end = memory_pair()
+        task = asyncio.get_running_loop().create_task(self.relay.handle(self.relay_side(relay_end)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        transport = self.client_side(client_end)
+        self.transports.append(transport)
+        return transport
+
+    def with_client_side(self, wrap: Callable[[Transport], Transport]) -> RelayLink:
+        return RelayLink(self.relay, client_side=wrap, relay_side=self.relay_side)
+
+    async def drop(self) -> None:
+        """Close the newest client transport, as a network failure would."""
+        await self.transports[-1].close()
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class Received:
+    """A handler that records ``(issuer, payload)`` and lets a test await the next one."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Message]] = []
+        self._queue: asyncio.Queue[tuple[str, Message]] = asyncio.Queue()
+
+    def __call__(self, issuer: str, payload: Message) -> None:
+        self.items.append((issuer, payload))
+        self._queue.put_nowait((issuer, payload))
+
+    async def next(self) -> tuple[str, Message]:
+        async with asyncio.timeout(WAIT):
+            return await self._queue.get()
+
+    @property
+    def call_ids(self) -> list[str]:
+        return [str(payload["call_id"]) for _, payload in self.items]
+
+
+@dataclass
+class World:
+    """Identities and clients on one relay; everything is closed at teardown."""
+
+    relay: Relay
+    link: RelayLink
+    tmp_path: Path
+    clients: list[Client] = field(default_factory=list)
+    links: list[RelayLink] = field(default_factory=list)
+
+    async def identity(self, name: str) -> Credentials:
+        return await register_identity("memory://relay", name=name, connector=self.link)
+
+    def client(
+        self,
+        credentials: Credentials,
+        *,
+        state_path: Path | str | None = None,
+        link: RelayLink | None = None,
+        ack_timeout: float = WAIT,
+    ) -> Client:
+        if link is not None:
+            self.links.append(link)
+        client = Client(
+            credentials,
+            state_path=state_path,
+            connector=link or self.link,
+            ack_timeout=ack_timeout,
+        )
+        self.clients.append(client)
+        return client
+
+    async def connected(
+        self,
+        credentials: Credentials,
+        *,
+        state_path: Path | str | None = None,
+        link: RelayLink | None = None,
+    ) -> Client:
+        client = self.client(credentials, state_path=state_path, link=link)
+        await client.connect()
+        return client
+
+    async def permit(self, owner: Credentials, *others: Credentials) -> None:
+        """``owner`` accepts messages from ``others`` (a short-lived client)."""
+        async with Client(owner, connector=self.link) as client:
+            for other in others:
+                await client.connections.permit(other.identity)
+
+    async def raw(self, credentials: Credentials) -> Connection:
+        """An authenticated connection that sends hand-made frames."""
+        connection = Connection(
+            credentials,
+            self.link,
+            on_deliver=lambda deliver: None,
+            resume_after=lambda: 0,
+            ack_timeout=WAIT,
+        )
+        await connection.open()
+        return connection
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.close()
+        for link in [self.link, *self.links]:
+            await link.aclose()
+
+
+def stop_token(
+    sender: Credentials,
+    recipient: str,
+    *,
+    call_id: str = "c1",
+    iss: str | None = None,
+    aud: str | None = None,
+    iat: int | None = None,
+    exp: int | None = None,
+    jti: str | None = None,
+    key: SigningKey | None = None,
+    kid: str | None = None,
+) -> bytes:
+    """A signed ``chat.voice.stop`` with any claim overridden."""
+    now = int(time.time())
+    message = VoiceStop(
+        iss=sender.identity if iss is None else iss,
+        sub=recipient,
+        aud=recipient if aud is None else aud,
+        iat=now if iat is None else iat,
+        exp=now + 60 if exp is None else exp,
+        jti=uuid.uuid4().hex if jti is None else jti,
+        cid="cid-1",
+        call_id=call_id,
+    )
+    return jws.sign(message, key or sender.secret_key, kid=kid or sender.device)
+
+
+def raw_token(key: SigningKey, kid: str, claims: bytes) -> bytes:
+    """A correctly signed JWS around arbitrary claim bytes."""
+    header = b64url_encode(b'{"alg":"EdDSA","kid":"' + kid.encode() + b'"}')
+    signing_input = f"{header}.{b64url_encode(claims)}".encode()
+    return signing_input + b"." + b64url_encode(key.sign(signing_input)).encode()
+
+
+async def inject(connection: Connection, recipient: str, body: bytes) -> None:
+    """Send ``body`` as is, in a fresh envelope."""
+    envelope_id = uuid.uuid4().hex
+    await connection.request(
+        lambda ref: Send(
+            ref=ref,
+            envelope_id=envelope_id,
+            recipient=recipient,
+            body=body,
+            expires_at=time.time() + 60,
+        ),
+        Ack,
+    )
