@@ -136,19 +136,29 @@ class RelayLink:
 
 
 class Received:
-    """A handler that records ``(issuer, payload)`` and lets a test await the next one."""
+    """A handler that records ``(issuer, payload)`` and lets a test await them."""
 
     def __init__(self) -> None:
         self.items: list[tuple[str, Message]] = []
-        self._queue: asyncio.Queue[tuple[str, Message]] = asyncio.Queue()
+        self._taken = 0
+        self._changed = asyncio.Event()
 
     def __call__(self, issuer: str, payload: Message) -> None:
         self.items.append((issuer, payload))
-        self._queue.put_nowait((issuer, payload))
+        self._changed.set()
+
+    async def until(self, count: int) -> None:
+        """Wait until at least ``count`` messages have been handled."""
+        async with asyncio.timeout(WAIT):
+            while len(self.items) < count:
+                self._changed.clear()
+                await self._changed.wait()
 
     async def next(self) -> tuple[str, Message]:
-        async with asyncio.timeout(WAIT):
-            return await self._queue.get()
+        """The next handled message not returned by an earlier call."""
+        await self.until(self._taken + 1)
+        self._taken += 1
+        return self.items[self._taken - 1]
 
     @property
     def call_ids(self) -> list[str]:

@@ -35,18 +35,18 @@ async def test_reconnect_resumes_without_loss_or_duplicates(world: World) -> Non
     bob_client = world.client(bob)
     bob_client.voice().on_stop(received)
     await bob_client.connect()
+    bob_transport = world.link.transports[-1]
     alice_voice = (await world.connected(alice)).voice()
 
     for n in range(3):
         await alice_voice.stop(bob.identity, "cid", f"call-{n}")
     await received.next()
-    await world.link.transports[-1].close()  # bob's transport fails mid-run
+    await bob_transport.close()  # fails mid-run, with deliveries in flight
     for n in range(3, 6):
         await alice_voice.stop(bob.identity, "cid", f"call-{n}")
-    while len(received.items) < 6:
-        await received.next()
+    await received.until(6)
     await alice_voice.stop(bob.identity, "cid", "call-6")
-    await received.next()
+    await received.until(7)
     assert received.call_ids == [f"call-{n}" for n in range(7)]
 
 

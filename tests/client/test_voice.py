@@ -45,7 +45,9 @@ async def test_all_six_types_round_trip_with_both_handler_styles(world: World) -
     await bob_client.connect()
 
     alice_voice = (await world.connected(alice)).voice()
-    await alice_voice.start(bob.identity, "cid-1", "call-1", "v=0 offer", {"operator_name": "Ann"})
+    sent = await alice_voice.start(
+        bob.identity, "cid-1", "call-1", "v=0 offer", {"operator_name": "Ann"}
+    )
     await alice_voice.accept(bob.identity, "cid-1", "call-1", "v=0 answer")
     await alice_voice.busy(bob.identity, "cid-1", "call-1")
     await alice_voice.stop(bob.identity, "cid-1", "call-1")
@@ -64,6 +66,9 @@ async def test_all_six_types_round_trip_with_both_handler_styles(world: World) -
         VoiceSummary,
     ]
     start, accept, busy, stop, setup, summary = (payload for _, payload in received)
+    assert start == sent  # a sender returns the payload it signed
+    assert (sent.iss, sent.sub, sent.aud) == (alice.identity, bob.identity, bob.identity)
+    assert sent.exp - sent.iat == 300 and len(sent.jti) == 32
     assert start.typ is MessageType.VOICE_START
     assert isinstance(start, VoiceStart)
     assert (start.cid, start.call_id, start.peer_info) == ("cid-1", "call-1", "v=0 offer")

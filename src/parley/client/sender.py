@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import TypedDict
+from typing import TypedDict, TypeVar
 
 from parley.client.connection import Connection
 from parley.credentials import Credentials
@@ -12,6 +12,8 @@ from parley.crypto import jws
 from parley.errors import MalformedFrame
 from parley.protocol.frames import Ack, Send
 from parley.protocol.messages import Message
+
+M = TypeVar("M", bound=Message)
 
 
 class Claims(TypedDict):
@@ -50,8 +52,8 @@ class Sender:
             jti=uuid.uuid4().hex,
         )
 
-    async def send(self, message: Message) -> None:
-        """Sign ``message`` and send it to ``message.aud``; returns after the relay's Ack."""
+    async def send(self, message: M) -> M:
+        """Sign ``message`` and send it to ``message.aud``; returns it after the relay's Ack."""
         body = jws.sign(message, self._credentials.secret_key, kid=self._credentials.device)
         # One envelope id per message, reused if the Send is resent after a reconnect,
         # so the relay stores it once.
@@ -68,3 +70,4 @@ class Sender:
         )
         if ack.envelope_id != envelope_id:
             raise MalformedFrame(f"ack names envelope {ack.envelope_id}, sent {envelope_id}")
+        return message

@@ -1,8 +1,9 @@
 """The voice service: send and subscribe to the six ``chat.voice.*`` messages.
 
-Argument orders are those of the public SDKs (DESIGN.md §2). Every sender returns once
-the relay has acknowledged the message, and raises :class:`DeliveryTimeout` or the
-relay's typed refusal (:class:`NotPermitted`, :class:`UnknownIdentity`, ...).
+Argument orders are those of the public SDKs (DESIGN.md §2). Every sender returns the
+typed payload it signed once the relay has acknowledged it, and raises
+:class:`DeliveryTimeout` or the relay's typed refusal (:class:`NotPermitted`,
+:class:`UnknownIdentity`, ...).
 
 Subscriptions take ``handler(issuer, payload)``, a plain or ``async`` function, either
 called directly or used as a decorator; one handler per type, the latest wins.
@@ -33,15 +34,15 @@ class Voice:
 
     # -- senders -----------------------------------------------------------------
 
-    async def setup(self, recipient: str, name: str, cid: str) -> None:
+    async def setup(self, recipient: str, name: str, cid: str) -> VoiceSetup:
         claims = self._sender.claims(recipient)
-        await self._sender.send(VoiceSetup(**claims, cid=cid, data={"name": name}))
+        return await self._sender.send(VoiceSetup(**claims, cid=cid, data={"name": name}))
 
     async def start(
         self, recipient: str, cid: str, call_id: str, peer_info: str, data: Mapping[str, Any]
-    ) -> None:
+    ) -> VoiceStart:
         claims = self._sender.claims(recipient)
-        await self._sender.send(
+        return await self._sender.send(
             VoiceStart(**claims, cid=cid, call_id=call_id, peer_info=peer_info, data=dict(data))
         )
 
@@ -52,25 +53,25 @@ class Voice:
         call_id: str,
         peer_info: str,
         data: Mapping[str, Any] | None = None,
-    ) -> None:
+    ) -> VoiceAccept:
         claims = self._sender.claims(recipient)
-        await self._sender.send(
+        return await self._sender.send(
             VoiceAccept(
                 **claims, cid=cid, call_id=call_id, peer_info=peer_info, data=dict(data or {})
             )
         )
 
-    async def busy(self, recipient: str, cid: str, call_id: str) -> None:
+    async def busy(self, recipient: str, cid: str, call_id: str) -> VoiceBusy:
         claims = self._sender.claims(recipient)
-        await self._sender.send(VoiceBusy(**claims, cid=cid, call_id=call_id))
+        return await self._sender.send(VoiceBusy(**claims, cid=cid, call_id=call_id))
 
-    async def stop(self, recipient: str, cid: str, call_id: str) -> None:
+    async def stop(self, recipient: str, cid: str, call_id: str) -> VoiceStop:
         claims = self._sender.claims(recipient)
-        await self._sender.send(VoiceStop(**claims, cid=cid, call_id=call_id))
+        return await self._sender.send(VoiceStop(**claims, cid=cid, call_id=call_id))
 
-    async def summary(self, recipient: str, cid: str, call_id: str) -> None:
+    async def summary(self, recipient: str, cid: str, call_id: str) -> VoiceSummary:
         claims = self._sender.claims(recipient)
-        await self._sender.send(VoiceSummary(**claims, cid=cid, call_id=call_id))
+        return await self._sender.send(VoiceSummary(**claims, cid=cid, call_id=call_id))
 
     # -- subscriptions -------------------------------------------------------------
 
