@@ -1,0 +1,132 @@
+"""Per-connection writers: a slow or dead client blocks nobody else, and catches up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from parley.protocol import frames
+from parley.relay import Relay, RelayConfig, SqliteStore
+from parley.transport.memory import MemoryTransport
+
+from .helpers import WAIT, FakeClock, Identity, Peer, enroll, online
+
+HOUR = 3600.0
+COUNT = 20
+
+
+class Gate:
+    """The relay's end of a connection whose client stops reading while ``open`` is clear."""
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        self.inner = inner
+        self.open = asyncio.Event()
+        self.open.set()
+        self.sent: list[frames.RelayFrame] = []
+
+    @property
+    def remote(self) -> str:
+        return self.inner.remote
+
+    async def send(self, data: bytes) -> None:
+        await self.open.wait()
+        self.sent.append(frames.decode_relay_frame(data))
+        await self.inner.send(data)
+
+    async def recv(self) -> bytes:
+        return await self.inner.recv()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.inner.close(code, reason)
+
+
+@pytest.fixture
+async def relay(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Relay]:
+    config = RelayConfig(send_queue=4, catchup_batch=3, close_timeout=0.1, sweep_interval=3600)
+    relay = Relay(SqliteStore(tmp_path / "relay.db"), config, clock=clock)
+    await relay.start()
+    yield relay
+    await relay.close()
+
+
+async def setup(relay: Relay) -> tuple[Identity, Identity, Identity]:
+    """bob may write to alice and to carol."""
+    alice, bob, carol = (Identity.create(n) for n in ("alice", "bob", "carol"))
+    for ident in (alice, bob, carol):
+        await enroll(relay, ident)
+    for ident in (alice, carol):
+        peer = await online(relay, ident)
+        assert isinstance(await peer.request(frames.Permit, identity="bob"), frames.Done)
+        await peer.close()
+    return alice, bob, carol
+
+
+async def send_many(sender: Peer, recipient: str, clock: FakeClock) -> None:
+    """Pipeline COUNT sends, then collect every Ack."""
+    for i in range(COUNT):
+        await sender.send(
+            frames.Send(
+                ref=next(sender.refs),
+                envelope_id=f"{recipient}-{i}",
+                recipient=recipient,
+                body=b"m",
+                expires_at=clock() + HOUR,
+            )
+        )
+    acks = [await sender.expect(frames.Ack) for _ in range(COUNT)]
+    assert sorted(a.envelope_id for a in acks) == sorted(f"{recipient}-{i}" for i in range(COUNT))
+
+
+async def test_a_stalled_client_catches_up_in_order_without_duplicates(
+    relay: Relay, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="parley.relay.connection")
+    alice, bob, carol = await setup(relay)
+    gates: list[Gate] = []
+
+    def gated(inner: MemoryTransport) -> Gate:
+        gates.append(Gate(inner))
+        return gates[-1]
+
+    slow = await online(relay, alice, wrap=gated)
+    gates[0].open.clear()
+    fast = await online(relay, carol)
+    sender = await online(relay, bob)
+
+    # Nobody waits for alice: bob's acks and carol's deliveries all arrive.
+    await send_many(sender, "alice", clock)
+    await send_many(sender, "carol", clock)
+    got = [await fast.expect(frames.Deliver) for _ in range(COUNT)]
+    assert [d.envelope.id for d in got] == [f"carol-{i}" for i in range(COUNT)]
+    assert "switching to catch-up reads" in caplog.text
+
+    gates[0].open.set()
+    delivered = [await slow.expect(frames.Deliver) for _ in range(COUNT)]
+    assert [d.envelope.id for d in delivered] == [f"alice-{i}" for i in range(COUNT)]
+    offsets = [d.offset for d in delivered]
+    assert offsets == sorted(set(offsets))
+    # Nothing else was written to alice (no duplicates still in flight).
+    assert isinstance(await slow.request(frames.ListConnections), frames.Connections)
+    for peer in (slow, fast, sender):
+        await peer.close()
+
+
+async def test_a_dead_client_does_not_hold_up_shutdown(relay: Relay, clock: FakeClock) -> None:
+    alice, bob, _ = await setup(relay)
+    gates: list[Gate] = []
+
+    def gated(inner: MemoryTransport) -> Gate:
+        gates.append(Gate(inner))
+        return gates[-1]
+
+    dead = await online(relay, alice, wrap=gated)
+    gates[0].open.clear()
+    sender = await online(relay, bob)
+    await send_many(sender, "alice", clock)
+    await asyncio.wait_for(relay.close(), WAIT)
+    await asyncio.wait_for(dead.task, WAIT)
+    await asyncio.wait_for(sender.task, WAIT)
