@@ -286,6 +286,10 @@ class Connection:
             except (RelayConnectionError, OSError) as exc:
                 log.info("reconnect failed: %s", exc)
                 continue
+            except Exception:
+                # A custom connector's bug must not end reconnecting silently.
+                log.exception("the connector raised; retrying")
+                continue
             try:
                 await self._handshake(transport)
                 await self._attach(transport)
@@ -295,6 +299,7 @@ class Connection:
                 return None
             except (RelayError, RelayConnectionError, DeliveryTimeout, ProtocolError) as exc:
                 log.info("reconnect failed: %s", exc)
+                self._transport = None
                 await transport.close()
                 continue
             return transport
@@ -317,14 +322,15 @@ class Connection:
 
     def _on_error(self, frame: Error) -> None:
         error = RelayError.from_code(frame.code, frame.message)
-        pending = self._pending.pop(frame.ref, None) if frame.ref is not None else None
-        if pending is not None:
-            if not pending.future.done():
-                pending.future.set_exception(error)
-        elif frame.code in _FATAL_CODES:
+        if frame.code in _FATAL_CODES:
+            # About the session, whatever request it answers: everything waiting fails.
             self._fail(error)
-        else:
+            return
+        pending = self._pending.pop(frame.ref, None) if frame.ref is not None else None
+        if pending is None:
             log.warning("relay error: %s (%s)", frame.message, frame.code)
+        elif not pending.future.done():
+            pending.future.set_exception(error)
 
     def _fail(self, error: RelayError) -> None:
         log.error("the relay refused this device; not reconnecting: %s", error)
