@@ -1,0 +1,103 @@
+"""The SQLite thread: group commit, per-job rollback, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from parley.relay.dbthread import SqliteThread
+
+from .helpers import WAIT
+
+
+async def test_jobs_queued_together_share_one_commit(tmp_path: Path) -> None:
+    statements: list[str] = []
+
+    def setup(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t (v INTEGER)")
+        conn.set_trace_callback(statements.append)
+
+    db = SqliteThread(tmp_path / "db", setup)
+    await db.start()
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(WAIT)
+
+    def insert(value: int) -> Callable[[sqlite3.Connection], int]:
+        def job(conn: sqlite3.Connection) -> int:
+            conn.execute("INSERT INTO t VALUES (?)", (value,))
+            return value
+
+        return job
+
+    first = asyncio.create_task(db.run(blocker))
+    await asyncio.to_thread(started.wait, WAIT)
+    rest = [asyncio.create_task(db.run(insert(i))) for i in range(10)]
+    await asyncio.sleep(0)  # let every task queue its job while the thread is busy
+    release.set()
+    await first
+    assert await asyncio.gather(*rest) == list(range(10))
+    await db.stop()
+    assert statements.count("COMMIT") == 2
+
+
+async def test_a_failing_job_is_rolled_back_alone(tmp_path: Path) -> None:
+    def setup(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t (v INTEGER)")
+
+    db = SqliteThread(tmp_path / "db", setup)
+    await db.start()
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(WAIT)
+
+    def bad(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (1)")
+        raise ValueError("job failed")
+
+    def good(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t VALUES (2)")
+
+    def read(conn: sqlite3.Connection) -> list[int]:
+        return [v for (v,) in conn.execute("SELECT v FROM t ORDER BY v")]
+
+    first = asyncio.create_task(db.run(blocker))
+    await asyncio.to_thread(started.wait, WAIT)
+    failing = asyncio.create_task(db.run(bad))
+    passing = asyncio.create_task(db.run(good))
+    await asyncio.sleep(0)
+    release.set()
+    await first
+    with pytest.raises(ValueError, match="job failed"):
+        await failing
+    await passing
+    assert await db.run(read) == [2]
+    await db.stop()
+
+
+async def test_lifecycle(tmp_path: Path) -> None:
+    def setup(conn: sqlite3.Connection) -> None:
+        pass
+
+    missing = SqliteThread(tmp_path / "no-such-dir" / "db", setup)
+    with pytest.raises(sqlite3.OperationalError):
+        await missing.start()
+
+    db = SqliteThread(tmp_path / "db", setup)
+    with pytest.raises(RuntimeError, match="not open"):
+        await db.run(lambda conn: None)
+    await db.start()
+    assert await db.run(lambda conn: conn.execute("SELECT 41 + 1").fetchone()[0]) == 42
+    await db.stop()
+    with pytest.raises(RuntimeError, match="not open"):
+        await db.run(lambda conn: None)
+    await db.stop()  # idempotent
