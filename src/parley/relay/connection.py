@@ -68,6 +68,7 @@ class Connection:
         self._room = asyncio.Event()
         self._room.set()
         self._writer: asyncio.Task[None] | None = None
+        self._abort: asyncio.TimerHandle | None = None
 
     @property
     def closing(self) -> bool:
@@ -116,22 +117,28 @@ class Connection:
         self._wake.set()
 
     def close_soon(self, code: int, reason: str) -> None:
-        """Stop deliveries, write the replies already queued, then close."""
+        """Stop deliveries, write the replies already queued, then close.
+
+        A client that does not read would keep the writer waiting forever, so after
+        ``close_timeout`` the writer is cancelled and the transport closed regardless.
+        """
         self._attached = False
         self._deliveries.clear()
         if self._closing is None:
             self._closing = (code, reason)
         self._wake.set()
+        writer = self._writer
+        if self._abort is None and writer is not None and not writer.done():
+            loop = asyncio.get_running_loop()
+            self._abort = loop.call_later(self._ctx.config.close_timeout, writer.cancel)
 
     async def finish(self, code: int = 1000, reason: str = "") -> None:
         """Close (unless already closing with another code) and wait for the writer."""
         self.close_soon(code, reason)
         if self._writer is not None:
-            done, _ = await asyncio.wait({self._writer}, timeout=self._ctx.config.close_timeout)
-            if not done:
-                self._writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._writer
+            await asyncio.wait({self._writer})
+        if self._abort is not None:
+            self._abort.cancel()
         await self._close_transport()
 
     # -- the writer task --------------------------------------------------------------
