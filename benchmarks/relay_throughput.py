@@ -45,7 +45,10 @@ class Result:
         return self.messages / self.seconds
 
     def line(self) -> str:
-        return f"{self.name:<6} {self.messages:>7} messages in {self.seconds:7.3f} s = {self.rate:9.1f} msg/s"
+        return (
+            f"{self.name:<6} {self.messages:>7} messages in {self.seconds:7.3f} s"
+            f" = {self.rate:9.1f} msg/s"
+        )
 
 
 async def bench_relay(senders: int, messages: int, window: int, workdir: Path) -> Result:
@@ -88,10 +91,7 @@ async def bench_relay(senders: int, messages: int, window: int, workdir: Path) -
 
         start = time.perf_counter()
         await asyncio.gather(
-            *(
-                send(next(c for c in clients if c.id == s.identity), r.identity)
-                for s, r in pairs
-            )
+            *(send(next(c for c in clients if c.id == s.identity), r.identity) for s, r in pairs)
         )
         await asyncio.wait_for(done.wait(), 300)
         elapsed = time.perf_counter() - start
@@ -148,8 +148,16 @@ async def bench_echo(senders: int, messages: int, window: int, size: int) -> Res
 def signed_size() -> int:
     """Bytes of one benchmark message as the relay sees it, for a fair echo."""
     message = VoiceStart(
-        iss="a" * 16, sub="b" * 16, aud="b" * 16, iat=0, exp=0, jti="j" * 32,
-        cid="bench", call_id="call-0000", peer_info=PEER_INFO, data={"n": 0},
+        iss="a" * 16,
+        sub="b" * 16,
+        aud="b" * 16,
+        iat=0,
+        exp=0,
+        jti="j" * 32,
+        cid="bench",
+        call_id="call-0000",
+        peer_info=PEER_INFO,
+        data={"n": 0},
     )
     return len(jws.sign(message, SigningKey.generate(), "d-xxxxxxxxxx"))
 

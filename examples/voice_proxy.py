@@ -6,7 +6,7 @@ the customer with the operator's name, ``accept`` from the customer goes back to
 operator, and ``stop`` and ``busy`` go to whichever side did not send them.
 
     # record a call, then run the proxy with the app's credentials
-    python examples/voice_proxy.py --db calls.db bind CID OPERATOR_ID CUSTOMER_ID --operator-name Bob
+    python examples/voice_proxy.py --db calls.db bind CID OPERATOR CUSTOMER --operator-name Bob
     python examples/voice_proxy.py --db calls.db run --credentials app.json
 
 The proxy permits every party in its table when it starts, so bind calls first.

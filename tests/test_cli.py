@@ -20,8 +20,12 @@ pytestmark = pytest.mark.e2e
 
 async def parley(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "parley", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "parley",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
@@ -47,21 +51,30 @@ async def test_relay_serves_health_and_metrics_and_stops_on_sigterm(tmp_path: Pa
 
 async def test_identity_permit_and_connections(relay_process: RelayProcess, tmp_path: Path) -> None:
     alice, bob = tmp_path / "alice.json", tmp_path / "bob.json"
-    code, out, err = await parley("identity", "new", "--relay", relay_process.url,
-                                  "--out", str(alice), "--name", "Alice")
+    code, out, err = await parley(
+        "identity", "new", "--relay", relay_process.url, "--out", str(alice), "--name", "Alice"
+    )
     assert code == 0, err
     alice_id = out.strip().splitlines()[-1]
     assert json.loads(alice.read_text())["identity"] == alice_id
     assert stat.S_IMODE(alice.stat().st_mode) == 0o600
 
-    code, out, err = await parley("identity", "new", "--relay", relay_process.url,
-                                  "--out", str(bob))
+    code, out, err = await parley(
+        "identity", "new", "--relay", relay_process.url, "--out", str(bob)
+    )
     assert code == 0, err
-    bob_id = out.strip().splitlines()[-1]
 
     # The same id with another key is refused.
-    code, _, err = await parley("identity", "new", "--relay", relay_process.url,
-                                "--out", str(tmp_path / "thief.json"), "--id", alice_id)
+    code, _, err = await parley(
+        "identity",
+        "new",
+        "--relay",
+        relay_process.url,
+        "--out",
+        str(tmp_path / "thief.json"),
+        "--id",
+        alice_id,
+    )
     assert code == 1 and "IdentityExists" in err
 
     code, out, err = await parley("permit", "--credentials", str(bob), alice_id)
@@ -77,8 +90,9 @@ async def test_identity_permit_and_connections(relay_process: RelayProcess, tmp_
     assert code == 1 and "UnknownIdentity" in err
 
     phone = tmp_path / "alice-phone.json"
-    code, out, err = await parley("identity", "add-device", "--credentials", str(alice),
-                                  "--out", str(phone))
+    code, out, err = await parley(
+        "identity", "add-device", "--credentials", str(alice), "--out", str(phone)
+    )
     assert code == 0, err
     phone_creds = json.loads(phone.read_text())
     assert phone_creds["identity"] == alice_id

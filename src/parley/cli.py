@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from parley.errors import ParleyError
+from parley.relay.config import RelayConfig
 
 app = typer.Typer(
     name="parley",
@@ -23,6 +24,7 @@ app = typer.Typer(
 identity_app = typer.Typer(help="Create identities and manage their devices.", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
 
+_DEFAULTS = RelayConfig()
 console = Console()
 err_console = Console(stderr=True)
 
@@ -54,21 +56,30 @@ def main(
 
 @app.command()
 def relay(
-    data_dir: Annotated[Path, typer.Option(help="Where the relay keeps its SQLite database.")] = Path(
-        "parley-data"
-    ),
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the relay keeps its SQLite database.")
+    ] = Path("parley-data"),
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8765,
+    rate: Annotated[
+        float, typer.Option(help="Messages per second one connection may send, sustained.")
+    ] = _DEFAULTS.rate_per_second,
+    burst: Annotated[int, typer.Option(help="Messages one connection may send at once.")] = (
+        _DEFAULTS.burst
+    ),
+    max_body: Annotated[int, typer.Option(help="Largest message body in bytes.")] = (
+        _DEFAULTS.max_body
+    ),
 ) -> None:
     """Run a relay until SIGINT or SIGTERM."""
-    from parley.relay import RelayConfig
     from parley.relay.server import run_relay
 
     def ready(url: str) -> None:
         # One plain line with the URL: scripts and tests wait for it.
         print(f"parley relay listening on {url}", flush=True)
 
-    asyncio.run(run_relay(data_dir, host, port, RelayConfig(), ready))
+    config = RelayConfig(rate_per_second=rate, burst=burst, max_body=max_body)
+    asyncio.run(run_relay(data_dir, host, port, config, ready))
 
 
 @identity_app.command("new")
@@ -183,5 +194,8 @@ def demo(
     """Relay, proxy, operator and customer: two calls through the proxy, with a transcript."""
     from parley.demo import run_demo
 
+    if logging.getLogger().level > logging.DEBUG:
+        # The transcript is the demo's output; connection chatter only with --verbose.
+        logging.getLogger("parley").setLevel(logging.WARNING)
     ok = _run(lambda: run_demo(console, keep))
     raise typer.Exit(0 if ok else 1)

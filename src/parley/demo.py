@@ -94,17 +94,18 @@ class Transcript:
         return self.names.get(identity, identity)
 
     def line(self, sender: str, receiver: str, verb: str, message: Message) -> None:
-        extra = []
+        extra = ""
         if peer_info := getattr(message, "peer_info", None):
-            extra.append(f"peer_info={len(peer_info)}-byte SDP")
+            extra += f" peer_info: {len(peer_info)}-byte SDP"
         if data := getattr(message, "data", None):
-            extra.append(f"data={data}")
+            extra += f" data: {data}"
+        call_id = message.get("call_id", "-")
         self.console.print(
             f"[dim]{time.monotonic() - self.started:6.3f}s[/dim] "
-            f"[bold]{self._name(sender):>8} → {self._name(receiver):<8}[/bold] "
-            f"{verb:<9} [cyan]{message.typ.value:<18}[/cyan] "
-            f"cid={message.cid} call_id={message['call_id'] if 'call_id' in message else '-'} "
-            + " ".join(extra)
+            f"[bold]{self._name(sender):>8} → {self._name(receiver):<8}[/bold] {verb:<8} "
+            f"[cyan]{message.typ.value.removeprefix('chat.voice.'):<6}[/cyan] "
+            f"{message.cid}/{call_id}{extra}",
+            soft_wrap=True,
         )
 
     def sent(self, sender: str, receiver: str, message: Message) -> None:
@@ -138,7 +139,7 @@ class Transcript:
 
 async def run_demo(console: Console, keep: Path | None = None) -> bool:
     if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(keep.mkdir, parents=True, exist_ok=True)
         return await _run_in(console, keep)
     with tempfile.TemporaryDirectory(prefix="parley-demo-") as tmp:
         return await _run_in(console, Path(tmp))
@@ -156,7 +157,11 @@ async def _run_in(console: Console, workdir: Path) -> bool:
         ]
         for creds, filename in ((app, "app"), (operator, "operator"), (customer, "customer")):
             creds.save(workdir / f"{filename}.json")
-        names = {app.identity: "app", operator.identity: "operator", customer.identity: "customer"}
+        names: dict[str, str] = {
+            app.identity: "app",
+            operator.identity: "operator",
+            customer.identity: "customer",
+        }
         for identity, role in names.items():
             console.print(f"identity {role:<8} {identity}")
 
@@ -164,16 +169,33 @@ async def _run_in(console: Console, workdir: Path) -> bool:
         cids = [f"conv-{secrets.token_hex(4)}" for _ in range(2)]
         for cid in cids:
             await _run_script(
-                [sys.executable, str(proxy_script), "--db", str(calls_db), "bind", cid,
-                 operator.identity, customer.identity, "--operator-name", "Bob"],
+                [
+                    sys.executable,
+                    str(proxy_script),
+                    "--db",
+                    str(calls_db),
+                    "bind",
+                    cid,
+                    operator.identity,
+                    customer.identity,
+                    "--operator-name",
+                    "Bob",
+                ],
                 console,
             )
         proxy = ChildProcess(
-            [sys.executable, str(proxy_script), "--db", str(calls_db), "run",
-             "--credentials", str(workdir / "app.json")],
+            [
+                sys.executable,
+                str(proxy_script),
+                "--db",
+                str(calls_db),
+                "run",
+                "--credentials",
+                str(workdir / "app.json"),
+            ],
             re.compile(r"\[voice_proxy\] ready"),
             name="voice proxy",
-            on_line=lambda line: console.print(f"[dim]         {line}[/dim]"),
+            on_line=lambda line: console.print(f"[dim]        {line}[/dim]", soft_wrap=True),
         )
         async with proxy:
             transcript = Transcript(console, names)
@@ -188,7 +210,7 @@ async def _run_script(argv: list[str], console: Console) -> None:
     )
     output, _ = await proc.communicate()
     for line in output.decode().splitlines():
-        console.print(f"[dim]         {line}[/dim]")
+        console.print(f"[dim]        {line}[/dim]", soft_wrap=True)
     if proc.returncode != 0:
         raise ChildProcessFailed(f"{argv[1]} exited with {proc.returncode}")
 
@@ -240,8 +262,9 @@ async def _place_calls(
             call_id = f"call-{secrets.token_hex(4)}"
             transcript.console.rule(f"call {cid}", style="dim")
             ring = transcript.expect(
-                Expectation(customer.id, "chat.voice.start", cid, call_id, offer,
-                            {"operator_name": "Bob"})
+                Expectation(
+                    customer.id, "chat.voice.start", cid, call_id, offer, {"operator_name": "Bob"}
+                )
             )
             if cid in busy_cids:
                 answered = transcript.expect(
@@ -251,14 +274,20 @@ async def _place_calls(
                 answered = transcript.expect(
                     Expectation(operator.id, "chat.voice.accept", cid, call_id, answer)
                 )
-            sent = await op_voice.start(app.identity, cid, call_id, offer, {})
-            transcript.sent(operator.id, app.identity, sent)
+            transcript.sent(
+                operator.id,
+                app.identity,
+                await op_voice.start(app.identity, cid, call_id, offer, {}),
+            )
             results.append(await transcript.wait(ring))
             results.append(await transcript.wait(answered))
             if cid not in busy_cids and results[-1]:
-                hung_up = transcript.expect(Expectation(customer.id, "chat.voice.stop", cid, call_id))
-                sent = await op_voice.stop(app.identity, cid, call_id)
-                transcript.sent(operator.id, app.identity, sent)
+                hung_up = transcript.expect(
+                    Expectation(customer.id, "chat.voice.stop", cid, call_id)
+                )
+                transcript.sent(
+                    operator.id, app.identity, await op_voice.stop(app.identity, cid, call_id)
+                )
                 results.append(await transcript.wait(hung_up))
         return all(results)
 

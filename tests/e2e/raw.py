@@ -46,7 +46,9 @@ class RawSession:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         if self._transport is not None:
@@ -59,7 +61,10 @@ class RawSession:
         await self._transport.send(
             frames.encode(
                 frames.Send(
-                    ref=ref, envelope_id=uuid.uuid4().hex, recipient=recipient, body=body,
+                    ref=ref,
+                    envelope_id=uuid.uuid4().hex,
+                    recipient=recipient,
+                    body=body,
                     expires_at=time.time() + 300,
                 )
             )
@@ -71,15 +76,26 @@ class RawSession:
 
 
 def voice_start(
-    *, iss: str, aud: str, jti: str | None = None, iat: float | None = None,
-    exp: float | None = None, cid: str = "cid", call_id: str = "k",
+    *,
+    iss: str,
+    aud: str,
+    jti: str | None = None,
+    iat: float | None = None,
+    exp: float | None = None,
+    cid: str = "cid",
+    call_id: str = "k",
 ) -> VoiceStart:
     now = time.time()
     return VoiceStart(
-        iss=iss, sub=aud, aud=aud,
+        iss=iss,
+        sub=aud,
+        aud=aud,
         iat=int(now if iat is None else iat),
         exp=int(now + 300 if exp is None else exp),
-        jti=jti or uuid.uuid4().hex, cid=cid, call_id=call_id, peer_info="sdp",
+        jti=jti or uuid.uuid4().hex,
+        cid=cid,
+        call_id=call_id,
+        peer_info="sdp",
     )
 
 

@@ -8,13 +8,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tests.conftest import Register
+from tests.e2e.test_security import _until
 
 from parley.client import Client
 from parley.client.registration import add_device
 from parley.errors import DeliveryTimeout, RelayConnectionError
 from parley.processes import RelayProcess
-from tests.conftest import Register
-from tests.e2e.test_security import _until
 
 pytestmark = pytest.mark.e2e
 
@@ -28,15 +28,19 @@ async def test_offline_customer_receives_the_call_on_reconnect(register: Registe
         await operator.voice().start(cu.identity, "cid", "k1", "offer", {"operator_name": "Bob"})
         await operator.voice().stop(cu.identity, "cid", "k1")
     received: list[tuple[str, str]] = []
-    customer = Client.from_credentials(cu_path)
-    voice = customer.voice()
-    voice.on_start(lambda issuer, payload: received.append(("start", payload["call_id"])))
-    voice.on_stop(lambda issuer, payload: received.append(("stop", payload["call_id"])))
-    async with customer:
+
+    def customer_app() -> Client:
+        customer = Client.from_credentials(cu_path)
+        voice = customer.voice()
+        voice.on_start(lambda issuer, payload: received.append(("start", payload["call_id"])))
+        voice.on_stop(lambda issuer, payload: received.append(("stop", payload["call_id"])))
+        return customer
+
+    async with customer_app():
         await _until(lambda: len(received) == 2)
     assert received == [("start", "k1"), ("stop", "k1")]
-    # Reconnecting with the same state handles nothing again.
-    async with customer:
+    # The customer's app restarts with the same state file: nothing is handled again.
+    async with customer_app():
         await asyncio.sleep(0.5)
     assert len(received) == 2
 
@@ -45,10 +49,12 @@ async def test_every_device_of_the_recipient_receives(register: Register, tmp_pa
     (op, op_path), (cu, cu_path) = await register("operator"), await register("customer")
     cu_phone, op_phone = await add_device(cu), await add_device(op)
     got: Counter[str] = Counter()
-    async with Client.from_credentials(cu_path) as laptop, \
-            Client(cu_phone, state_path=tmp_path / "phone.db") as phone, \
-            Client(op_phone, state_path=tmp_path / "op-phone.db") as operator_phone, \
-            Client.from_credentials(op_path) as operator:
+    async with (
+        Client.from_credentials(cu_path) as laptop,
+        Client(cu_phone, state_path=tmp_path / "phone.db") as phone,
+        Client(op_phone, state_path=tmp_path / "op-phone.db") as operator_phone,
+        Client.from_credentials(op_path) as operator,
+    ):
         await laptop.connections.permit(op.identity)
         laptop.voice().on_start(lambda issuer, payload: got.update(["laptop"]))
         phone.voice().on_start(lambda issuer, payload: got.update(["phone"]))

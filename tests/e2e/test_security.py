@@ -6,6 +6,8 @@ import asyncio
 import time
 
 import pytest
+from tests.conftest import Register
+from tests.e2e.raw import RawSession, signed, voice_start
 
 from parley.client import Client
 from parley.client.registration import add_device
@@ -14,8 +16,6 @@ from parley.errors import DeviceRevoked, NotPermitted, ParleyError, UnknownIdent
 from parley.processes import RelayProcess
 from parley.protocol import frames
 from parley.protocol.messages import Message
-from tests.conftest import Register
-from tests.e2e.raw import RawSession, signed, voice_start
 
 pytestmark = pytest.mark.e2e
 
@@ -32,8 +32,10 @@ async def _until(predicate: object, timeout: float = 10.0) -> None:
 async def test_unpermitted_sender_is_refused(register: Register) -> None:
     (_, alice_path), (bob, bob_path) = await register("alice"), await register("bob")
     received: list[Message] = []
-    async with Client.from_credentials(alice_path) as alice, \
-            Client.from_credentials(bob_path) as bob_client:
+    async with (
+        Client.from_credentials(alice_path) as alice,
+        Client.from_credentials(bob_path) as bob_client,
+    ):
         bob_client.voice().on_start(lambda issuer, payload: received.append(payload))
         with pytest.raises(NotPermitted):
             await alice.voice().start(bob.identity, "c", "k", "sdp", {})
@@ -62,30 +64,42 @@ async def test_bad_payloads_never_reach_a_handler(
         bob_client.voice().on_start(lambda issuer, payload: handled.append(payload["call_id"]))
         good = signed(
             voice_start(iss=mallory.identity, aud=bob.identity, call_id="good"),
-            mallory.secret_key, mallory.device,
+            mallory.secret_key,
+            mallory.device,
         )
         bad = {
             "bad_signature": signed(
                 voice_start(iss=mallory.identity, aud=bob.identity, call_id="forged"),
-                SigningKey.generate(), mallory.device,
+                SigningKey.generate(),
+                mallory.device,
             ),
             "wrong_audience": signed(
                 voice_start(iss=mallory.identity, aud=carol.identity, call_id="aud"),
-                mallory.secret_key, mallory.device,
+                mallory.secret_key,
+                mallory.device,
             ),
             "wrong_issuer": signed(
                 voice_start(iss=carol.identity, aud=bob.identity, call_id="iss"),
-                mallory.secret_key, mallory.device,
+                mallory.secret_key,
+                mallory.device,
             ),
             "expired": signed(
-                voice_start(iss=mallory.identity, aud=bob.identity, call_id="old",
-                            iat=time.time() - 600, exp=time.time() - 300),
-                mallory.secret_key, mallory.device,
+                voice_start(
+                    iss=mallory.identity,
+                    aud=bob.identity,
+                    call_id="old",
+                    iat=time.time() - 600,
+                    exp=time.time() - 300,
+                ),
+                mallory.secret_key,
+                mallory.device,
             ),
             "issued_in_future": signed(
-                voice_start(iss=mallory.identity, aud=bob.identity, call_id="future",
-                            iat=time.time() + 120),
-                mallory.secret_key, mallory.device,
+                voice_start(
+                    iss=mallory.identity, aud=bob.identity, call_id="future", iat=time.time() + 120
+                ),
+                mallory.secret_key,
+                mallory.device,
             ),
         }
         async with RawSession(mallory, relay_process.url) as raw:
@@ -95,10 +109,14 @@ async def test_bad_payloads_never_reach_a_handler(
             # The same signed payload again, in a new envelope: a replay.
             assert isinstance(await raw.send_body(bob.identity, good), frames.Ack)
             assert isinstance(await raw.send_body(bob.identity, b"not a jws"), frames.Ack)
-            await raw.send_body(bob.identity, signed(
-                voice_start(iss=mallory.identity, aud=bob.identity, call_id="last"),
-                mallory.secret_key, mallory.device,
-            ))
+            await raw.send_body(
+                bob.identity,
+                signed(
+                    voice_start(iss=mallory.identity, aud=bob.identity, call_id="last"),
+                    mallory.secret_key,
+                    mallory.device,
+                ),
+            )
         await _until(lambda: handled[-1:] == ["last"])
         assert handled == ["good", "last"]
         for reason in [*bad, "replayed"]:
@@ -106,14 +124,14 @@ async def test_bad_payloads_never_reach_a_handler(
         assert sum(bob_client.rejected.values()) == len(bad) + 2  # + replay + garbage
 
 
-async def test_revoked_device_is_refused(
-    register: Register, relay_process: RelayProcess
-) -> None:
+async def test_revoked_device_is_refused(register: Register, relay_process: RelayProcess) -> None:
     (op, op_path), (bob, bob_path) = await register("operator"), await register("bob")
     phone = await add_device(op)
     handled: list[str] = []
-    async with Client.from_credentials(bob_path) as bob_client, \
-            Client.from_credentials(op_path) as operator:
+    async with (
+        Client.from_credentials(bob_path) as bob_client,
+        Client.from_credentials(op_path) as operator,
+    ):
         await bob_client.connections.permit(op.identity)
         bob_client.voice().on_start(lambda issuer, payload: handled.append(payload["call_id"]))
         async with Client(phone, state_path=":memory:") as phone_client:
@@ -130,7 +148,8 @@ async def test_revoked_device_is_refused(
         async with RawSession(op, relay_process.url) as raw:
             smuggled = signed(
                 voice_start(iss=op.identity, aud=bob.identity, call_id="smuggled"),
-                phone.secret_key, phone.device,
+                phone.secret_key,
+                phone.device,
             )
             assert isinstance(await raw.send_body(bob.identity, smuggled), frames.Ack)
         await operator.voice().start(bob.identity, "c", "from-desk", "sdp", {})

@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from tests.conftest import Register
 
 from parley.client import Client
 from parley.processes import ChildProcess
 from parley.protocol.messages import Message
-from tests.conftest import Register
 
 pytestmark = pytest.mark.e2e
 
@@ -37,8 +37,16 @@ class Inbox:
 
 async def _bind(db: Path, cid: str, operator: str, customer: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(PROXY), "--db", str(db), "bind", cid, operator, customer,
-        "--operator-name", "Bob",
+        sys.executable,
+        str(PROXY),
+        "--db",
+        str(db),
+        "bind",
+        cid,
+        operator,
+        customer,
+        "--operator-name",
+        "Bob",
     )
     assert await proc.wait() == 0
 
@@ -55,8 +63,11 @@ async def voice_proxy(register: Register, tmp_path: Path) -> None:
         re.compile(r"\[voice_proxy\] ready"),
         name="voice proxy",
     )
-    async with proxy, Client.from_credentials(op_path) as operator, \
-            Client.from_credentials(cu_path) as customer:
+    async with (
+        proxy,
+        Client.from_credentials(op_path) as operator,
+        Client.from_credentials(cu_path) as customer,
+    ):
         await operator.connections.permit(app.identity)
         await customer.connections.permit(app.identity)
         at_operator, at_customer = Inbox(), Inbox()
@@ -70,17 +81,25 @@ async def voice_proxy(register: Register, tmp_path: Path) -> None:
         issuer, ring = await at_customer.next()
         assert issuer == app.identity
         assert (ring.typ.value, ring.cid, ring["call_id"], ring["peer_info"], ring["data"]) == (
-            "chat.voice.start", "cid-accept", "k1", "offer-sdp", {"operator_name": "Bob"}
+            "chat.voice.start",
+            "cid-accept",
+            "k1",
+            "offer-sdp",
+            {"operator_name": "Bob"},
         )
         await customer.voice().accept(app.identity, "cid-accept", "k1", "answer-sdp")
         issuer, accepted = await at_operator.next()
         assert (issuer, accepted.typ.value, accepted["peer_info"]) == (
-            app.identity, "chat.voice.accept", "answer-sdp"
+            app.identity,
+            "chat.voice.accept",
+            "answer-sdp",
         )
         await operator.voice().stop(app.identity, "cid-accept", "k1")
         _, stopped = await at_customer.next()
         assert (stopped.typ.value, stopped.cid, stopped["call_id"]) == (
-            "chat.voice.stop", "cid-accept", "k1"
+            "chat.voice.stop",
+            "cid-accept",
+            "k1",
         )
 
         # Busy path: the customer's busy goes back to the operator.
