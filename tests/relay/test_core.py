@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import msgspec
@@ -491,3 +492,32 @@ async def test_close_shuts_every_connection(tmp_path: Path) -> None:
     await asyncio.wait_for(relay.close(), WAIT)
     assert await peer.closed() == 1001
     assert await pending.closed() == 1001
+
+
+async def test_a_second_authenticate_is_refused(relay: Relay) -> None:
+    alice = Identity.create("alice")
+    await enroll(relay, alice)
+    peer = await online(relay, alice)
+    await peer.send(frames.Authenticate(identity="alice", device="d1", signature=b""))
+    error(await peer.recv(), ErrorCode.UNSUPPORTED)
+    assert isinstance(await peer.request(frames.ListConnections), frames.Connections)
+    await peer.close()
+
+
+async def test_bodies_never_reach_the_logs(
+    relay: Relay, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="parley")
+    secret = b"SECRET-PAYLOAD"
+    alice, bob = await pair(relay)
+    receiver = await online(relay, alice)
+    sender = await online(relay, bob)
+    assert isinstance(await sender.send_to("alice", secret, "e1", clock() + HOUR), frames.Ack)
+    assert (await receiver.expect(frames.Deliver)).envelope.body == secret
+    error(await sender.send_to("alice", secret, "e1", clock() - 1), ErrorCode.EXPIRED)
+    await sender.transport.send(msgspec.msgpack.encode({"t": "send", "ref": 3, "body": secret}))
+    error(await sender.recv(), ErrorCode.MALFORMED)
+    for peer in (receiver, sender):
+        await peer.close()
+    assert caplog.records  # the relay did log; just never the body
+    assert "SECRET" not in caplog.text

@@ -107,12 +107,13 @@ class Relay:
         for conn in list(self._connections):
             conn.close_soon(CLOSE_GOING_AWAY, "relay shutting down")
         if self._handlers:
+            # Each connection aborts its own writer after close_timeout, which closes
+            # its transport and ends its handler; the margin covers that close itself.
             _, pending = await asyncio.wait(
                 set(self._handlers), timeout=self.config.close_timeout + 1
             )
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                logger.warning("%d connections did not close in time", len(pending))
         await asyncio.gather(*self._inflight, return_exceptions=True)
         await self._store.close()
 
