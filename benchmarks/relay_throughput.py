@@ -6,7 +6,7 @@ same run, N clients push M messages of the same size through a bare ``websockets
 server process and read them back. Both use the same window of unacknowledged messages
 per sender. The ratio relay / echo is the figure to watch.
 
-    python benchmarks/relay_throughput.py [--senders 4] [--messages 500] [--window 32]
+    python benchmarks/relay_throughput.py [--senders 4] [--messages 2000] [--window 32]
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--senders", type=int, default=4)
-    parser.add_argument("--messages", type=int, default=500, help="per sender")
+    parser.add_argument("--messages", type=int, default=2000, help="per sender")
     parser.add_argument("--window", type=int, default=32, help="unacknowledged per sender")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     asyncio.run(main(parser.parse_args()))

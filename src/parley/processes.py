@@ -139,8 +139,15 @@ class RelayProcess(ChildProcess):
     ) -> None:
         super().__init__(
             [
-                sys.executable, "-m", "parley", "relay",
-                "--data-dir", str(data_dir), "--port", str(port), *extra_args,
+                sys.executable,
+                "-m",
+                "parley",
+                "relay",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(port),
+                *extra_args,
             ],
             _RELAY_READY,
             name="relay",

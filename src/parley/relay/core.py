@@ -207,6 +207,15 @@ class Relay:
     async def _dispatch(self, conn: Connection, frame: ClientFrame) -> None:
         identity = conn.identity
         assert identity is not None
+        if not self._still_active(identity, conn.device):
+            # A frame read just before this device was revoked: refuse, do nothing.
+            self._reject(
+                conn,
+                getattr(frame, "ref", None),
+                ErrorCode.DEVICE_REVOKED,
+                "this device was revoked",
+            )
+            return
         match frame:
             case Send():
                 await self._send(conn, identity, frame)
@@ -236,6 +245,10 @@ class Relay:
                 await self._register(conn, frame)
             case Authenticate():
                 self._reject(conn, None, ErrorCode.UNSUPPORTED, "already authenticated")
+
+    def _still_active(self, identity: str, device: str | None) -> bool:
+        chain = self._directory.cached_chain(identity)
+        return chain is not None and device in chain.active
 
     # -- registration and authentication ------------------------------------------------
 
