@@ -180,8 +180,39 @@ class AppendKey(Frame, frozen=True, kw_only=True, tag="append_key"):
     entry: ChainEntry
 
 
+class Watch(Frame, frozen=True, kw_only=True, tag="watch"):
+    """Follow which devices of these identities are online; each must permit the watcher."""
+
+    ref: int
+    identities: list[str]
+
+
+class Unwatch(Frame, frozen=True, kw_only=True, tag="unwatch"):
+    ref: int
+    identities: list[str]
+
+
+class Presence(Frame, frozen=True, kw_only=True, tag="presence"):
+    """Relay -> watcher: the devices of ``identity`` connected now (empty: offline).
+
+    Sent once when a watch starts and again whenever that set changes.
+    """
+
+    identity: str
+    devices: list[str]
+
+
 RelayFrame: TypeAlias = (
-    Challenge | Welcome | Registered | Deliver | Ack | Error | Connections | KeyChainFrame | Done
+    Challenge
+    | Welcome
+    | Registered
+    | Deliver
+    | Ack
+    | Error
+    | Connections
+    | KeyChainFrame
+    | Done
+    | Presence
 )
 ClientFrame: TypeAlias = (
     Register
@@ -193,6 +224,8 @@ ClientFrame: TypeAlias = (
     | ListConnections
     | GetKeys
     | AppendKey
+    | Watch
+    | Unwatch
 )
 
 _encoder = msgspec.msgpack.Encoder()
