@@ -42,6 +42,8 @@ from parley.protocol.frames import (
     Registered,
     Send,
     Unpermit,
+    Unwatch,
+    Watch,
     Welcome,
 )
 from parley.protocol.keychain import ChainEntry, KeyOp
@@ -49,6 +51,7 @@ from parley.relay.config import RelayConfig
 from parley.relay.connection import Connection, Context
 from parley.relay.directory import Directory, Registration
 from parley.relay.metrics import RelayMetrics
+from parley.relay.presence import PresenceBoard
 from parley.relay.store import InboxRow, RelayStore, StoreStatus
 from parley.transport import Transport
 
@@ -81,6 +84,7 @@ class Relay:
         self._ctx = Context(self.config, store, self._directory, self.metrics, clock)
         # Authenticated connections by (identity, device): where deliveries are pushed.
         self._sessions: dict[tuple[str, str], set[Connection]] = {}
+        self._presence = PresenceBoard()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._connections: set[Connection] = set()
         # Store writes started by a connection's requests; they finish even if the
@@ -147,6 +151,7 @@ class Relay:
             conn.close_soon(1011, "internal error")
         finally:
             self._detach(conn)
+            self._presence.forget(conn)
             self._connections.discard(conn)
             await conn.finish()
             if task is not None:
@@ -229,6 +234,13 @@ class Relay:
                 conn.reply(Done(ref=ref))
             case Unpermit(ref=ref, identity=peer):
                 await self._directory.unpermit(identity, peer)
+                self._presence.unwatch_by(peer, identity)
+                conn.reply(Done(ref=ref))
+            case Watch(ref=ref, identities=watched):
+                await self._watch(conn, identity, ref, watched)
+            case Unwatch(ref=ref, identities=watched):
+                for whose in watched:
+                    self._presence.unwatch(conn, whose)
                 conn.reply(Done(ref=ref))
             case ListConnections(ref=ref):
                 peers = sorted(await self._directory.permits(identity))
@@ -245,6 +257,21 @@ class Relay:
                 await self._register(conn, frame)
             case Authenticate():
                 self._reject(conn, None, ErrorCode.UNSUPPORTED, "already authenticated")
+
+    async def _watch(self, conn: Connection, watcher: str, ref: int, watched: list[str]) -> None:
+        # All or nothing: check every identity before watching any.
+        for whose in watched:
+            if await self._directory.chain(whose) is None:
+                self._reject(conn, ref, ErrorCode.UNKNOWN_IDENTITY, f"no identity {whose!r}")
+                return
+            if whose != watcher and watcher not in await self._directory.permits(whose):
+                msg = f"{whose!r} does not accept messages from {watcher!r}"
+                self._reject(conn, ref, ErrorCode.NOT_PERMITTED, msg)
+                return
+        # Done first, so the client knows the watch is on before the first Presence.
+        conn.reply(Done(ref=ref))
+        for whose in watched:
+            self._presence.watch(conn, whose)
 
     def _still_active(self, identity: str, device: str | None) -> bool:
         chain = self._directory.cached_chain(identity)
@@ -285,6 +312,7 @@ class Relay:
         conn.reply(Welcome(identity=identity, device=device, resume_after=resume_after))
         conn.attach(identity, device, resume_after)
         self._sessions.setdefault((identity, device), set()).add(conn)
+        self._presence.connected(identity, device)
         self.metrics.connections.inc()
         logger.info("%s: authenticated, resuming after %d", conn, resume_after)
         return True
@@ -305,6 +333,7 @@ class Relay:
         conns.discard(conn)
         if not conns:
             del self._sessions[key]
+        self._presence.disconnected(conn.identity, conn.device)
         self.metrics.connections.dec()
 
     # -- requests ---------------------------------------------------------------------
