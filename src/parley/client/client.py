@@ -8,7 +8,7 @@ Wiring only; each concern lives in its own module::
     Verifier    the receive checks                      (verify.py)
     Inbox       ordered, exactly-once handling          (inbox.py)
     Sender      signing and sending                     (sender.py)
-    Voice, Connections                                  the services apps use
+    Voice, Connections, PresenceService                 the services apps use
 
 Subscribe handlers before :meth:`connect`, or right after it without awaiting in
 between: messages that arrived while offline are handled as soon as the client runs,
@@ -29,6 +29,7 @@ from parley.client.connections import Connections
 from parley.client.directory import Directory
 from parley.client.handlers import Handlers
 from parley.client.inbox import Inbox
+from parley.client.presence import PresenceService
 from parley.client.registration import revoke_device_key
 from parley.client.sender import Sender
 from parley.client.state import MEMORY, State
@@ -72,6 +73,9 @@ class Client:
             connector or websocket_connector(credentials.relay_url),
             on_deliver=self._on_deliver,
             resume_after=self._resume_after,
+            # Late-bound: the presence service is built on this connection, just below.
+            on_presence=lambda frame: self.presence.received(frame),  # noqa: PLW0108
+            on_reconnect=lambda: self.presence.reconnected(),  # noqa: PLW0108
             ack_timeout=ack_timeout,
         )
         self._handlers = Handlers()
@@ -79,6 +83,7 @@ class Client:
             credentials, self._connection, message_lifetime=message_lifetime, clock=clock
         )
         self.connections = Connections(self._connection)
+        self.presence = PresenceService(self._connection)
         self._voice = Voice(sender, self._handlers)
         self._state: State | None = None
         self._inbox: Inbox | None = None
@@ -146,6 +151,7 @@ class Client:
         """Stop handling and reconnecting, close the connection and the state file."""
         if self._inbox is not None:
             await self._inbox.stop()
+        await self.presence.close()
         await self._connection.close()
         if self._state is not None:
             self._state.close()

@@ -52,6 +52,7 @@ from parley.protocol.frames import (
     Error,
     ErrorCode,
     KeyChainFrame,
+    Presence,
     Registered,
     RelayFrame,
     Welcome,
@@ -112,12 +113,16 @@ class Connection:
         *,
         on_deliver: Callable[[Deliver], None],
         resume_after: Callable[[], int],
+        on_presence: Callable[[Presence], None] = lambda frame: None,
+        on_reconnect: Callable[[], None] = lambda: None,
         ack_timeout: float,
         backoff: Backoff | None = None,
     ) -> None:
         self._credentials = credentials
         self._connector = connector
         self._on_deliver = on_deliver
+        self._on_presence = on_presence
+        self._on_reconnect = on_reconnect
         self._resume_after = resume_after
         self._ack_timeout = ack_timeout
         self._backoff = backoff or Backoff()
@@ -302,12 +307,15 @@ class Connection:
                 self._transport = None
                 await transport.close()
                 continue
+            self._on_reconnect()
             return transport
         return None
 
     def _dispatch(self, frame: RelayFrame) -> None:
         if isinstance(frame, Deliver):
             self._on_deliver(frame)
+        elif isinstance(frame, Presence):
+            self._on_presence(frame)
         elif isinstance(frame, Ack | Done | Connections | KeyChainFrame | Registered):
             self._resolve(frame.ref, frame)
         elif isinstance(frame, Error):
