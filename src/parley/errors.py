@@ -15,7 +15,10 @@ The tree::
     │   ├── WrongAudience             ``aud`` is not the receiving identity
     │   ├── Expired                   ``exp`` has passed
     │   ├── IssuedInFuture            ``iat`` is further ahead than the allowed skew
-    │   └── Replayed                  ``jti`` was seen before
+    │   ├── Replayed                  ``jti`` was seen before
+    │   └── DecryptionError           the sealed body cannot be opened (``undecryptable``)
+    │       ├── NoKeyForDevice        ... it carries no key for this device
+    │       └── Tampered              ... it was altered or moved to another envelope
     ├── KeyChainError                 a key chain entry that does not extend the chain
     ├── CredentialsError              a credentials file that is missing or invalid
     ├── RelayError                    the relay refused a request (``code`` says why)
@@ -27,6 +30,7 @@ The tree::
     │   ├── RateLimited
     │   ├── TooLarge
     │   ├── DeviceRevoked
+    │   ├── StaleDevices              a Send does not cover the current devices
     │   ├── InvalidRequest            malformed, unsupported or conflicting request
     │   └── InternalRelayError
     ├── RelayConnectionError              the connection to the relay is not usable
@@ -103,6 +107,24 @@ class Replayed(VerificationError):
     reason = "replayed"
 
 
+class DecryptionError(VerificationError):
+    """A sealed body this device cannot open: no session, or the Olm message fails."""
+
+    reason = "undecryptable"
+
+
+class NoKeyForDevice(DecryptionError):
+    """The sender did not encrypt the message key for this device."""
+
+    reason = "no_key_for_device"
+
+
+class Tampered(DecryptionError):
+    """The ciphertext fails authentication: altered, truncated or re-addressed."""
+
+    reason = "tampered"
+
+
 class KeyChainError(ParleyError):
     """A key chain entry that does not validly extend an identity's chain."""
 
@@ -163,6 +185,12 @@ class TooLarge(RelayError):
 
 class DeviceRevoked(RelayError):
     codes = ("device_revoked",)
+
+
+class StaleDevices(RelayError):
+    """The sender's view of the recipient's (or its own) devices is out of date."""
+
+    codes = ("stale_devices",)
 
 
 class InvalidRequest(RelayError):

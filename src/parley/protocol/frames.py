@@ -13,10 +13,21 @@ Session, in order::
     relay  -> Welcome(...) | Error(code=auth_failed | device_revoked)
     then, in any order:
     client -> Send | Confirm | Permit | Unpermit | ListConnections | GetKeys | AppendKey
+              | PublishKeys | ClaimKeys
     relay  -> Ack | Error | Deliver | Connections | KeyChainFrame | Done
+              | KeyCount | ClaimedKeys
 
 The signature in :class:`Authenticate` covers :func:`auth_message`, binding the nonce
 to the identity and device, so a captured answer is useless on another connection.
+
+End-to-end encryption (DESIGN.md §2): each device publishes its Olm identity key, signed
+by its Ed25519 device key over :func:`identity_key_message`, and one-time keys
+(:class:`PublishKeys`). A sender claims one one-time key per device it has no session
+with (:class:`ClaimKeys`). A :class:`Send` names every device it was encrypted for, by
+identity key; the relay refuses it with ``stale_devices`` unless that is exactly the
+recipient's active devices plus the sender's other active devices, so a sender learns
+about added, revoked and re-keyed devices on its next message. The relay pushes a
+:class:`KeyCount` (no ``ref``) when a device runs low on one-time keys.
 """
 
 from __future__ import annotations
@@ -51,11 +62,37 @@ class ErrorCode(enum.StrEnum):
     INVALID_KEY_CHAIN = "invalid_key_chain"
     CONFLICT = "conflict"
     EXPIRED = "expired"
+    STALE_DEVICES = "stale_devices"
     INTERNAL = "internal"
 
 
 class Frame(msgspec.Struct, frozen=True, tag_field="t", kw_only=True):
     pass
+
+
+# A device keeps about this many one-time keys at the relay, and tops up below the low mark.
+ONE_TIME_KEYS_TARGET = 100
+ONE_TIME_KEYS_LOW = 10
+# What the relay stores per device at most, so a device cannot fill its disk.
+ONE_TIME_KEYS_MAX = 2 * ONE_TIME_KEYS_TARGET
+CURVE25519_KEY_SIZE = 32
+
+
+class DeviceRef(msgspec.Struct, frozen=True, array_like=True):
+    """A device a :class:`Send` was encrypted for, by the Olm identity key used."""
+
+    identity: str
+    device: str
+    identity_key: bytes
+
+
+class ClaimedDevice(msgspec.Struct, frozen=True, array_like=True):
+    """An active device's signed Olm identity key and, if one was claimed, a one-time key."""
+
+    device: str
+    identity_key: bytes
+    signature: bytes
+    one_time_key: bytes | None
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,6 +161,21 @@ class Done(Frame, frozen=True, kw_only=True, tag="done"):
     ref: int
 
 
+class KeyCount(Frame, frozen=True, kw_only=True, tag="key_count"):
+    """One-time keys the relay holds for this device: a reply, or a push when low."""
+
+    ref: int | None = None
+    one_time_keys: int
+
+
+class ClaimedKeys(Frame, frozen=True, kw_only=True, tag="claimed_keys"):
+    """Every active device of ``identity`` that has published an identity key."""
+
+    ref: int
+    identity: str
+    devices: list[ClaimedDevice]
+
+
 # -- client -> relay --------------------------------------------------------------
 
 
@@ -146,6 +198,8 @@ class Send(Frame, frozen=True, kw_only=True, tag="send"):
     recipient: str
     body: bytes
     expires_at: float
+    # The devices ``body`` is encrypted for (see the module docstring).
+    devices: list[DeviceRef] = []
 
 
 class Confirm(Frame, frozen=True, kw_only=True, tag="confirm"):
@@ -178,6 +232,31 @@ class AppendKey(Frame, frozen=True, kw_only=True, tag="append_key"):
 
     ref: int
     entry: ChainEntry
+
+
+class PublishKeys(Frame, frozen=True, kw_only=True, tag="publish_keys"):
+    """Publish (or re-publish) this device's Olm identity key and more one-time keys.
+
+    A different identity key than the one on record (a device that lost its state)
+    replaces it and drops the one-time keys of the old one.
+    """
+
+    ref: int
+    identity_key: bytes
+    signature: bytes
+    one_time_keys: list[bytes] = []
+
+
+class ClaimKeys(Frame, frozen=True, kw_only=True, tag="claim_keys"):
+    """Claim one one-time key per device of ``identity`` (needs its permission).
+
+    ``sessions`` maps the devices the claimer already has a session with to that
+    session's identity key: no one-time key is claimed for those unless the key changed.
+    """
+
+    ref: int
+    identity: str
+    sessions: dict[str, bytes] = {}
 
 
 class Watch(Frame, frozen=True, kw_only=True, tag="watch"):
@@ -213,6 +292,8 @@ RelayFrame: TypeAlias = (
     | KeyChainFrame
     | Done
     | Presence
+    | KeyCount
+    | ClaimedKeys
 )
 ClientFrame: TypeAlias = (
     Register
@@ -226,6 +307,8 @@ ClientFrame: TypeAlias = (
     | AppendKey
     | Watch
     | Unwatch
+    | PublishKeys
+    | ClaimKeys
 )
 
 _encoder = msgspec.msgpack.Encoder()
@@ -256,3 +339,15 @@ def decode_relay_frame(data: bytes) -> RelayFrame:
 def auth_message(nonce: bytes, identity: str, device: str) -> bytes:
     """The bytes a device signs to answer a :class:`Challenge`."""
     return b"parley-auth-v1\x00" + nonce + b"\x00" + identity.encode() + b"\x00" + device.encode()
+
+
+def identity_key_message(identity: str, device: str, identity_key: bytes) -> bytes:
+    """The bytes a device's Ed25519 key signs to vouch for its Olm identity key."""
+    return (
+        b"parley-olm-identity-v1\x00"
+        + identity.encode()
+        + b"\x00"
+        + device.encode()
+        + b"\x00"
+        + identity_key
+    )
