@@ -23,10 +23,13 @@ from parley.crypto.keys import VerifyKey
 from parley.errors import BadSignature, KeyChainError, MalformedFrame, TransportClosed
 from parley.protocol import frames
 from parley.protocol.frames import (
+    ONE_TIME_KEYS_LOW,
     Ack,
     AppendKey,
     Authenticate,
     Challenge,
+    ClaimedKeys,
+    ClaimKeys,
     ClientFrame,
     Confirm,
     Connections,
@@ -36,8 +39,10 @@ from parley.protocol.frames import (
     ErrorCode,
     GetKeys,
     KeyChainFrame,
+    KeyCount,
     ListConnections,
     Permit,
+    PublishKeys,
     Register,
     Registered,
     Send,
@@ -51,8 +56,9 @@ from parley.relay.config import RelayConfig
 from parley.relay.connection import Connection, Context
 from parley.relay.directory import Directory, Registration
 from parley.relay.metrics import RelayMetrics
+from parley.relay.prekeys import InvalidKeys, KeyDirectory, check_publish
 from parley.relay.presence import PresenceBoard
-from parley.relay.store import InboxRow, RelayStore, StoreStatus
+from parley.relay.store import IdentityKey, InboxRow, RelayStore, StoreStatus
 from parley.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -81,6 +87,7 @@ class Relay:
         self._store = store
         self._clock = clock
         self._directory = Directory(store)
+        self._keys = KeyDirectory(store, self._directory)
         self._ctx = Context(self.config, store, self._directory, self.metrics, clock)
         # Authenticated connections by (identity, device): where deliveries are pushed.
         self._sessions: dict[tuple[str, str], set[Connection]] = {}
@@ -253,6 +260,10 @@ class Relay:
                 conn.reply(KeyChainFrame(ref=ref, identity=whose, entries=list(chain.entries)))
             case AppendKey(ref=ref, entry=entry):
                 await self._append_key(conn, identity, ref, entry)
+            case PublishKeys():
+                await self._publish_keys(conn, identity, frame)
+            case ClaimKeys():
+                await self._claim_keys(conn, identity, frame)
             case Register():
                 await self._register(conn, frame)
             case Authenticate():
@@ -315,6 +326,10 @@ class Relay:
         self._presence.connected(identity, device)
         self.metrics.connections.inc()
         logger.info("%s: authenticated, resuming after %d", conn, resume_after)
+        # Keys claimed while the device was away may have left it low: say so now.
+        count = await self._keys.count(identity, device)
+        if count is not None and count < ONE_TIME_KEYS_LOW:
+            conn.reply(KeyCount(one_time_keys=count))
         return True
 
     def _refuse(self, conn: Connection, code: ErrorCode, message: str) -> bool:
@@ -359,6 +374,11 @@ class Relay:
         if recipient != sender and sender not in await self._directory.permits(recipient):
             msg = f"{recipient!r} does not accept messages from {sender!r}"
             self._reject(conn, ref, ErrorCode.NOT_PERMITTED, msg)
+            return
+        assert conn.device is not None
+        if not await self._keys.covers(frame.devices, sender, conn.device, recipient):
+            msg = "the message is not encrypted for the current devices; claim keys again"
+            self._reject(conn, ref, ErrorCode.STALE_DEVICES, msg)
             return
         # Written as "not later than now" so that NaN counts as expired too.
         if not frame.expires_at > now:
@@ -424,10 +444,45 @@ class Relay:
         conn.reply(Done(ref=ref))
         logger.info("%s: key chain of %s now has %s %s", conn, identity, body.op, body.device)
         if body.op is KeyOp.REVOKE:
+            self._keys.forget(identity, body.device)
             for target in list(self._sessions.get((identity, body.device), ())):
                 self._detach(target)
                 self._reject(target, None, ErrorCode.DEVICE_REVOKED, "this device was revoked")
                 target.close_soon(CLOSE_REVOKED, "device revoked")
+
+    async def _publish_keys(self, conn: Connection, identity: str, frame: PublishKeys) -> None:
+        assert conn.device is not None
+        chain = self._directory.cached_chain(identity)
+        assert chain is not None  # _dispatch checked the device is active
+        try:
+            check_publish(identity, conn.device, chain.active[conn.device], frame)
+            key = IdentityKey(frame.identity_key, frame.signature)
+            count = await self._keys.publish(identity, conn.device, key, frame.one_time_keys)
+        except InvalidKeys as exc:
+            self._reject(conn, frame.ref, ErrorCode.MALFORMED, str(exc))
+            return
+        conn.reply(KeyCount(ref=frame.ref, one_time_keys=count))
+
+    async def _claim_keys(self, conn: Connection, claimer: str, frame: ClaimKeys) -> None:
+        ref, whose = frame.ref, frame.identity
+        if await self._directory.chain(whose) is None:
+            self._reject(conn, ref, ErrorCode.UNKNOWN_IDENTITY, f"no identity {whose!r}")
+            return
+        # Only those who may message an identity may use up its one-time keys.
+        if whose != claimer and claimer not in await self._directory.permits(whose):
+            msg = f"{whose!r} does not accept messages from {claimer!r}"
+            self._reject(conn, ref, ErrorCode.NOT_PERMITTED, msg)
+            return
+        if not conn.bucket.take(self._clock()):
+            self._reject(conn, ref, ErrorCode.RATE_LIMITED, "too many requests; slow down")
+            return
+        exclude = conn.device if whose == claimer else None
+        devices, claims = await self._keys.claim(whose, frame.sessions, exclude)
+        conn.reply(ClaimedKeys(ref=ref, identity=whose, devices=devices))
+        for claim in claims:
+            if claim.remaining < ONE_TIME_KEYS_LOW:
+                for target in self._sessions.get((whose, claim.device), ()):
+                    target.reply(KeyCount(one_time_keys=claim.remaining))
 
     # -- helpers ----------------------------------------------------------------------
 

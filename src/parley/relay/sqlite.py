@@ -18,7 +18,7 @@ from pathlib import Path
 from parley.protocol.frames import Envelope
 from parley.protocol.keychain import ChainEntry, EntryBody, KeyOp
 from parley.relay.dbthread import SqliteThread
-from parley.relay.store import InboxItem, InboxRow, StoreResult, StoreStatus
+from parley.relay.store import Claim, IdentityKey, InboxItem, InboxRow, StoreResult, StoreStatus
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -66,6 +66,20 @@ CREATE TABLE IF NOT EXISTS inbox (
 CREATE INDEX IF NOT EXISTS inbox_device ON inbox (identity, device, pos);
 CREATE INDEX IF NOT EXISTS inbox_expiry ON inbox (expires_at);
 CREATE INDEX IF NOT EXISTS inbox_message ON inbox (message);
+CREATE TABLE IF NOT EXISTS identity_keys (
+    identity TEXT NOT NULL,
+    device TEXT NOT NULL,
+    key BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    PRIMARY KEY (identity, device)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS one_time_keys (
+    seq INTEGER PRIMARY KEY,
+    identity TEXT NOT NULL,
+    device TEXT NOT NULL,
+    key BLOB NOT NULL,
+    UNIQUE (identity, device, key)
+);
 """
 
 
@@ -213,6 +227,67 @@ class SqliteStore:
 
         return await self._db.run(job)
 
+    # -- end-to-end encryption keys ---------------------------------------------------
+
+    async def load_identity_keys(self, identity: str) -> dict[str, IdentityKey]:
+        def job(conn: sqlite3.Connection) -> dict[str, IdentityKey]:
+            rows = conn.execute(
+                "SELECT device, key, signature FROM identity_keys WHERE identity = ?",
+                (identity,),
+            )
+            return {device: IdentityKey(key, signature) for device, key, signature in rows}
+
+        return await self._db.run(job)
+
+    async def publish_keys(
+        self, identity: str, device: str, identity_key: IdentityKey, one_time_keys: list[bytes]
+    ) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            active = conn.execute(
+                "SELECT 1 FROM devices WHERE identity = ? AND device = ? AND revoked = 0",
+                (identity, device),
+            ).fetchone()
+            if active is None:
+                # Revoked since the relay accepted the request: its keys stay dropped.
+                return 0
+            row = conn.execute(
+                "SELECT key FROM identity_keys WHERE identity = ? AND device = ?",
+                (identity, device),
+            ).fetchone()
+            if row is None or row[0] != identity_key.key:
+                # One-time keys belong to an Olm account; a new account makes them useless.
+                _drop_device_keys(conn, identity, device)
+                conn.execute(
+                    "INSERT INTO identity_keys (identity, device, key, signature)"
+                    " VALUES (?, ?, ?, ?)",
+                    (identity, device, identity_key.key, identity_key.signature),
+                )
+            conn.executemany(
+                "INSERT OR IGNORE INTO one_time_keys (identity, device, key) VALUES (?, ?, ?)",
+                [(identity, device, key) for key in one_time_keys],
+            )
+            return _count_one_time_keys(conn, identity, device)
+
+        return await self._db.run(job)
+
+    async def count_one_time_keys(self, identity: str, device: str) -> int:
+        return await self._db.run(lambda conn: _count_one_time_keys(conn, identity, device))
+
+    async def claim_one_time_keys(self, identity: str, devices: list[str]) -> list[Claim]:
+        def job(conn: sqlite3.Connection) -> list[Claim]:
+            claims = []
+            for device in devices:
+                row = conn.execute(
+                    "DELETE FROM one_time_keys WHERE seq = (SELECT MIN(seq) FROM one_time_keys"
+                    " WHERE identity = ? AND device = ?) RETURNING key",
+                    (identity, device),
+                ).fetchone()
+                remaining = _count_one_time_keys(conn, identity, device)
+                claims.append(Claim(device, None if row is None else row[0], remaining))
+            return claims
+
+        return await self._db.run(job)
+
     async def expire(self, now: float) -> int:
         def job(conn: sqlite3.Connection) -> int:
             deleted = conn.execute("DELETE FROM inbox WHERE expires_at <= ?", (now,)).rowcount
@@ -239,6 +314,7 @@ def _insert_entry(
         "UPDATE devices SET revoked = 1 WHERE identity = ? AND device = ?",
         (identity, body.device),
     )
+    _drop_device_keys(conn, identity, body.device)
     released = conn.execute(
         "DELETE FROM inbox WHERE identity = ? AND device = ? RETURNING message",
         (identity, body.device),
@@ -278,6 +354,20 @@ def _store_envelope(conn: sqlite3.Connection, envelope: Envelope) -> StoreResult
         StoreStatus.STORED,
         tuple(InboxRow(identity=i, device=d, offset=pos) for pos, i, d in rows),
     )
+
+
+def _drop_device_keys(conn: sqlite3.Connection, identity: str, device: str) -> None:
+    conn.execute(
+        "DELETE FROM identity_keys WHERE identity = ? AND device = ?", (identity, device)
+    )
+    conn.execute("DELETE FROM one_time_keys WHERE identity = ? AND device = ?", (identity, device))
+
+
+def _count_one_time_keys(conn: sqlite3.Connection, identity: str, device: str) -> int:
+    row = conn.execute(
+        "SELECT COUNT(*) FROM one_time_keys WHERE identity = ? AND device = ?", (identity, device)
+    ).fetchone()
+    return int(row[0])
 
 
 def _release_bodies(conn: sqlite3.Connection, messages: Iterable[int]) -> None:

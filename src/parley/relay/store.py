@@ -48,6 +48,23 @@ class InboxItem:
     envelope: Envelope
 
 
+@dataclass(frozen=True, slots=True)
+class IdentityKey:
+    """A device's published Olm identity key with its device-key signature."""
+
+    key: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The one-time key claimed for one device (None: it had none left)."""
+
+    device: str
+    one_time_key: bytes | None
+    remaining: int
+
+
 class RelayStore(Protocol):
     async def open(self) -> None:
         """Create or migrate the schema and get ready to serve."""
@@ -67,7 +84,7 @@ class RelayStore(Protocol):
 
     async def append_entry(self, identity: str, entry: ChainEntry, body: EntryBody) -> None:
         """Append a checked entry: an add creates the device with an empty inbox; a
-        revoke marks the device revoked and drops its inbox."""
+        revoke marks the device revoked and drops its inbox and its published keys."""
         ...
 
     async def load_permits(self, owner: str) -> set[str]:
@@ -100,6 +117,24 @@ class RelayStore(Protocol):
 
     async def drop_rows(self, identity: str, device: str, offsets: list[int]) -> int:
         """Delete these inbox rows of one device; returns how many existed."""
+        ...
+
+    async def load_identity_keys(self, identity: str) -> dict[str, IdentityKey]:
+        """The published identity keys of the identity's active devices, by device."""
+        ...
+
+    async def publish_keys(
+        self, identity: str, device: str, identity_key: IdentityKey, one_time_keys: list[bytes]
+    ) -> int:
+        """Record the device's identity key and add one-time keys; returns how many it
+        holds now. A changed identity key drops the one-time keys of the old one first;
+        a revoked device stores nothing."""
+        ...
+
+    async def count_one_time_keys(self, identity: str, device: str) -> int: ...
+
+    async def claim_one_time_keys(self, identity: str, devices: list[str]) -> list[Claim]:
+        """Remove and return one one-time key (the oldest) per device."""
         ...
 
     async def expire(self, now: float) -> int:

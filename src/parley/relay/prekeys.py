@@ -1,0 +1,128 @@
+"""The relay's end-to-end encryption directory: identity keys and one-time keys.
+
+The relay never sees a message key or a payload; it only hands out what devices
+published: each device's Olm identity key, signed by its Ed25519 device key (checked
+here against the key chain, and again by every client that uses it), and its one-time
+keys, each given out once.
+
+Identity keys are read on every Send (:meth:`KeyDirectory.expected` is what a Send must
+cover), so they are cached per identity in front of the store. As with the key chains,
+this relay is the only writer of its store and writes go through here, so the cache is
+updated write-through; only active devices' keys are in it.
+"""
+
+from __future__ import annotations
+
+from parley.crypto.keys import VerifyKey
+from parley.errors import BadSignature
+from parley.protocol.frames import (
+    CURVE25519_KEY_SIZE,
+    ONE_TIME_KEYS_MAX,
+    ClaimedDevice,
+    DeviceRef,
+    PublishKeys,
+    identity_key_message,
+)
+from parley.relay.directory import Directory
+from parley.relay.store import Claim, IdentityKey, RelayStore
+
+
+class InvalidKeys(ValueError):
+    """A PublishKeys request the relay refuses; the message says why."""
+
+
+def check_publish(identity: str, device: str, key: VerifyKey, frame: PublishKeys) -> None:
+    """Raise :class:`InvalidKeys` unless ``frame`` is well formed and signed by ``key``."""
+    if len(frame.identity_key) != CURVE25519_KEY_SIZE:
+        raise InvalidKeys(f"an identity key is {CURVE25519_KEY_SIZE} bytes")
+    if any(len(otk) != CURVE25519_KEY_SIZE for otk in frame.one_time_keys):
+        raise InvalidKeys(f"a one-time key is {CURVE25519_KEY_SIZE} bytes")
+    if len(frame.one_time_keys) > ONE_TIME_KEYS_MAX:
+        raise InvalidKeys(f"at most {ONE_TIME_KEYS_MAX} one-time keys at once")
+    try:
+        key.verify(identity_key_message(identity, device, frame.identity_key), frame.signature)
+    except BadSignature:
+        raise InvalidKeys("the identity key signature does not verify") from None
+
+
+class KeyDirectory:
+    def __init__(self, store: RelayStore, directory: Directory) -> None:
+        self._store = store
+        self._directory = directory
+        self._keys: dict[str, dict[str, IdentityKey]] = {}
+
+    async def identity_keys(self, identity: str) -> dict[str, IdentityKey]:
+        """Published identity keys of ``identity``'s active devices (do not mutate)."""
+        cached = self._keys.get(identity)
+        if cached is None:
+            loaded = await self._store.load_identity_keys(identity)
+            cached = self._keys.setdefault(identity, loaded)
+        chain = self._directory.cached_chain(identity)
+        if chain is not None:
+            # A device revoked while its keys were being loaded must not come back.
+            for device in [d for d in cached if d not in chain.active]:
+                del cached[device]
+        return cached
+
+    async def publish(
+        self, identity: str, device: str, key: IdentityKey, one_time_keys: list[bytes]
+    ) -> int:
+        """Store a checked publish; returns how many one-time keys the device holds now.
+
+        Refuses (:class:`InvalidKeys`) one-time keys past :data:`ONE_TIME_KEYS_MAX`.
+        """
+        keys = await self.identity_keys(identity)
+        held = await self._store.count_one_time_keys(identity, device)
+        if keys.get(device) == key and held + len(one_time_keys) > ONE_TIME_KEYS_MAX:
+            raise InvalidKeys(f"a device holds at most {ONE_TIME_KEYS_MAX} one-time keys")
+        count = await self._store.publish_keys(identity, device, key, one_time_keys)
+        chain = self._directory.cached_chain(identity)
+        if chain is not None and device in chain.active:
+            keys[device] = key
+        return count
+
+    async def count(self, identity: str, device: str) -> int | None:
+        """One-time keys the device holds; None if it has published no identity key."""
+        if device not in await self.identity_keys(identity):
+            return None
+        return await self._store.count_one_time_keys(identity, device)
+
+    async def claim(
+        self, identity: str, sessions: dict[str, bytes], exclude: str | None
+    ) -> tuple[list[ClaimedDevice], list[Claim]]:
+        """Every device of ``identity`` (but ``exclude``) with a one-time key claimed for
+        each one the claimer has no session with; and the claims, for top-up pushes."""
+        listed = {d: k for d, k in (await self.identity_keys(identity)).items() if d != exclude}
+        wanted = sorted(d for d, k in listed.items() if sessions.get(d) != k.key)
+        claims = await self._store.claim_one_time_keys(identity, wanted) if wanted else []
+        claimed = {claim.device: claim.one_time_key for claim in claims}
+        devices = [
+            ClaimedDevice(
+                device=device,
+                identity_key=key.key,
+                signature=key.signature,
+                one_time_key=claimed.get(device),
+            )
+            for device, key in sorted(listed.items())
+        ]
+        return devices, claims
+
+    async def covers(self, refs: list[DeviceRef], sender: str, device: str, recipient: str) -> bool:
+        """Whether ``refs`` are exactly the devices a Send from ``sender:device`` to
+        ``recipient`` must be encrypted for: the recipient's and the sender's active
+        devices with a published identity key, but the sending device."""
+        expected = {
+            (whose, d, k.key)
+            for whose in {recipient, sender}
+            for d, k in (await self.identity_keys(whose)).items()
+            if (whose, d) != (sender, device)
+        }
+        return len(refs) == len(expected) and {
+            (r.identity, r.device, r.identity_key) for r in refs
+        } == expected
+
+    def forget(self, identity: str, device: str) -> None:
+        """Drop a revoked device's keys from the cache (the store dropped them)."""
+        cached = self._keys.get(identity)
+        if cached is not None:
+            cached.pop(device, None)
