@@ -38,6 +38,9 @@ The tree::
     │   └── TransportClosed
     ├── DeliveryTimeout               the relay did not acknowledge in time
     ├── StateError                    an operation that the current state does not allow
+    │   ├── IllegalTransition         a call event its state has no transition for (nothing changes)
+    │   ├── UnknownCall               a command for a call_id the phone or proxy does not hold
+    │   └── CallIdInUse               a call placed with a call_id this phone has already seen
     └── ChildProcessFailed            a relay or proxy process Parley started did not run
 
 ``RelayError.from_code`` maps the wire error codes of ``protocol.frames.ErrorCode`` onto
@@ -219,6 +222,21 @@ class DeliveryTimeout(ParleyError):
 
 class StateError(ParleyError):
     """An operation that the current state does not allow."""
+
+
+class IllegalTransition(StateError):
+    """A call event that the call's current state has no transition for.
+
+    Raised before anything changes: the call keeps its state (``protocol.call``).
+    """
+
+
+class UnknownCall(StateError):
+    """A command for a call_id that the phone or proxy does not hold (or has forgotten)."""
+
+
+class CallIdInUse(StateError):
+    """A call placed with a call_id this phone already holds or remembers."""
 
 
 class ChildProcessFailed(ParleyError):
