@@ -143,7 +143,10 @@ class Proxy:
 
     def next_deadline(self) -> float | None:
         deadlines = [
-            d for bridge in self._bridges.values() for leg in bridge.legs() if (d := leg.deadline()) is not None
+            d
+            for bridge in self._bridges.values()
+            for leg in bridge.legs()
+            if (d := leg.deadline()) is not None
         ]
         return min(deadlines, default=None)
 
@@ -264,7 +267,7 @@ class Proxy:
             out.append(wire.accept(bridge.inbound, msg.peer_info, {}))
             out.append(_connected(bridge.inbound))
             for other in bridge.outbound.values():
-                if other.live:
+                if other is not leg and other.live:
                     self._fire(bridge, other, Superseded(), msg.now, out)
                     out.append(wire.answered_elsewhere(other, None))
         elif msg.device != leg.peer_device:

@@ -1,0 +1,289 @@
+"""The proxy core: two-leg forwarding as in the public docs, hunt groups, and legs that
+always end together, carrying the reason across."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.protocol.callnet import Net, addr
+
+from parley.errors import IllegalTransition, UnknownCall
+from parley.ids import Address, DeviceId, IdentityId
+from parley.protocol.call import CallState, EndReason, Role
+from parley.protocol.call_io import (
+    Accept,
+    Busy,
+    Connected,
+    Decline,
+    Fail,
+    Hangup,
+    PeerGone,
+    Place,
+    Send,
+)
+from parley.protocol.messages import MessageType
+from parley.protocol.proxy import Binding, Proxy
+
+START, ACCEPT = MessageType.VOICE_START, MessageType.VOICE_ACCEPT
+STOP, BUSY = MessageType.VOICE_STOP, MessageType.VOICE_BUSY
+P1 = addr("app", "p1")
+O1 = addr("olga", "o1")  # the operator of the bound call
+U1, U2 = addr("cust", "u1"), addr("cust", "u2")  # its customer, on two devices
+A1, C1 = addr("alice", "a1"), addr("carol", "c1")  # the hunt group
+D1 = addr("dave", "d1")  # a customer calling the hunt group
+APP = IdentityId("app")
+
+
+@pytest.fixture
+def net() -> Net:
+    net = Net()
+    proxy = net.proxy("app", "p1", operators=("alice", "carol"))
+    proxy.bind(
+        Binding(
+            cid="conv",
+            operator=IdentityId("olga"),
+            operator_name="Olga",
+            customer=IdentityId("cust"),
+        )
+    )
+    for at in (O1, U1, U2, A1, C1, D1):
+        net.phone(at.identity, at.device)
+    return net
+
+
+def proxy_of(net: Net) -> Proxy:
+    node = net.nodes[P1]
+    assert isinstance(node, Proxy)
+    return node
+
+
+def call(net: Net, at: Address, cid: str = "conv", call_id: str = "k1", **kw: Any) -> None:
+    net.do(at, Place(now=net.now, recipient=APP, cid=cid, call_id=call_id, peer_info="offer", **kw))
+
+
+def reasons(net: Net, at: Address) -> list[EndReason]:
+    return [e.reason for e in net.ended(at)]
+
+
+def sent(net: Net, at: Address) -> list[Send]:
+    return [o for o in net.outputs[at] if isinstance(o, Send)]
+
+
+def assert_legs_together(proxy: Proxy) -> None:
+    for bridge in proxy.bridges.values():
+        assert bridge.inbound.live, bridge
+        if bridge.winner is not None:
+            assert bridge.outbound[bridge.winner].live, bridge
+        else:
+            assert any(leg.live for leg in bridge.outbound.values()), bridge
+
+
+def step(net: Net) -> None:
+    """Deliver everything, checking after each message that no leg outlives the other."""
+    while ready := net.deliverable():
+        net.deliver(ready[0])
+        assert_legs_together(proxy_of(net))
+
+
+# -- two legs ------------------------------------------------------------------------------
+
+
+def test_forwarding_matches_the_public_docs() -> None:
+    net = Net()
+    net.proxy("app", "p1").bind(
+        Binding(
+            cid="conv",
+            operator=IdentityId("olga"),
+            operator_name="Olga",
+            customer=IdentityId("cust"),
+        )
+    )
+    for at in (O1, U1):
+        net.phone(at.identity, at.device)
+    call(net, O1, data={"note": "not forwarded"})
+    step(net)
+    (start,) = sent(net, P1)
+    assert (start.kind, start.recipient, start.cid, start.call_id) == (START, "cust", "conv", "k1")
+    assert start.peer_info == "offer" and start.data == {"operator_name": "Olga", "lifetime": 60}
+    net.now += 2
+    net.do(U1, Accept(now=net.now, call_id="k1", peer_info="answer"))
+    step(net)
+    accept = sent(net, P1)[-1]
+    assert (accept.kind, accept.recipient, accept.peer_info) == (ACCEPT, "olga", "answer")
+    (connected,) = [o for o in net.outputs[O1] if isinstance(o, Connected)]
+    assert (connected.peer, connected.peer_device, connected.peer_info) == ("app", "p1", "answer")
+    net.now += 30
+    net.do(O1, Hangup(now=net.now, call_id="k1"))
+    step(net)
+    stop = sent(net, P1)[-1]
+    assert (stop.kind, stop.recipient, stop.data) == (STOP, "cust", {"reason": "hangup"})
+    assert reasons(net, U1) == [EndReason.HANGUP] == reasons(net, O1)
+    records = {e.record.peer: e.record for e in net.ended(P1)}
+    assert records["olga"].role is Role.CALLEE and records["cust"].role is Role.CALLER
+    assert records["olga"].duration == records["cust"].duration == 30
+    assert proxy_of(net).bridges == {}
+    assert proxy_of(net).finished("k1") is not None
+
+
+def test_customer_busy_goes_to_the_operator_as_busy(net: Net) -> None:
+    call(net, O1)
+    step(net)
+    net.do(U1, Busy(now=net.now, call_id="k1"))
+    step(net)
+    assert sent(net, P1)[-1].kind is BUSY
+    assert reasons(net, O1) == [EndReason.BUSY]
+    assert reasons(net, U2) == [EndReason.BUSY]  # the customer's other device stopped ringing
+
+
+def test_customer_hangs_up_the_operator_hears_it(net: Net) -> None:
+    call(net, O1)
+    step(net)
+    net.do(U1, Accept(now=net.now, call_id="k1", peer_info="answer"))
+    step(net)
+    net.do(U1, Hangup(now=net.now, call_id="k1"))
+    step(net)
+    assert reasons(net, O1) == [EndReason.HANGUP]
+    assert reasons(net, U2) == [EndReason.ANSWERED_ELSEWHERE]
+
+
+def test_nobody_answers_both_legs_time_out(net: Net) -> None:
+    call(net, O1)
+    net.now += 1  # the forwarded start rings for what is left, in whole seconds
+    step(net)
+    assert sent(net, P1)[0].data["lifetime"] == 59
+    net.advance(59)
+    step(net)
+    assert reasons(net, O1) == [EndReason.TIMEOUT] == reasons(net, U1)
+    assert [e.reason for e in net.ended(P1)] == [EndReason.TIMEOUT] * 2
+    assert proxy_of(net).next_deadline() is None
+
+
+def test_the_customer_vanishing_ends_the_operator_leg_with_gone(net: Net) -> None:
+    call(net, O1)
+    step(net)
+    net.do(U1, Accept(now=net.now, call_id="k1", peer_info="answer"))
+    step(net)
+    net.offline.add(U1)
+    net.do(P1, PeerGone(now=net.now, identity=IdentityId("cust"), device=DeviceId("u1")))
+    net.advance(30)
+    assert proxy_of(net).bridges == {}
+    step(net)
+    assert reasons(net, O1) == [EndReason.GONE]
+    net.offline.clear()
+    step(net)
+    assert reasons(net, U1) == [EndReason.GONE]
+
+
+def test_a_failure_ends_both_legs(net: Net) -> None:
+    call(net, O1)
+    step(net)
+    net.do(P1, Fail(now=net.now, call_id="k1"))
+    step(net)
+    assert reasons(net, O1) == [EndReason.FAILED] == reasons(net, U1)
+    with pytest.raises(IllegalTransition):
+        net.do(P1, Fail(now=net.now, call_id="k1"))
+    with pytest.raises(UnknownCall):
+        net.do(P1, Fail(now=net.now, call_id="nope"))
+
+
+def test_a_start_from_anyone_but_the_operator_is_not_forwarded(net: Net) -> None:
+    call(net, D1)  # dave on olga's cid
+    step(net)
+    assert sent(net, P1) == [] and proxy_of(net).bridges == {}
+
+
+def test_a_start_past_its_lifetime_is_not_forwarded(net: Net) -> None:
+    call(net, O1, lifetime=10)
+    net.now += 9.5  # less than a whole second left
+    step(net)
+    assert sent(net, P1) == []
+    assert reasons(net, P1) == [EndReason.TIMEOUT]
+
+
+def test_a_second_customer_device_accepting_gets_answered_elsewhere(net: Net) -> None:
+    call(net, O1)
+    step(net)
+    net.do(U1, Accept(now=net.now, call_id="k1", peer_info="u1"))
+    net.do(U2, Accept(now=net.now, call_id="k1", peer_info="u2"))
+    net.deliver_one(P1, ACCEPT, U1)
+    net.deliver_one(P1, ACCEPT, U2)
+    assert sent(net, P1)[-1].data == {"reason": "answered_elsewhere", "answered_by": "u1"}
+    step(net)
+    assert reasons(net, U2) == [EndReason.ANSWERED_ELSEWHERE] and reasons(net, U1) == []
+    assert net.state(O1, "k1") is CallState.CONNECTED
+
+
+def test_duplicates_and_a_stop_before_the_start_change_nothing(net: Net) -> None:
+    call(net, O1)
+    net.do(O1, Hangup(now=net.now, call_id="k1"))
+    net.deliver_one(P1, STOP)
+    net.deliver_one(P1, START)
+    assert net.outputs[P1] == []
+    call(net, O1, call_id="k2")
+    start = net.take(P1, START)
+    net.deliver(start)
+    net.pending.append(start)
+    assert net.deliver(start) == []
+    assert len(proxy_of(net).bridges["k2"].outbound) == 1
+
+
+# -- hunt groups ---------------------------------------------------------------------------
+
+
+def test_hunt_rings_every_operator_and_the_first_accept_wins(net: Net) -> None:
+    call(net, D1, cid="support")
+    step(net)
+    assert {s.recipient for s in sent(net, P1)} == {"alice", "carol"}
+    net.do(C1, Accept(now=net.now, call_id="k1", peer_info="carol"))
+    net.do(A1, Accept(now=net.now, call_id="k1", peer_info="alice"))  # too late
+    step(net)
+    assert reasons(net, A1) == [EndReason.ANSWERED_ELSEWHERE]
+    (connected,) = [o for o in net.outputs[D1] if isinstance(o, Connected)]
+    assert connected.peer_info == "carol"
+    assert net.state(C1, "k1") is CallState.CONNECTED
+    bridge = proxy_of(net).bridges["k1"]
+    assert bridge.winner == "carol" and not bridge.outbound[IdentityId("alice")].live
+    net.do(D1, Hangup(now=net.now, call_id="k1"))
+    step(net)
+    assert reasons(net, C1) == [EndReason.HANGUP]
+
+
+def test_hunt_nobody_answers_the_customer_gets_timeout(net: Net) -> None:
+    call(net, D1, cid="support", lifetime=30)
+    step(net)
+    net.advance(30)
+    step(net)
+    assert reasons(net, D1) == [EndReason.TIMEOUT]
+    assert reasons(net, A1) == [EndReason.TIMEOUT] == reasons(net, C1)
+    assert sent(net, P1)[-1].data == {"reason": "timeout"}
+
+
+def test_hunt_one_declines_the_others_still_ring(net: Net) -> None:
+    call(net, D1, cid="support")
+    step(net)
+    net.do(A1, Decline(now=net.now, call_id="k1"))
+    step(net)
+    assert net.state(D1, "k1") is CallState.DIALING
+    net.do(C1, Decline(now=net.now, call_id="k1"))
+    step(net)
+    assert reasons(net, D1) == [EndReason.DECLINED]
+
+
+def test_hunt_skips_operators_away_or_on_a_call_and_answers_busy_if_none(net: Net) -> None:
+    net.do(P1, PeerGone(now=net.now, identity=IdentityId("alice"), device=DeviceId("a1")))
+    call(net, D1, cid="support", call_id="k1")
+    step(net)
+    assert [s.recipient for s in sent(net, P1)] == ["carol"]
+    net.do(C1, Accept(now=net.now, call_id="k1", peer_info="carol"))
+    step(net)
+    call(net, U1, cid="support", call_id="k2")  # carol is busy with dave now
+    step(net)
+    assert reasons(net, U1) == [EndReason.BUSY]
+    assert sent(net, P1)[-1].kind is BUSY
+
+
+def test_an_operator_calling_the_hunt_group_is_not_hunted(net: Net) -> None:
+    call(net, A1, cid="support")
+    step(net)
+    assert sent(net, P1) == []
