@@ -13,12 +13,10 @@ from pathlib import Path
 import msgspec
 
 from parley.client import Client, register_identity
-from parley.client.connection import Connection
 from parley.credentials import Credentials
 from parley.crypto import jws
 from parley.crypto.keys import SigningKey, b64url_encode
 from parley.protocol.frames import (
-    Ack,
     Authenticate,
     Confirm,
     Send,
@@ -165,6 +163,13 @@ class Received:
         return [str(payload["call_id"]) for _, payload in self.items]
 
 
+async def eventually(predicate: Callable[[], object]) -> None:
+    """Wait until ``predicate()`` is true: for state no event signals (counters)."""
+    async with asyncio.timeout(WAIT):
+        while not predicate():  # noqa: ASYNC110 - nothing to wait on but the condition
+            await asyncio.sleep(0.01)
+
+
 @dataclass
 class World:
     """Identities and clients on one relay; everything is closed at teardown."""
@@ -190,7 +195,7 @@ class World:
             self.links.append(link)
         client = Client(
             credentials,
-            state_path=state_path,
+            state_path=state_path or self.state_path(credentials),
             connector=link or self.link,
             ack_timeout=ack_timeout,
         )
@@ -208,23 +213,19 @@ class World:
         await client.connect()
         return client
 
+    def state_path(self, credentials: Credentials) -> Path:
+        """Each device's own state file, so its Olm account outlives one client."""
+        return self.tmp_path / f"{credentials.identity}.{credentials.device}.state.db"
+
     async def permit(self, owner: Credentials, *others: Credentials) -> None:
         """``owner`` accepts messages from ``others`` (a short-lived client)."""
-        async with Client(owner, connector=self.link) as client:
+        async with Client(owner, state_path=self.state_path(owner), connector=self.link) as client:
             for other in others:
                 await client.connections.permit(other.identity)
 
-    async def raw(self, credentials: Credentials) -> Connection:
-        """An authenticated connection that sends hand-made frames."""
-        connection = Connection(
-            credentials,
-            self.link,
-            on_deliver=lambda deliver: None,
-            resume_after=lambda: 0,
-            ack_timeout=WAIT,
-        )
-        await connection.open()
-        return connection
+    async def raw(self, credentials: Credentials) -> Client:
+        """A connected client to send hand-made payloads with (see :func:`inject`)."""
+        return await self.connected(credentials)
 
     async def aclose(self) -> None:
         for client in self.clients:
@@ -268,16 +269,7 @@ def raw_token(key: SigningKey, kid: str, claims: bytes) -> bytes:
     return signing_input + b"." + b64url_encode(key.sign(signing_input)).encode()
 
 
-async def inject(connection: Connection, recipient: str, body: bytes) -> None:
-    """Send ``body`` as is, in a fresh envelope."""
-    envelope_id = uuid.uuid4().hex
-    await connection.request(
-        lambda ref: Send(
-            ref=ref,
-            envelope_id=envelope_id,
-            recipient=recipient,
-            body=body,
-            expires_at=time.time() + 60,
-        ),
-        Ack,
-    )
+async def inject(client: Client, recipient: str, payload: bytes) -> None:
+    """Seal ``payload`` as is, properly, and send it in a fresh envelope: what the
+    receiver's checks see is exactly these bytes."""
+    await client._sender.send_signed(recipient, payload, time.time() + 60)

@@ -145,11 +145,12 @@ async def test_an_unknown_recipient_gets_unknown_identity(world: World) -> None:
 
 
 async def test_delivery_timeout_when_the_relay_never_acks(world: World) -> None:
-    alice = await world.identity("alice")
+    alice, bob = await world.identity("alice"), await world.identity("bob")
+    await world.permit(bob, alice)
     link = RelayLink(world.relay, relay_side=SwallowSends)
     client = world.client(alice, link=link, ack_timeout=0.2)
     await client.connect()
     with pytest.raises(DeliveryTimeout):
-        await client.voice().stop("bob", "cid", "call")
+        await client.voice().stop(bob.identity, "cid", "call")
     # The connection is still usable for everything else.
     assert await client.connections.list() == []

@@ -1,4 +1,8 @@
-"""Refusals over a real relay: permissions, forged and replayed payloads, revoked keys."""
+"""Refusals over a real relay: permissions, forged and replayed payloads, revoked keys.
+
+The forged payloads are sealed properly (:func:`tests.e2e.raw.send_payload`), so they
+open fine at the receiver and it is the checks on the signed payload that refuse them.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,12 @@ import time
 
 import pytest
 from tests.conftest import Register
-from tests.e2e.raw import RawSession, signed, voice_start
+from tests.e2e.raw import send_payload, signed, voice_start
 
 from parley.client import Client
 from parley.client.registration import add_device
 from parley.crypto.keys import SigningKey
 from parley.errors import DeviceRevoked, NotPermitted, ParleyError, UnknownIdentity
-from parley.processes import RelayProcess
-from parley.protocol import frames
 from parley.protocol.messages import Message
 
 pytestmark = pytest.mark.e2e
@@ -52,9 +54,7 @@ async def test_unpermitted_sender_is_refused(register: Register) -> None:
     assert [m["call_id"] for m in received] == ["k2"]
 
 
-async def test_bad_payloads_never_reach_a_handler(
-    register: Register, relay_process: RelayProcess
-) -> None:
+async def test_bad_payloads_never_reach_a_handler(register: Register) -> None:
     (mallory, _), (bob, bob_path), (carol, _) = [
         await register(name) for name in ("mallory", "bob", "carol")
     ]
@@ -102,14 +102,15 @@ async def test_bad_payloads_never_reach_a_handler(
                 mallory.device,
             ),
         }
-        async with RawSession(mallory, relay_process.url) as raw:
-            assert isinstance(await raw.send_body(bob.identity, good), frames.Ack)
+        async with Client(mallory, state_path=":memory:") as raw:
+            await send_payload(raw, bob.identity, good)
             for body in bad.values():
-                assert isinstance(await raw.send_body(bob.identity, body), frames.Ack)
+                await send_payload(raw, bob.identity, body)
             # The same signed payload again, in a new envelope: a replay.
-            assert isinstance(await raw.send_body(bob.identity, good), frames.Ack)
-            assert isinstance(await raw.send_body(bob.identity, b"not a jws"), frames.Ack)
-            await raw.send_body(
+            await send_payload(raw, bob.identity, good)
+            await send_payload(raw, bob.identity, b"not a jws")
+            await send_payload(
+                raw,
                 bob.identity,
                 signed(
                     voice_start(iss=mallory.identity, aud=bob.identity, call_id="last"),
@@ -124,7 +125,7 @@ async def test_bad_payloads_never_reach_a_handler(
         assert sum(bob_client.rejected.values()) == len(bad) + 2  # + replay + garbage
 
 
-async def test_revoked_device_is_refused(register: Register, relay_process: RelayProcess) -> None:
+async def test_revoked_device_is_refused(register: Register) -> None:
     (op, op_path), (bob, bob_path) = await register("operator"), await register("bob")
     phone = await add_device(op)
     handled: list[str] = []
@@ -145,13 +146,12 @@ async def test_revoked_device_is_refused(register: Register, relay_process: Rela
             async with Client(phone, state_path=":memory:"):
                 pass
         # A payload signed by the revoked key, smuggled through the good device's session.
-        async with RawSession(op, relay_process.url) as raw:
-            smuggled = signed(
-                voice_start(iss=op.identity, aud=bob.identity, call_id="smuggled"),
-                phone.secret_key,
-                phone.device,
-            )
-            assert isinstance(await raw.send_body(bob.identity, smuggled), frames.Ack)
+        smuggled = signed(
+            voice_start(iss=op.identity, aud=bob.identity, call_id="smuggled"),
+            phone.secret_key,
+            phone.device,
+        )
+        await send_payload(operator, bob.identity, smuggled)
         await operator.voice().start(bob.identity, "c", "from-desk", "sdp", {})
         await _until(lambda: handled[-1:] == ["from-desk"])
         assert handled == ["from-phone", "from-desk"]

@@ -7,7 +7,9 @@ Wiring only; each concern lives in its own module::
     Directory   other identities' device keys           (directory.py)
     Verifier    the receive checks                      (verify.py)
     Inbox       ordered, exactly-once handling          (inbox.py)
-    Sender      signing and sending                     (sender.py)
+    Sender      signing, sealing and sending            (sender.py)
+    EndToEnd    sealing and opening bodies              (e2ee.py: olm.py, devices.py)
+    Prekeys     keeping this device's keys published    (prekeys.py)
     Voice, Connections, PresenceService                 the services apps use
 
 Subscribe handlers before :meth:`connect`, or right after it without awaiting in
@@ -26,9 +28,13 @@ from types import TracebackType
 
 from parley.client.connection import Connection, Connector, websocket_connector
 from parley.client.connections import Connections
+from parley.client.devices import Devices
 from parley.client.directory import Directory
+from parley.client.e2ee import EndToEnd
 from parley.client.handlers import Handlers
 from parley.client.inbox import Inbox
+from parley.client.olm import OlmDevice
+from parley.client.prekeys import Prekeys
 from parley.client.presence import PresenceService
 from parley.client.registration import revoke_device_key
 from parley.client.sender import Sender
@@ -38,7 +44,7 @@ from parley.client.voice import Voice
 from parley.credentials import Credentials
 from parley.errors import StateError
 from parley.ids import DeviceId, IdentityId
-from parley.protocol.frames import Deliver
+from parley.protocol.frames import Deliver, KeyCount
 
 
 class Client:
@@ -76,17 +82,20 @@ class Client:
             # Late-bound: the presence service is built on this connection, just below.
             on_presence=lambda frame: self.presence.received(frame),  # noqa: PLW0108
             on_reconnect=lambda: self.presence.reconnected(),  # noqa: PLW0108
+            on_key_count=self._on_key_count,
             ack_timeout=ack_timeout,
         )
         self._handlers = Handlers()
         sender = Sender(
             credentials, self._connection, message_lifetime=message_lifetime, clock=clock
         )
+        self._sender = sender
         self.connections = Connections(self._connection)
         self.presence = PresenceService(self._connection)
         self._voice = Voice(sender, self._handlers)
         self._state: State | None = None
         self._inbox: Inbox | None = None
+        self._prekeys: Prekeys | None = None
 
     @classmethod
     def from_credentials(
@@ -122,35 +131,53 @@ class Client:
         return self._voice
 
     async def connect(self) -> None:
-        """Open the state file, connect and authenticate; then handle deliveries."""
+        """Open the state file, connect and authenticate, publish this device's keys;
+        then handle deliveries."""
         if self._state is not None:
             raise StateError("a client connects once; make a new one to connect again")
         state = State(
             self._state_path, identity=self._credentials.identity, device=self._credentials.device
         )
+        try:
+            olm = OlmDevice(self._credentials, state)
+        except BaseException:
+            state.close()
+            raise
         directory = Directory(self._connection, state)
+        e2ee = EndToEnd(olm, Devices(self._connection, directory, olm, state), directory, state)
         inbox = Inbox(
             identity=self._credentials.identity,
+            device=self._credentials.device,
             connection=self._connection,
             state=state,
+            e2ee=e2ee,
             verifier=Verifier(self._credentials.identity, directory, state, self._clock),
             handlers=self._handlers,
             rejected=self.rejected,
             clock=self._clock,
         )
-        self._state, self._inbox = state, inbox
+        prekeys = Prekeys(self._connection, olm, state)
+        self._state, self._inbox, self._prekeys = state, inbox, prekeys
         try:
             await self._connection.open()
         except BaseException:
-            self._state = self._inbox = None
+            self._state = self._inbox = self._prekeys = None
             state.close()
             raise
+        try:
+            await prekeys.publish()
+        except BaseException:
+            await self.close()
+            raise
+        self._sender.attach(e2ee)
         inbox.start()
 
     async def close(self) -> None:
         """Stop handling and reconnecting, close the connection and the state file."""
         if self._inbox is not None:
             await self._inbox.stop()
+        if self._prekeys is not None:
+            await self._prekeys.close()
         await self.presence.close()
         await self._connection.close()
         if self._state is not None:
@@ -175,6 +202,10 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    def _on_key_count(self, frame: KeyCount) -> None:
+        if self._prekeys is not None:
+            self._prekeys.received(frame)
 
     def _on_deliver(self, deliver: Deliver) -> None:
         if self._inbox is not None:

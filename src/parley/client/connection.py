@@ -44,6 +44,7 @@ from parley.protocol.frames import (
     Ack,
     Authenticate,
     Challenge,
+    ClaimedKeys,
     ClientFrame,
     Confirm,
     Connections,
@@ -52,6 +53,7 @@ from parley.protocol.frames import (
     Error,
     ErrorCode,
     KeyChainFrame,
+    KeyCount,
     Presence,
     Registered,
     RelayFrame,
@@ -66,8 +68,8 @@ from parley.transport.websocket import connect_websocket
 log = logging.getLogger(__name__)
 
 Connector: TypeAlias = Callable[[], Awaitable[Transport]]
-Reply: TypeAlias = Ack | Done | Connections | KeyChainFrame | Registered
-ReplyT = TypeVar("ReplyT", Ack, Done, Connections, KeyChainFrame, Registered)
+Reply: TypeAlias = Ack | Done | Connections | KeyChainFrame | Registered | KeyCount | ClaimedKeys
+ReplyT = TypeVar("ReplyT", Ack, Done, Connections, KeyChainFrame, Registered, KeyCount, ClaimedKeys)
 
 # The relay refuses these for good; retrying would only be refused again.
 _FATAL_CODES = frozenset({ErrorCode.AUTH_FAILED, ErrorCode.DEVICE_REVOKED})
@@ -114,6 +116,7 @@ class Connection:
         on_deliver: Callable[[Deliver], None],
         resume_after: Callable[[], int],
         on_presence: Callable[[Presence], None] = lambda frame: None,
+        on_key_count: Callable[[KeyCount], None] = lambda frame: None,
         on_reconnect: Callable[[], None] = lambda: None,
         ack_timeout: float,
         backoff: Backoff | None = None,
@@ -122,6 +125,7 @@ class Connection:
         self._connector = connector
         self._on_deliver = on_deliver
         self._on_presence = on_presence
+        self._on_key_count = on_key_count
         self._on_reconnect = on_reconnect
         self._resume_after = resume_after
         self._ack_timeout = ack_timeout
@@ -316,7 +320,13 @@ class Connection:
             self._on_deliver(frame)
         elif isinstance(frame, Presence):
             self._on_presence(frame)
-        elif isinstance(frame, Ack | Done | Connections | KeyChainFrame | Registered):
+        elif isinstance(frame, KeyCount):
+            # With a ref it answers a PublishKeys; without, the relay says keys run low.
+            if frame.ref is None:
+                self._on_key_count(frame)
+            else:
+                self._resolve(frame.ref, frame)
+        elif isinstance(frame, Ack | Done | Connections | KeyChainFrame | Registered | ClaimedKeys):
             self._resolve(frame.ref, frame)
         elif isinstance(frame, Error):
             self._on_error(frame)

@@ -1,20 +1,24 @@
-"""The receive side: deliveries in offset order, verified, recorded, handled, confirmed.
+"""The receive side: deliveries in offset order, opened, verified, recorded, handled,
+confirmed.
 
 One task processes deliveries strictly in arrival (= offset) order, so a handler that
 awaits a send does not block the connection that reads the send's Ack. Per delivery:
 
 1. an offset at or below the stored one was processed already (redelivered after a
    reconnect): skip it;
-2. a copy of what another device of this identity sent: record it, no handler;
-3. verify (:mod:`.verify`); a rejection is counted in ``rejected`` by reason, logged,
-   recorded and never reaches a handler;
-4. record the offset and ``jti`` *before* calling the handler, so a crash can lose a
-   handler call but never repeat one;
-5. call the handler (none subscribed: dropped, logged at debug);
-6. confirm to the relay, batched while more deliveries are queued.
+2. open the sealed body (:mod:`.e2ee`): decrypt first, then verify;
+3. a copy of what another device of this identity sent: record it, no handler;
+4. verify (:mod:`.verify`); a rejection (failing to open included) is counted in
+   ``rejected`` by reason, logged with the sender, recorded and never reaches a handler;
+5. record the offset and ``jti``, with the Olm state opening it changed, *before*
+   calling the handler, so a crash can lose a handler call but never repeat one;
+6. call the handler (none subscribed: dropped, logged at debug);
+7. confirm to the relay, batched while more deliveries are queued.
 
-A delivery that cannot be verified *yet* (the key fetch timed out, the connection is
-down) is retried with backoff, never dropped: it says nothing about the message.
+A delivery that cannot be opened or verified *yet* (the key fetch timed out, the
+connection is down) is retried with backoff, never dropped: it says nothing about the
+message. Its decrypted payload is kept across those retries, since an Olm message key
+can be used only once.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Callable
 
 from parley.client.backoff import Backoff
 from parley.client.connection import Connection
+from parley.client.e2ee import EndToEnd
 from parley.client.handlers import Handlers
 from parley.client.state import Seen, State
 from parley.client.verify import REJECTIONS, Verifier, rejection_reason
@@ -45,16 +50,20 @@ class Inbox:
         self,
         *,
         identity: str,
+        device: str,
         connection: Connection,
         state: State,
+        e2ee: EndToEnd,
         verifier: Verifier,
         handlers: Handlers,
         rejected: Counter[str],
         clock: Callable[[], float],
     ) -> None:
         self._identity = identity
+        self._device = device
         self._connection = connection
         self._state = state
+        self._e2ee = e2ee
         self._verifier = verifier
         self._handlers = handlers
         self._rejected = rejected
@@ -65,6 +74,8 @@ class Inbox:
         self._backoff = Backoff()
         self._confirmed = state.offset
         self._recorded = 0
+        # (offset, payload) of the delivery being processed, once opened.
+        self._opened: tuple[int, bytes] | None = None
 
     def put(self, deliver: Deliver) -> None:
         self._queue.put_nowait(deliver)
@@ -121,12 +132,17 @@ class Inbox:
         if offset <= self._state.offset:
             log.debug("offset %d already processed", offset)
             return
-        if envelope.sender == self._identity and envelope.recipient != self._identity:
-            # Fan-out copy of what another device of ours sent: not addressed to us.
+        if envelope.sender == self._identity and envelope.sender_device == self._device:
+            # What this very device sent to its own identity: nothing was sealed for it.
             self._record(offset, None)
             return
         try:
-            message = await self._verifier.verify(envelope, deliver.sender_keys_version)
+            payload = await self._open(deliver)
+            if envelope.sender == self._identity and envelope.recipient != self._identity:
+                # Fan-out copy of what another device of ours sent: not addressed to us.
+                self._record(offset, None)
+                return
+            message = await self._verifier.verify(envelope, payload, deliver.sender_keys_version)
         except REJECTIONS as exc:
             reason = rejection_reason(exc)
             self._rejected[reason] += 1
@@ -145,8 +161,16 @@ class Inbox:
         if not await self._handlers.dispatch(message.iss, message):
             log.debug("no handler for %s; dropped envelope %s", message.typ, envelope.id)
 
+    async def _open(self, deliver: Deliver) -> bytes:
+        if self._opened is not None and self._opened[0] == deliver.offset:
+            return self._opened[1]
+        payload = await self._e2ee.open(deliver.envelope, deliver.sender_keys_version)
+        self._opened = (deliver.offset, payload)
+        return payload
+
     def _record(self, offset: int, seen: Seen | None) -> None:
-        self._state.record(offset, seen)
+        self._state.record(offset, seen, self._e2ee.take_changes())
+        self._opened = None
         self._recorded += 1
         if self._recorded % PRUNE_EVERY == 0:
             self._state.prune_seen(self._clock())

@@ -1,4 +1,10 @@
-"""Signing and sending messages: every payload is a compact JWS of a typed message."""
+"""Signing, sealing and sending messages.
+
+Every payload is a compact JWS of a typed message, sealed for the recipient's devices
+and the sender's other devices (:mod:`.e2ee`). If the relay answers that the devices it
+was sealed for are out of date (one was added, revoked or re-keyed), the device lists
+are fetched again and the same envelope is sealed and sent again.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,17 @@ from collections.abc import Callable
 from typing import TypedDict, TypeVar
 
 from parley.client.connection import Connection
+from parley.client.e2ee import EndToEnd
 from parley.credentials import Credentials
 from parley.crypto import jws
-from parley.errors import MalformedFrame
-from parley.protocol.frames import Ack, Send
+from parley.errors import MalformedFrame, NotConnected, StaleDevices
+from parley.protocol.frames import Ack, DeviceRef, Send
 from parley.protocol.messages import Message
 
 M = TypeVar("M", bound=Message)
+
+# Device lists can change again while they are fetched; past this, give up.
+STALE_RETRIES = 3
 
 
 class Claims(TypedDict):
@@ -40,6 +50,11 @@ class Sender:
         self._connection = connection
         self._lifetime = message_lifetime
         self._clock = clock
+        self._e2ee: EndToEnd | None = None
+
+    def attach(self, e2ee: EndToEnd | None) -> None:
+        """Seal with ``e2ee`` from now on (the client has opened its state)."""
+        self._e2ee = e2ee
 
     def claims(self, recipient: str) -> Claims:
         now = int(self._clock())
@@ -55,19 +70,45 @@ class Sender:
     async def send(self, message: M) -> M:
         """Sign ``message`` and send it to ``message.aud``; returns it after the relay's Ack."""
         body = jws.sign(message, self._credentials.secret_key, kid=self._credentials.device)
+        await self.send_signed(message.aud, body, float(message.exp))
+        return message
+
+    async def send_signed(self, recipient: str, payload: bytes, expires_at: float) -> None:
+        """Seal an already signed ``payload`` for ``recipient`` and send it."""
+        if self._e2ee is None:
+            raise NotConnected("the client is not connected")
         # One envelope id per message, reused if the Send is resent after a reconnect,
         # so the relay stores it once.
         envelope_id = uuid.uuid4().hex
+        for attempt in range(1, STALE_RETRIES + 1):
+            body, devices = await self._e2ee.seal(envelope_id, recipient, payload)
+            try:
+                await self._send(envelope_id, recipient, body, devices, expires_at)
+            except StaleDevices:
+                if attempt == STALE_RETRIES:
+                    raise
+                await self._e2ee.refresh(recipient, devices)
+            else:
+                return
+
+    async def _send(
+        self,
+        envelope_id: str,
+        recipient: str,
+        body: bytes,
+        devices: list[DeviceRef],
+        expires_at: float,
+    ) -> None:
         ack = await self._connection.request(
             lambda ref: Send(
                 ref=ref,
                 envelope_id=envelope_id,
-                recipient=message.aud,
+                recipient=recipient,
                 body=body,
-                expires_at=float(message.exp),
+                expires_at=expires_at,
+                devices=devices,
             ),
             Ack,
         )
         if ack.envelope_id != envelope_id:
             raise MalformedFrame(f"ack names envelope {ack.envelope_id}, sent {envelope_id}")
-        return message

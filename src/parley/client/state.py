@@ -1,4 +1,5 @@
-"""The client's local state in SQLite: last processed offset, seen ``jti``, key chains.
+"""The client's local state in SQLite: last processed offset, seen ``jti``, key chains,
+and the device's Olm account and sessions.
 
 The offset and the ``jti`` of a message are written in one transaction *before* its
 handler runs, so a crash between the two can only lose a handler call, never repeat one
@@ -6,12 +7,19 @@ handler runs, so a crash between the two can only lose a handler call, never rep
 
 Seen ``jti`` are kept with their ``exp``: once a message has expired the expiry check
 already refuses it, so its ``jti`` can be pruned.
+
+Olm state is stored as vodozemac pickles, which are encrypted and authenticated with a
+key derived from the device's secret key (:mod:`parley.client.olm`): this module only
+ever sees ciphertext. Session changes made while opening a delivery are written in the
+same transaction as its offset, so a restart never resumes with a session older than
+the messages it has already consumed.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +42,19 @@ CREATE TABLE IF NOT EXISTS seen (
 );
 CREATE INDEX IF NOT EXISTS seen_exp ON seen (exp);
 CREATE TABLE IF NOT EXISTS chains (identity TEXT PRIMARY KEY, entries BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS olm_account (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    pickle TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS olm_sessions (
+    identity TEXT NOT NULL,
+    device TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    peer_key BLOB NOT NULL,
+    rank INTEGER NOT NULL,
+    pickle TEXT NOT NULL,
+    PRIMARY KEY (identity, device, session_id)
+);
 """
 
 _entries_encoder = msgspec.msgpack.Encoder()
@@ -46,6 +67,29 @@ class Seen(NamedTuple):
     issuer: str
     jti: str
     exp: int
+
+
+class SessionRow(NamedTuple):
+    """One Olm session with a peer device; ``rank`` orders them by last use."""
+
+    identity: str
+    device: str
+    session_id: str
+    peer_key: bytes
+    rank: int
+    pickle: str
+
+
+@dataclass
+class OlmChanges:
+    """Olm state to write: the account if it changed, changed and dropped sessions."""
+
+    account: str | None = None
+    sessions: list[SessionRow] = field(default_factory=list)
+    dropped: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.account is not None or bool(self.sessions) or bool(self.dropped)
 
 
 class State:
@@ -88,8 +132,9 @@ class State:
         ).fetchone()
         return row is not None
 
-    def record(self, offset: int, seen: Seen | None = None) -> None:
-        """Mark ``offset`` processed and, for a verified message, remember its ``jti``."""
+    def record(self, offset: int, seen: Seen | None = None, olm: OlmChanges | None = None) -> None:
+        """Mark ``offset`` processed and, for a verified message, remember its ``jti``;
+        with the Olm state that opening it changed."""
         with self._db:
             self._db.execute("BEGIN")
             self._db.execute(
@@ -99,7 +144,44 @@ class State:
             )
             if seen is not None:
                 self._db.execute("INSERT INTO seen VALUES (?, ?, ?)", seen)
+            if olm:
+                self._write_olm(olm)
         self._offset = offset
+
+    def load_olm_account(self) -> str | None:
+        row = self._db.execute("SELECT pickle FROM olm_account WHERE id = 0").fetchone()
+        return None if row is None else str(row[0])
+
+    def load_olm_sessions(self) -> list[SessionRow]:
+        rows = self._db.execute(
+            "SELECT identity, device, session_id, peer_key, rank, pickle FROM olm_sessions"
+        )
+        return [SessionRow(*row) for row in rows]
+
+    def save_olm(self, olm: OlmChanges) -> None:
+        if not olm:
+            return
+        with self._db:
+            self._db.execute("BEGIN")
+            self._write_olm(olm)
+
+    def _write_olm(self, olm: OlmChanges) -> None:
+        if olm.account is not None:
+            self._db.execute(
+                "INSERT INTO olm_account VALUES (0, ?) "
+                "ON CONFLICT (id) DO UPDATE SET pickle = excluded.pickle",
+                (olm.account,),
+            )
+        self._db.executemany(
+            "INSERT INTO olm_sessions VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (identity, device, session_id) DO UPDATE SET "
+            "rank = excluded.rank, pickle = excluded.pickle",
+            olm.sessions,
+        )
+        self._db.executemany(
+            "DELETE FROM olm_sessions WHERE identity = ? AND device = ? AND session_id = ?",
+            olm.dropped,
+        )
 
     def prune_seen(self, now: float) -> int:
         """Forget ``jti`` whose message has expired; returns how many."""

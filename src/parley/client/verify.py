@@ -1,6 +1,7 @@
 """The receive checks of DESIGN.md §2, in one place.
 
-A body becomes a typed message only after all of them pass:
+A payload (the signed JWS, once :mod:`.e2ee` has opened the envelope's sealed body)
+becomes a typed message only after all of them pass:
 
 1. it parses as a compact EdDSA JWS whose claims decode to a known message type;
 2. ``iss`` is the sender the relay authenticated (checked before any key lookup, so
@@ -66,14 +67,14 @@ class Verifier:
         self._state = state
         self._clock = clock
 
-    async def verify(self, envelope: Envelope, sender_keys_version: int) -> Message:
-        """The typed message in ``envelope``, or a :data:`Rejection`.
+    async def verify(self, envelope: Envelope, payload: bytes, sender_keys_version: int) -> Message:
+        """The typed message ``payload`` (from ``envelope``), or a :data:`Rejection`.
 
         Key fetches may also raise connection errors (:class:`DeliveryTimeout`,
         :class:`RelayConnectionError`, :class:`RelayError`): those say nothing about the
         message, so the caller retries rather than drops it.
         """
-        token = jws.parse(envelope.body)
+        token = jws.parse(payload)
         message = token.message
         if message.iss != envelope.sender:
             raise WrongIssuer(f"signed by {message.iss!r} but sent by {envelope.sender!r}")

@@ -117,9 +117,10 @@ class KeyDirectory:
             for d, k in (await self.identity_keys(whose)).items()
             if (whose, d) != (sender, device)
         }
-        return len(refs) == len(expected) and {
-            (r.identity, r.device, r.identity_key) for r in refs
-        } == expected
+        return (
+            len(refs) == len(expected)
+            and {(r.identity, r.device, r.identity_key) for r in refs} == expected
+        )
 
     def forget(self, identity: str, device: str) -> None:
         """Drop a revoked device's keys from the cache (the store dropped them)."""

@@ -357,9 +357,7 @@ def _store_envelope(conn: sqlite3.Connection, envelope: Envelope) -> StoreResult
 
 
 def _drop_device_keys(conn: sqlite3.Connection, identity: str, device: str) -> None:
-    conn.execute(
-        "DELETE FROM identity_keys WHERE identity = ? AND device = ?", (identity, device)
-    )
+    conn.execute("DELETE FROM identity_keys WHERE identity = ? AND device = ?", (identity, device))
     conn.execute("DELETE FROM one_time_keys WHERE identity = ? AND device = ?", (identity, device))
 
 

@@ -1,0 +1,121 @@
+"""End-to-end encryption of envelope bodies: sign, then seal; open, then verify.
+
+:meth:`EndToEnd.seal` encrypts a signed payload once (:mod:`parley.crypto.sealed`) and
+its key for every active device of the recipient and every other active device of the
+sender, each through this device's Olm session with it (:mod:`.olm`, :mod:`.devices`).
+:meth:`EndToEnd.open` reverses that for a delivery; the inbox then verifies the JWS
+exactly as for a plaintext one. Every failure to open is a typed
+:class:`~parley.errors.DecryptionError` (or a key-chain :class:`VerificationError` for
+a sender key nobody vouched for), which the inbox counts and logs; none reaches a
+handler.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from parley.client.devices import Devices
+from parley.client.directory import Directory
+from parley.client.olm import OlmDevice
+from parley.client.state import OlmChanges, State
+from parley.crypto import sealed
+from parley.errors import DecryptionError, NoKeyForDevice
+from parley.ids import Address
+from parley.protocol.frames import DeviceRef, Envelope, identity_key_message
+
+log = logging.getLogger(__name__)
+
+# Benchmark-only: benchmarks/encryption_cost.py turns this off to measure what
+# encryption costs. Bodies then travel as plain JWS; nothing else reads it.
+_ENCRYPT = True
+
+
+class EndToEnd:
+    def __init__(
+        self, olm: OlmDevice, devices: Devices, directory: Directory, state: State
+    ) -> None:
+        self._olm = olm
+        self._state = state
+        self._devices = devices
+        self._directory = directory
+        self._identity, self._device = olm.address
+        self._address = str(Address(*olm.address))
+
+    async def seal(
+        self, envelope_id: str, recipient: str, payload: bytes
+    ) -> tuple[bytes, list[DeviceRef]]:
+        """The sealed body of ``payload`` and the devices it is encrypted for.
+
+        The Olm state it advanced is written before this returns: a session must never
+        encrypt again from a state it has already encrypted from.
+        """
+        targets = [(recipient, d, k) for d, k in (await self._devices.of(recipient)).items()]
+        if recipient != self._identity:
+            own = await self._devices.of(self._identity)
+            targets += [(self._identity, d, k) for d, k in own.items()]
+        refs = [DeviceRef(identity=i, device=d, identity_key=k) for i, d, k in targets]
+        if not _ENCRYPT:
+            return payload, refs
+        aad = sealed.associated_data(envelope_id, self._identity, self._device, recipient)
+        key, nonce, ciphertext = sealed.encrypt(payload, aad)
+        keys = {}
+        for identity, device, identity_key in targets:
+            message = self._olm.encrypt((identity, device), identity_key, key)
+            if message is not None:
+                keys[f"{identity}:{device}"] = message
+        body = sealed.SealedBody(
+            sender_key=self._olm.identity_key,
+            sender_key_signature=self._olm.identity_key_signature(),
+            keys=keys,
+            nonce=nonce,
+            ciphertext=ciphertext,
+        )
+        self._state.save_olm(self._olm.take_changes())
+        return sealed.encode(body), refs
+
+    async def refresh(self, recipient: str, sent: list[DeviceRef]) -> None:
+        """After ``stale_devices``: fetch the device lists ``sent`` was built from again."""
+        for identity in {recipient, self._identity}:
+            stale = {r.device: r.identity_key for r in sent if r.identity == identity}
+            await self._devices.refresh(identity, stale)
+
+    async def open(self, envelope: Envelope, sender_keys_version: int) -> bytes:
+        """The signed payload in ``envelope``; a typed error if it cannot be opened.
+
+        Key fetches may raise connection errors before any Olm state changes, so the
+        caller may retry; once the Olm message is decrypted its key is spent, so the
+        caller must keep the result rather than open the same envelope twice.
+        """
+        if not _ENCRYPT:
+            return envelope.body
+        body = sealed.decode(envelope.body)
+        mine = body.keys.get(self._address)
+        if mine is None:
+            raise NoKeyForDevice(f"the sender encrypted nothing for {self._address}")
+        peer = (envelope.sender, envelope.sender_device)
+        sender_key = None
+        if self._olm.needs_sender_key(peer, mine):
+            await self._check_sender_key(envelope, sender_keys_version, body)
+            sender_key = body.sender_key
+        message_key = self._olm.decrypt(peer, mine, sender_key)
+        if len(message_key) != sealed.KEY_SIZE:
+            raise DecryptionError("the Olm message does not carry a message key")
+        aad = sealed.associated_data(
+            envelope.id, envelope.sender, envelope.sender_device, envelope.recipient
+        )
+        return sealed.decrypt(message_key, body.nonce, body.ciphertext, aad)
+
+    async def _check_sender_key(
+        self, envelope: Envelope, sender_keys_version: int, body: sealed.SealedBody
+    ) -> None:
+        # Raises RevokedKey / UnknownKey / BadSignature: a session is only ever started
+        # with an identity key that the sending device's current key signed.
+        device_key = await self._directory.current_key(
+            envelope.sender, envelope.sender_device, sender_keys_version
+        )
+        message = identity_key_message(envelope.sender, envelope.sender_device, body.sender_key)
+        device_key.verify(message, body.sender_key_signature)
+
+    def take_changes(self) -> OlmChanges:
+        """Olm state changed by :meth:`open`, to record with the delivery's offset."""
+        return self._olm.take_changes()
