@@ -1,0 +1,71 @@
+"""Sealed bodies: the AEAD binds the ciphertext to its envelope; HKDF matches RFC 5869."""
+
+from __future__ import annotations
+
+import pytest
+
+from parley.crypto import sealed
+from parley.crypto.kdf import hkdf_sha256
+from parley.errors import Tampered
+
+AAD = sealed.associated_data("env-1", "alice", "d1", "bob")
+
+
+def test_round_trip_and_a_fresh_key_and_nonce_each_time() -> None:
+    key, nonce, ciphertext = sealed.encrypt(b"payload", AAD)
+    assert sealed.decrypt(key, nonce, ciphertext, AAD) == b"payload"
+    again = sealed.encrypt(b"payload", AAD)
+    assert again[0] != key and again[1] != nonce and again[2] != ciphertext
+
+
+@pytest.mark.parametrize(
+    "aad",
+    [
+        sealed.associated_data("env-2", "alice", "d1", "bob"),  # another envelope
+        sealed.associated_data("env-1", "alice", "d2", "bob"),  # another sending device
+        sealed.associated_data("env-1", "alice", "d1", "carol"),  # another recipient
+        sealed.associated_data("env-1", "alice\x00d1", "", "bob"),  # fields shifted
+    ],
+)
+def test_a_body_moved_to_another_envelope_is_tampered(aad: bytes) -> None:
+    key, nonce, ciphertext = sealed.encrypt(b"payload", AAD)
+    with pytest.raises(Tampered):
+        sealed.decrypt(key, nonce, ciphertext, aad)
+
+
+def test_every_flipped_byte_is_tampered() -> None:
+    key, nonce, ciphertext = sealed.encrypt(b"payload", AAD)
+    for i in range(len(ciphertext)):
+        flipped = bytearray(ciphertext)
+        flipped[i] ^= 0x01
+        with pytest.raises(Tampered):
+            sealed.decrypt(key, nonce, bytes(flipped), AAD)
+    with pytest.raises(Tampered):
+        sealed.decrypt(key[:-1], nonce, ciphertext, AAD)
+
+
+def test_a_body_that_does_not_decode_is_tampered() -> None:
+    body = sealed.SealedBody(
+        sender_key=b"k" * 32,
+        sender_key_signature=b"s" * 64,
+        keys={"bob:d1": sealed.OlmCiphertext(0, b"olm")},
+        nonce=b"n" * 24,
+        ciphertext=b"c",
+    )
+    assert sealed.decode(sealed.encode(body)) == body
+    with pytest.raises(Tampered):
+        sealed.decode(sealed.encode(body)[:-3])
+    with pytest.raises(Tampered):
+        sealed.decode(b"eyJhbGciOiJFZERTQSJ9.e30.c2ln")  # a plaintext JWS
+
+
+def test_hkdf_sha256_rfc5869_case_1() -> None:
+    okm = hkdf_sha256(
+        bytes.fromhex("0b" * 22),
+        salt=bytes.fromhex("000102030405060708090a0b0c"),
+        info=bytes.fromhex("f0f1f2f3f4f5f6f7f8f9"),
+        length=42,
+    )
+    assert okm.hex() == (
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    )
