@@ -55,6 +55,7 @@ class Net:
     pending: list[Envelope] = field(default_factory=list)
     outputs: dict[Address, list[Output]] = field(default_factory=lambda: defaultdict(list))
     offline: set[Address] = field(default_factory=set)
+    delivered: list[Envelope] = field(default_factory=list)
 
     def phone(self, identity: str, device: str, config: PhoneConfig | None = None) -> Phone:
         phone = Phone(IdentityId(identity), DeviceId(device), config)
@@ -100,6 +101,7 @@ class Net:
 
     def deliver(self, envelope: Envelope) -> list[Output]:
         self.pending.remove(envelope)
+        self.delivered.append(envelope)
         send = envelope.send
         received = Received(
             now=self.now,

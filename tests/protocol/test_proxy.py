@@ -119,7 +119,7 @@ def test_forwarding_matches_the_public_docs() -> None:
     stop = sent(net, P1)[-1]
     assert (stop.kind, stop.recipient, stop.data) == (STOP, "cust", {"reason": "hangup"})
     assert reasons(net, U1) == [EndReason.HANGUP] == reasons(net, O1)
-    records = {e.record.peer: e.record for e in net.ended(P1)}
+    records = {str(e.record.peer): e.record for e in net.ended(P1)}
     assert records["olga"].role is Role.CALLEE and records["cust"].role is Role.CALLER
     assert records["olga"].duration == records["cust"].duration == 30
     assert proxy_of(net).bridges == {}
