@@ -58,7 +58,8 @@ CALLEES = sorted({a.identity for a in PHONES} | {APP})
 MAX_LIFETIME = 60.0
 ENDINGS = (MessageType.VOICE_STOP, MessageType.VOICE_BUSY)
 ACCEPT = MessageType.VOICE_ACCEPT
-COMMANDS = [Accept, Busy, Decline, Hangup, Fail]
+Command = Accept | Busy | Decline | Hangup | Fail
+COMMANDS: list[type[Busy | Decline | Hangup | Fail] | None] = [None, Busy, Decline, Hangup, Fail]
 
 Key = tuple[Address, str, IdentityId]  # node, call_id, peer
 
@@ -156,8 +157,9 @@ class CallNetwork(RuleBasedStateMachine):
             self.place(y, x.identity, 999 - n, None)
 
     @rule(command=st.sampled_from(COMMANDS), index=st.integers(0, 20))
-    def act(self, command: type[Accept | Busy | Decline | Hangup | Fail], index: int) -> None:
-        """A user (on a device that is online) does something to one of its calls."""
+    def act(self, command: type[Busy | Decline | Hangup | Fail] | None, index: int) -> None:
+        """A user (on a device that is online) does something to one of its calls;
+        ``None`` is accept."""
         calls = [
             (at, call)
             for at in PHONES
@@ -168,12 +170,11 @@ class CallNetwork(RuleBasedStateMachine):
             return
         at, call = calls[index % len(calls)]
         before, outputs = call.state, len(self.net.outputs[at])
-        if command is Accept:
-            event: Accept | Busy | Decline | Hangup | Fail = Accept(
-                now=self.net.now, call_id=call.call_id, peer_info="answer"
-            )
-        else:
-            event = command(now=self.net.now, call_id=call.call_id)
+        event: Command = (
+            Accept(now=self.net.now, call_id=call.call_id, peer_info="answer")
+            if command is None
+            else command(now=self.net.now, call_id=call.call_id)
+        )
         try:
             self.net.do(at, event)
         except IllegalTransition:

@@ -26,9 +26,6 @@ class CallMemory(Generic[T]):
     def __contains__(self, call_id: object) -> bool:
         return call_id in self._entries
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def get(self, call_id: str) -> T | None:
         return self._entries.get(call_id)
 
