@@ -21,13 +21,19 @@ async def _publish(
 ) -> tuple[bytes, frames.RelayFrame]:
     identity_key = identity_key or _key()
     signature = ident.keys[device].sign(frames.identity_key_message(ident.id, device, identity_key))
-    reply = await peer.request(
-        frames.PublishKeys,
-        identity_key=identity_key,
-        signature=signature,
-        one_time_keys=[_key() for _ in range(count)],
+    ref = next(peer.refs)
+    await peer.send(
+        frames.PublishKeys(
+            ref=ref,
+            identity_key=identity_key,
+            signature=signature,
+            one_time_keys=[_key() for _ in range(count)],
+        )
     )
-    return identity_key, reply
+    while True:  # skip KeyCount pushes (claims of others) queued before the reply
+        reply = await peer.recv()
+        if getattr(reply, "ref", None) == ref:
+            return identity_key, reply
 
 
 async def _claim(peer: Peer, identity: str, **sessions: bytes) -> frames.ClaimedKeys:

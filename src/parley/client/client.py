@@ -50,9 +50,11 @@ from parley.protocol.frames import Deliver, KeyCount
 class Client:
     """A device's session with the relay.
 
-    ``state_path`` is where the last processed offset, seen message ids and cached key
-    chains are kept; ``None`` or ``":memory:"`` keeps them in memory only, so a restarted
-    client may handle again a message whose confirm was lost.
+    ``state_path`` is where the last processed offset, seen message ids, cached key
+    chains and the device's Olm account and sessions (encrypted) are kept; ``None`` or
+    ``":memory:"`` keeps them in memory only, so a restarted client may handle again a
+    message whose confirm was lost, and starts a new Olm account that cannot open what
+    was sealed for the previous one while it was away.
     ``connector`` opens a transport to the relay (default: a WebSocket to
     ``credentials.relay_url``). Requests fail with :class:`DeliveryTimeout` after
     ``ack_timeout`` seconds; sent messages expire ``message_lifetime`` seconds after

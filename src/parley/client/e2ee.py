@@ -12,6 +12,7 @@ handler.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from parley.client.devices import Devices
@@ -39,6 +40,7 @@ class EndToEnd:
         self._devices = devices
         self._directory = directory
         self._identity, self._device = olm.address
+        self._saving: asyncio.Future[None] | None = None
         self._address = str(Address(*olm.address))
 
     async def seal(
@@ -47,7 +49,7 @@ class EndToEnd:
         """The sealed body of ``payload`` and the devices it is encrypted for.
 
         The Olm state it advanced is written before this returns: a session must never
-        encrypt again from a state it has already encrypted from.
+        encrypt again from a state it has already encrypted from after a restart.
         """
         targets = [(recipient, d, k) for d, k in (await self._devices.of(recipient)).items()]
         if recipient != self._identity:
@@ -65,13 +67,35 @@ class EndToEnd:
                 keys[f"{identity}:{device}"] = message
         body = sealed.SealedBody(
             sender_key=self._olm.identity_key,
-            sender_key_signature=self._olm.identity_key_signature(),
+            sender_key_signature=self._olm.identity_key_signature,
             keys=keys,
             nonce=nonce,
             ciphertext=ciphertext,
         )
-        self._state.save_olm(self._olm.take_changes())
+        await self._save()
         return sealed.encode(body), refs
+
+    async def _save(self) -> None:
+        """Write the Olm changes; seals made in the same event-loop turn share one write,
+        so a window of concurrent sends pickles each session and commits once."""
+        loop = asyncio.get_running_loop()
+        if self._saving is None:
+            self._saving = loop.create_future()
+            loop.call_soon(self._write)
+        # Shielded: one caller's cancellation must not cancel the write the others await.
+        await asyncio.shield(self._saving)
+
+    def _write(self) -> None:
+        saving, self._saving = self._saving, None
+        assert saving is not None
+        try:
+            self._state.save_olm(self._olm.take_changes())
+        except Exception as exc:  # handed to every waiting seal
+            saving.set_exception(exc)
+            # Retrieved here too, so no one waiting (all cancelled) is not an error.
+            saving.exception()
+        else:
+            saving.set_result(None)
 
     async def refresh(self, recipient: str, sent: list[DeviceRef]) -> None:
         """After ``stale_devices``: fetch the device lists ``sent`` was built from again."""

@@ -59,7 +59,6 @@ class _Session:
 class OlmDevice:
     def __init__(self, credentials: Credentials, state: State) -> None:
         self._key = pickle_key(credentials)
-        self.signing_key = credentials.secret_key
         self.address = (credentials.identity, credentials.device)
         self._sessions: dict[Peer, list[_Session]] = {}
         self._dirty: dict[tuple[Peer, str], _Session] = {}
@@ -80,6 +79,11 @@ class OlmDevice:
         for sessions in self._sessions.values():
             sessions.sort(key=lambda s: s.rank, reverse=True)
         self._ranks = itertools.count(max((row.rank for row in rows), default=0) + 1)
+        # Fixed for the account's life; signed once, as it rides on every sealed body.
+        self.identity_key = self._account.curve25519_key.to_bytes()
+        self.identity_key_signature = credentials.secret_key.sign(
+            identity_key_message(*self.address, self.identity_key)
+        )
 
     def _unpickle(self, load: Callable[[str, bytes], T], pickled: str) -> T:
         try:
@@ -90,13 +94,6 @@ class OlmDevice:
             ) from None
 
     # -- keys to publish ----------------------------------------------------------------
-
-    @property
-    def identity_key(self) -> bytes:
-        return self._account.curve25519_key.to_bytes()
-
-    def identity_key_signature(self) -> bytes:
-        return self.signing_key.sign(identity_key_message(*self.address, self.identity_key))
 
     def one_time_keys(self, wanted: int) -> list[bytes]:
         """The unpublished one-time keys, generating more so there are ``wanted``.

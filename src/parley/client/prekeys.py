@@ -81,7 +81,7 @@ class Prekeys:
         # Written before they leave: the account must still hold every key the relay has.
         self._state.save_olm(self._olm.take_changes())
         identity_key = self._olm.identity_key
-        signature = self._olm.identity_key_signature()
+        signature = self._olm.identity_key_signature
         reply = await self._connection.request(
             lambda ref: PublishKeys(
                 ref=ref,

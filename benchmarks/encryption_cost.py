@@ -1,0 +1,128 @@
+"""What end-to-end encryption costs: encrypted voice messages per second against the same
+run with encryption off.
+
+N senders each send M ``chat.voice.start`` messages to their own receiver through one
+relay process (signed, sealed, stored durably, acknowledged, delivered, opened,
+verified, confirmed), with a window of unacknowledged messages per sender. The same run
+is repeated with encryption switched off by a benchmark-only module attribute
+(``parley.client.e2ee._ENCRYPT``): bodies then travel as the plain signed JWS, and
+everything else (device lists, the relay's device check, signing, storage) is the same.
+Runs alternate, fresh identities each time; the best of each mode is reported, and the
+ratio encrypted / plaintext is the figure to watch.
+
+    python benchmarks/encryption_cost.py [--senders 4] [--messages 1000] [--window 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import parley.client.e2ee
+from parley.client import Client
+from parley.client.registration import register_identity
+from parley.processes import RelayProcess
+
+PEER_INFO = "v=0\r\n" + "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n" * 4
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    messages: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<10} {self.messages:>7} messages in {self.seconds:7.3f} s"
+            f" = {self.rate:9.1f} msg/s"
+        )
+
+
+async def run_once(
+    url: str, workdir: Path, *, encrypt: bool, senders: int, messages: int, window: int
+) -> Result:
+    parley.client.e2ee._ENCRYPT = encrypt
+    total = senders * messages
+    received = 0
+    done = asyncio.Event()
+
+    def count(issuer: str, payload: object) -> None:
+        nonlocal received
+        received += 1
+        if received == total:
+            done.set()
+
+    pairs: list[tuple[Client, Client]] = []
+    for _ in range(senders):
+        sender, receiver = await register_identity(url), await register_identity(url)
+        rx = Client(receiver, state_path=workdir / f"{receiver.identity}.db")
+        rx.voice().on_start(count)
+        tx = Client(sender, state_path=workdir / f"{sender.identity}.db")
+        await rx.connect()
+        await tx.connect()
+        await rx.connections.permit(sender.identity)
+        pairs.append((tx, rx))
+
+    async def send(tx: Client, recipient: str) -> None:
+        gate = asyncio.Semaphore(window)
+        voice = tx.voice()
+
+        async def one(i: int) -> None:
+            async with gate:
+                await voice.start(recipient, "bench", f"call-{i}", PEER_INFO, {"n": i})
+
+        await asyncio.gather(*(one(i) for i in range(messages)))
+
+    try:
+        start = time.perf_counter()
+        await asyncio.gather(*(send(tx, rx.id) for tx, rx in pairs))
+        await asyncio.wait_for(done.wait(), 300)
+        elapsed = time.perf_counter() - start
+    finally:
+        for tx, rx in pairs:
+            await tx.close()
+            await rx.close()
+    return Result("encrypted" if encrypt else "plaintext", total, elapsed)
+
+
+async def main(args: argparse.Namespace) -> None:
+    best: dict[bool, Result] = {}
+    with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
+        workdir = Path(tmp)
+        async with RelayProcess(workdir / "relay", extra_args=["--rate", "1000000"]) as relay:
+            for round_ in range(args.rounds):
+                for encrypt in (round_ % 2 == 0, round_ % 2 == 1):
+                    result = await run_once(
+                        relay.url,
+                        workdir,
+                        encrypt=encrypt,
+                        senders=args.senders,
+                        messages=args.messages,
+                        window=args.window,
+                    )
+                    if encrypt not in best or result.rate > best[encrypt].rate:
+                        best[encrypt] = result
+    parley.client.e2ee._ENCRYPT = True
+    print(f"senders={args.senders} messages/sender={args.messages} window={args.window}")
+    print(f"best of {args.rounds} alternating rounds per mode")
+    print(best[True].line() + "  (sealed: XChaCha20-Poly1305 + Olm per device)")
+    print(best[False].line() + "  (benchmark-only switch: plain signed JWS bodies)")
+    print(f"ratio encrypted/plaintext = {best[True].rate / best[False].rate:.3f}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--messages", type=int, default=1000, help="per sender")
+    parser.add_argument("--window", type=int, default=32, help="unacknowledged per sender")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each mode")
+    asyncio.run(main(parser.parse_args()))
