@@ -147,14 +147,20 @@ class Voice:
     ) -> VoiceAccept:
         return self._run(self.aio.accept(recipient, cid, call_id, peer_info, data))
 
-    def busy(self, recipient: str, cid: str, call_id: str) -> VoiceBusy:
-        return self._run(self.aio.busy(recipient, cid, call_id))
+    def busy(
+        self, recipient: str, cid: str, call_id: str, data: Mapping[str, Any] | None = None
+    ) -> VoiceBusy:
+        return self._run(self.aio.busy(recipient, cid, call_id, data))
 
-    def stop(self, recipient: str, cid: str, call_id: str) -> VoiceStop:
-        return self._run(self.aio.stop(recipient, cid, call_id))
+    def stop(
+        self, recipient: str, cid: str, call_id: str, data: Mapping[str, Any] | None = None
+    ) -> VoiceStop:
+        return self._run(self.aio.stop(recipient, cid, call_id, data))
 
-    def summary(self, recipient: str, cid: str, call_id: str) -> VoiceSummary:
-        return self._run(self.aio.summary(recipient, cid, call_id))
+    def summary(
+        self, recipient: str, cid: str, call_id: str, data: Mapping[str, Any] | None = None
+    ) -> VoiceSummary:
+        return self._run(self.aio.summary(recipient, cid, call_id, data))
 
     def on_setup(self, handler: Handler[VoiceSetup]) -> Handler[VoiceSetup]:
         return self.aio.on_setup(handler)

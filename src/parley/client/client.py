@@ -31,7 +31,7 @@ from parley.client.connections import Connections
 from parley.client.devices import Devices
 from parley.client.directory import Directory
 from parley.client.e2ee import EndToEnd
-from parley.client.handlers import Handlers
+from parley.client.handlers import Handlers, Observer
 from parley.client.inbox import Inbox
 from parley.client.olm import OlmDevice
 from parley.client.prekeys import Prekeys
@@ -127,6 +127,14 @@ class Client:
     @property
     def device(self) -> DeviceId:
         return self._credentials.device
+
+    def observe(self, observer: Observer) -> Callable[[], None]:
+        """See every verified message with its signing device, own-device copies too.
+
+        For layers built on the voice messages (calls, the proxy); apps use ``voice()``.
+        Returns a function that stops the observing.
+        """
+        return self._handlers.observe(observer)
 
     def voice(self) -> Voice:
         """The voice service (the same object on every call)."""

@@ -1,5 +1,9 @@
 """Handler registry: one handler per message type, a later subscription replaces it.
 
+Beside the handlers, *observers* see every verified message, including the copies of
+what this identity's other devices sent (``own_copy``), with the signing device: the
+call layer and the proxy build on them, without taking the app's ``on_*`` handlers.
+
 Handlers receive ``(issuer, payload)`` and may be plain functions or coroutine
 functions (DESIGN.md §2). An exception in a handler is logged and never reaches the
 client's tasks: one bad message must not stop the inbox.
@@ -10,7 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TypeAlias, TypeVar, cast
+from typing import NamedTuple, TypeAlias, TypeVar, cast
 
 from parley.protocol.messages import Message, Payload
 
@@ -20,9 +24,20 @@ P = TypeVar("P", bound=Message)
 Handler: TypeAlias = Callable[[str, P], Awaitable[None] | None]
 
 
+class Observed(NamedTuple):
+    message: Message
+    issuer: str
+    device: str  # the issuer's device that signed the message
+    own_copy: bool  # sent by another device of this identity, not to it
+
+
+Observer: TypeAlias = Callable[[Observed], Awaitable[None] | None]
+
+
 class Handlers:
     def __init__(self) -> None:
         self._by_type: dict[type[Payload], Handler[Message]] = {}
+        self._observers: list[Observer] = []
 
     def subscribe(self, cls: type[P], handler: Handler[P]) -> None:
         def call(issuer: str, message: Message) -> Awaitable[None] | None:
@@ -32,6 +47,22 @@ class Handlers:
         if cls in self._by_type:
             log.debug("replacing the handler for %s", cls.__name__)
         self._by_type[cls] = call
+
+    def observe(self, observer: Observer) -> Callable[[], None]:
+        """Add an observer; returns a function that removes it."""
+        self._observers.append(observer)
+        return lambda: self._observers.remove(observer)
+
+    async def notify(self, observed: Observed) -> None:
+        for observer in list(self._observers):
+            try:
+                result = observer(observed)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception(
+                    "observer of %s from %s raised", observed.message.typ, observed.issuer
+                )
 
     async def dispatch(self, issuer: str, message: Message) -> bool:
         """Run the handler for ``message``; False if none is subscribed."""

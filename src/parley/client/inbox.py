@@ -7,13 +7,13 @@ awaits a send does not block the connection that reads the send's Ack. Per deliv
 1. an offset at or below the stored one was processed already (redelivered after a
    reconnect): skip it;
 2. open the sealed body (:mod:`.e2ee`): decrypt first, then verify;
-3. a copy of what another device of this identity sent: record it, no handler;
-4. verify (:mod:`.verify`); a rejection (failing to open included) is counted in
+3. verify (:mod:`.verify`); a rejection (failing to open included) is counted in
    ``rejected`` by reason, logged with the sender, recorded and never reaches a handler;
-5. record the offset and ``jti``, with the Olm state opening it changed, *before*
+4. record the offset and ``jti``, with the Olm state opening it changed, *before*
    calling the handler, so a crash can lose a handler call but never repeat one;
-6. call the handler (none subscribed: dropped, logged at debug);
-7. confirm to the relay, batched while more deliveries are queued.
+5. call the handler (none subscribed: dropped, logged at debug), unless the message is
+   a copy of what another device of this identity sent; then the observers;
+6. confirm to the relay, batched while more deliveries are queued.
 
 A delivery that cannot be opened or verified *yet* (the key fetch timed out, the
 connection is down) is retried with backoff, never dropped: it says nothing about the
@@ -32,7 +32,7 @@ from collections.abc import Callable
 from parley.client.backoff import Backoff
 from parley.client.connection import Connection
 from parley.client.e2ee import EndToEnd
-from parley.client.handlers import Handlers
+from parley.client.handlers import Handlers, Observed
 from parley.client.state import Seen, State
 from parley.client.verify import REJECTIONS, Verifier, rejection_reason
 from parley.errors import DeliveryTimeout, RelayConnectionError, RelayError
@@ -138,11 +138,9 @@ class Inbox:
             return
         try:
             payload = await self._open(deliver)
-            if envelope.sender == self._identity and envelope.recipient != self._identity:
-                # Fan-out copy of what another device of ours sent: not addressed to us.
-                self._record(offset, None)
-                return
-            message = await self._verifier.verify(envelope, payload, deliver.sender_keys_version)
+            message, device = await self._verifier.verify(
+                envelope, payload, deliver.sender_keys_version
+            )
         except REJECTIONS as exc:
             reason = rejection_reason(exc)
             self._rejected[reason] += 1
@@ -158,8 +156,12 @@ class Inbox:
             self._record(offset, None)
             return
         self._record(offset, Seen(message.iss, message.jti, message.exp))
-        if not await self._handlers.dispatch(message.iss, message):
+        # A copy of what another device of ours sent is not addressed to us: observers
+        # (the call layer) see it, the app's handlers do not.
+        own_copy = envelope.sender == self._identity and envelope.recipient != self._identity
+        if not own_copy and not await self._handlers.dispatch(message.iss, message):
             log.debug("no handler for %s; dropped envelope %s", message.typ, envelope.id)
+        await self._handlers.notify(Observed(message, message.iss, device, own_copy))
 
     async def _open(self, deliver: Deliver) -> bytes:
         if self._opened is not None and self._opened[0] == deliver.offset:

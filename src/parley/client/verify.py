@@ -8,7 +8,8 @@ becomes a typed message only after all of them pass:
    a forged ``iss`` cannot make us fetch the chains of arbitrary identities);
 3. the signature verifies against the issuer's *current* key for the header ``kid``
    (a revoked device raises :class:`RevokedKey`);
-4. ``aud`` is this identity; 5. ``exp`` has not passed; 6. ``iat`` is at most
+4. ``aud`` is this identity (for the copy of what another device of this identity
+   sent, the recipient it was sent to); 5. ``exp`` has not passed; 6. ``iat`` is at most
    :data:`MAX_CLOCK_SKEW` seconds ahead; 7. ``jti`` has not been seen from this issuer.
 
 Each failure is a typed :class:`VerificationError` or :class:`ProtocolError`;
@@ -18,7 +19,7 @@ Each failure is a typed :class:`VerificationError` or :class:`ProtocolError`;
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from parley.client.directory import Directory
 from parley.client.state import State
@@ -45,6 +46,11 @@ Rejection: TypeAlias = VerificationError | ProtocolError | KeyChainError
 REJECTIONS = (VerificationError, ProtocolError, KeyChainError)
 
 
+class Verified(NamedTuple):
+    message: Message
+    device: str  # the issuer's device that signed it (the JWS ``kid``)
+
+
 def rejection_reason(error: Rejection) -> str:
     """A short stable name for counting rejections (``client.rejected``)."""
     if isinstance(error, VerificationError):
@@ -67,7 +73,9 @@ class Verifier:
         self._state = state
         self._clock = clock
 
-    async def verify(self, envelope: Envelope, payload: bytes, sender_keys_version: int) -> Message:
+    async def verify(
+        self, envelope: Envelope, payload: bytes, sender_keys_version: int
+    ) -> Verified:
         """The typed message ``payload`` (from ``envelope``), or a :data:`Rejection`.
 
         Key fetches may also raise connection errors (:class:`DeliveryTimeout`,
@@ -80,8 +88,10 @@ class Verifier:
             raise WrongIssuer(f"signed by {message.iss!r} but sent by {envelope.sender!r}")
         key = await self._directory.current_key(message.iss, token.header.kid, sender_keys_version)
         jws.verify_signature(token, key)
-        if message.aud != self._identity:
-            raise WrongAudience(f"addressed to {message.aud!r}, not {self._identity!r}")
+        # A copy of our own message is addressed to whom we sent it, not to us.
+        audience = envelope.recipient if message.iss == self._identity else self._identity
+        if message.aud != audience:
+            raise WrongAudience(f"addressed to {message.aud!r}, not {audience!r}")
         now = self._clock()
         # RFC 7519 §4.1.4: not accepted on or after exp.
         if now >= message.exp:
@@ -90,4 +100,4 @@ class Verifier:
             raise IssuedInFuture(f"issued {message.iat - now:.0f} s in the future")
         if self._state.is_seen(message.iss, message.jti):
             raise Replayed(f"message id {message.jti!r} from {message.iss} was seen before")
-        return message
+        return Verified(message, token.header.kid)

@@ -61,17 +61,29 @@ class Voice:
             )
         )
 
-    async def busy(self, recipient: str, cid: str, call_id: str) -> VoiceBusy:
+    async def busy(
+        self, recipient: str, cid: str, call_id: str, data: Mapping[str, Any] | None = None
+    ) -> VoiceBusy:
         claims = self._sender.claims(recipient)
-        return await self._sender.send(VoiceBusy(**claims, cid=cid, call_id=call_id))
+        return await self._sender.send(
+            VoiceBusy(**claims, cid=cid, call_id=call_id, data=dict(data or {}))
+        )
 
-    async def stop(self, recipient: str, cid: str, call_id: str) -> VoiceStop:
+    async def stop(
+        self, recipient: str, cid: str, call_id: str, data: Mapping[str, Any] | None = None
+    ) -> VoiceStop:
         claims = self._sender.claims(recipient)
-        return await self._sender.send(VoiceStop(**claims, cid=cid, call_id=call_id))
+        return await self._sender.send(
+            VoiceStop(**claims, cid=cid, call_id=call_id, data=dict(data or {}))
+        )
 
-    async def summary(self, recipient: str, cid: str, call_id: str) -> VoiceSummary:
+    async def summary(
+        self, recipient: str, cid: str, call_id: str, data: Mapping[str, Any] | None = None
+    ) -> VoiceSummary:
         claims = self._sender.claims(recipient)
-        return await self._sender.send(VoiceSummary(**claims, cid=cid, call_id=call_id))
+        return await self._sender.send(
+            VoiceSummary(**claims, cid=cid, call_id=call_id, data=dict(data or {}))
+        )
 
     # -- subscriptions -------------------------------------------------------------
 
