@@ -1,0 +1,198 @@
+"""Runs a sans-I/O call machine (a ``Phone`` or a ``Proxy``) on a connected client.
+
+The machine decides; this module only moves things in and out of it:
+
+- verified voice messages (own-device copies too) from :meth:`Client.observe`;
+- presence reports, turned into ``PeerGone`` / ``PeerBack`` per device;
+- local commands, through :meth:`MachineRunner.feed`;
+- time: a ``Tick`` whenever the machine's ``next_deadline()`` comes.
+
+What the machine returns is carried out in order: each ``Send`` is signed and sent
+(a refused send feeds ``Fail`` for its call), each event goes to ``on_event``. One lock
+serialises it all, so the machine sees one input at a time and its outputs leave in
+the order it produced them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Generic, Protocol, TypeAlias, TypeVar
+
+from parley.client.handlers import Observed
+from parley.errors import ParleyError
+from parley.ids import DeviceId, IdentityId
+from parley.protocol.call_io import (
+    Connected,
+    Ended,
+    Fail,
+    Output,
+    PeerBack,
+    PeerGone,
+    ProxyInput,
+    Received,
+    Ringing,
+    Send,
+    Tick,
+)
+from parley.protocol.messages import MessageType
+
+if TYPE_CHECKING:
+    from parley.client.client import Client
+
+log = logging.getLogger(__name__)
+
+Event: TypeAlias = Ringing | Connected | Ended
+EventSink: TypeAlias = Callable[[Event], Awaitable[None] | None]
+E_contra = TypeVar("E_contra", contravariant=True)
+E = TypeVar("E")
+
+
+class CallMachine(Protocol[E_contra]):
+    def handle(self, event: E_contra) -> list[Output]: ...
+
+    def next_deadline(self) -> float | None: ...
+
+
+class MachineRunner(Generic[E]):
+    """``E``: the machine's own commands; it must also take every ``ProxyInput``."""
+
+    def __init__(
+        self,
+        client: Client,
+        machine: CallMachine[E | ProxyInput],
+        on_event: EventSink,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._machine = machine
+        self._on_event = on_event
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._ticker: asyncio.Task[None] | None = None
+        self._unobserve: Callable[[], None] | None = None
+        self._seen_devices: dict[str, frozenset[str]] = {}
+        self._presence_feed: asyncio.Task[None] | None = None
+        self._presence_changes: list[PeerGone | PeerBack] = []
+
+    def start(self) -> None:
+        self._unobserve = self._client.observe(self._observed)
+        self._client.presence.on_change(self._presence)
+        self._ticker = asyncio.create_task(self._tick_loop(), name="parley-call-ticker")
+
+    async def close(self) -> None:
+        if self._unobserve is not None:
+            self._unobserve()
+            self._unobserve = None
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self._presence_feed is not None:
+            self._presence_feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._presence_feed
+
+    def now(self) -> float:
+        return self._clock()
+
+    async def feed(self, event: E | ProxyInput) -> None:
+        """Give the machine one input and carry out what it returns."""
+        async with self._lock:
+            outputs = self._machine.handle(event)
+            failed: list[str] = []
+            for output in outputs:
+                if isinstance(output, Send):
+                    if not await self._send(output):
+                        failed.append(output.call_id)
+                else:
+                    await self._emit(output)
+        self._wake.set()
+        for call_id in failed:
+            await self._fail(call_id)
+
+    async def _fail(self, call_id: str) -> None:
+        try:
+            await self.feed(Fail(now=self.now(), call_id=call_id))
+        except ParleyError as exc:  # the call ended meanwhile: nothing left to fail
+            log.debug("not failing call %s: %s", call_id, exc)
+
+    async def _send(self, send: Send) -> bool:
+        voice = self._client.voice()
+        try:
+            match send.kind:
+                case MessageType.VOICE_START:
+                    await voice.start(
+                        send.recipient, send.cid, send.call_id, send.peer_info, send.data
+                    )
+                case MessageType.VOICE_ACCEPT:
+                    await voice.accept(
+                        send.recipient, send.cid, send.call_id, send.peer_info, send.data
+                    )
+                case MessageType.VOICE_BUSY:
+                    await voice.busy(send.recipient, send.cid, send.call_id, send.data)
+                case MessageType.VOICE_STOP:
+                    await voice.stop(send.recipient, send.cid, send.call_id, send.data)
+                case MessageType.VOICE_SUMMARY:
+                    await voice.summary(send.recipient, send.cid, send.call_id, send.data)
+                case MessageType.VOICE_SETUP:
+                    await voice.setup(send.recipient, str(send.data.get("name", "")), send.cid)
+        except ParleyError as exc:
+            log.warning(
+                "%s for call %s to %s failed: %s",
+                send.kind.value,
+                send.call_id,
+                send.recipient,
+                exc,
+            )
+            # A start or accept that did not go out leaves its call unable to go on.
+            return send.kind not in (MessageType.VOICE_START, MessageType.VOICE_ACCEPT)
+        return True
+
+    async def _emit(self, event: Output) -> None:
+        assert not isinstance(event, Send)
+        try:
+            result = self._on_event(event)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("call event handler failed on %s", type(event).__name__)
+
+    async def _observed(self, observed: Observed) -> None:
+        message = observed.message
+        if not message.typ.value.startswith("chat.voice."):
+            return
+        await self.feed(Received.from_payload(self.now(), message, DeviceId(observed.device)))
+
+    def _presence(self, identity: str, devices: frozenset[str]) -> None:
+        before = self._seen_devices.get(identity, frozenset())
+        self._seen_devices[identity] = devices
+        now, who = self.now(), IdentityId(identity)
+        changes: list[PeerGone | PeerBack] = [
+            PeerGone(now=now, identity=who, device=DeviceId(d)) for d in sorted(before - devices)
+        ] + [PeerBack(now=now, identity=who, device=DeviceId(d)) for d in sorted(devices - before)]
+        # Fed in report order by one task; the callback itself must not block.
+        self._presence_changes.extend(changes)
+        if changes and (self._presence_feed is None or self._presence_feed.done()):
+            self._presence_feed = asyncio.create_task(self._feed_presence())
+
+    async def _feed_presence(self) -> None:
+        while self._presence_changes:
+            await self.feed(self._presence_changes.pop(0))
+
+    async def _tick_loop(self) -> None:
+        while True:
+            deadline = self._machine.next_deadline()
+            self._wake.clear()
+            delay = None if deadline is None else max(0.0, deadline - self.now())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+                continue  # woken by a new input: the deadline may have moved
+            await self.feed(Tick(now=self.now()))
