@@ -3,7 +3,8 @@
 The machine decides; this module only moves things in and out of it:
 
 - verified voice messages (own-device copies too) from :meth:`Client.observe`;
-- presence reports, turned into ``PeerGone`` / ``PeerBack`` per device;
+- presence reports, turned into ``PeerGone`` / ``PeerBack`` per device (the peer of
+  every call that rings or connects is watched);
 - local commands, through :meth:`MachineRunner.feed`;
 - time: a ``Tick`` whenever the machine's ``next_deadline()`` comes.
 
@@ -78,6 +79,7 @@ class MachineRunner(Generic[E]):
         self._ticker: asyncio.Task[None] | None = None
         self._unobserve: Callable[[], None] | None = None
         self._seen_devices: dict[str, frozenset[str]] = {}
+        self._watching: set[str] = set()
         self._presence_feed: asyncio.Task[None] | None = None
         self._presence_changes: list[PeerGone | PeerBack] = []
 
@@ -156,8 +158,21 @@ class MachineRunner(Generic[E]):
             return send.kind not in (MessageType.VOICE_START, MessageType.VOICE_ACCEPT)
         return True
 
+    async def watch(self, identity: str) -> None:
+        """Follow ``identity``'s presence, so a call with it can end ``gone``."""
+        if identity in self._watching or identity == self._client.id:
+            return
+        self._watching.add(identity)
+        try:
+            await self._client.presence.watch(identity)
+        except ParleyError as exc:
+            self._watching.discard(identity)
+            log.warning("cannot follow the presence of %s: %s", identity, exc)
+
     async def _emit(self, event: Output) -> None:
         assert not isinstance(event, Send)
+        if isinstance(event, Ringing | Connected):
+            await self.watch(event.peer)
         try:
             result = self._on_event(event)
             if inspect.isawaitable(result):
