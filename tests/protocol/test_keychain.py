@@ -6,20 +6,11 @@ import pytest
 
 from parley.crypto.keys import SigningKey
 from parley.errors import KeyChainError, RevokedKey, UnknownKey
-from parley.protocol.keychain import ChainEntry, KeyChain, KeyOp, make_entry
+from parley.protocol.keychain import ChainEntry, KeyChain, KeyOp, genesis_entry, make_entry
 
 
 def _genesis(key: SigningKey, identity: str = "alice", device: str = "d1") -> ChainEntry:
-    return make_entry(
-        identity=identity,
-        seq=0,
-        prev=b"",
-        op=KeyOp.ADD,
-        device=device,
-        public_key=key.public_key,
-        signer=device,
-        signer_key=key,
-    )
+    return genesis_entry(identity, device, key)
 
 
 def _next(

@@ -12,7 +12,7 @@ from typing import TypeVar
 from parley.crypto.keys import SigningKey
 from parley.errors import TransportClosed
 from parley.protocol import frames
-from parley.protocol.keychain import ChainEntry, KeyChain, KeyOp, make_entry
+from parley.protocol.keychain import ChainEntry, KeyChain, KeyOp, genesis_entry, make_entry
 from parley.relay import Relay
 from parley.transport import Transport
 from parley.transport.memory import MemoryTransport, memory_pair
@@ -51,18 +51,7 @@ class Identity:
         ident = cls(identity)
         key = SigningKey.generate()
         ident.keys[device] = key
-        ident.chain.append(
-            make_entry(
-                identity=identity,
-                seq=0,
-                prev=b"",
-                op=KeyOp.ADD,
-                device=device,
-                public_key=key.public_key,
-                signer=device,
-                signer_key=key,
-            )
-        )
+        ident.chain.append(genesis_entry(identity, device, key))
         return ident
 
     @property

@@ -30,7 +30,7 @@ from parley.errors import (
 )
 from parley.ids import DeviceId, IdentityId, is_valid_id, new_device_id, new_identity_id
 from parley.protocol.frames import AppendKey, Done, Error, Register, Registered, encode
-from parley.protocol.keychain import KeyChain, KeyOp, make_entry
+from parley.protocol.keychain import KeyChain, KeyOp, genesis_entry, make_entry
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,7 @@ async def register_identity(
         raise CredentialsError(f"identity id {identity!r} must match [A-Za-z0-9._-]{{1,64}}")
     device = new_device_id()
     key = SigningKey.generate()
-    entry = make_entry(
-        identity=identity,
-        seq=0,
-        prev=b"",
-        op=KeyOp.ADD,
-        device=device,
-        public_key=key.public_key,
-        signer=device,
-        signer_key=key,
-    )
+    entry = genesis_entry(identity, device, key)
     transport = await (connector or websocket_connector(relay_url))()
     try:
         async with asyncio.timeout(ack_timeout):

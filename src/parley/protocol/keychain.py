@@ -88,6 +88,20 @@ def make_entry(
     return ChainEntry(body=body, signature=signer_key.sign(_DOMAIN + body))
 
 
+def genesis_entry(identity: str, device: str, key: SigningKey) -> ChainEntry:
+    """Entry 0 of a new identity: its first device, signed by that device's own key."""
+    return make_entry(
+        identity=identity,
+        seq=0,
+        prev=b"",
+        op=KeyOp.ADD,
+        device=device,
+        public_key=key.public_key,
+        signer=device,
+        signer_key=key,
+    )
+
+
 @dataclass
 class KeyChain:
     """The replayed state of one identity's chain: which device keys are active now."""
