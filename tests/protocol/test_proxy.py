@@ -23,7 +23,7 @@ from parley.protocol.call_io import (
     Send,
 )
 from parley.protocol.messages import MessageType
-from parley.protocol.proxy import Binding, Proxy
+from parley.protocol.proxy import Binding, Pool, Proxy
 
 START, ACCEPT = MessageType.VOICE_START, MessageType.VOICE_ACCEPT
 STOP, BUSY = MessageType.VOICE_STOP, MessageType.VOICE_BUSY
@@ -287,3 +287,64 @@ def test_an_operator_calling_the_hunt_group_is_not_hunted(net: Net) -> None:
     call(net, A1, cid="support")
     step(net)
     assert sent(net, P1) == []
+
+
+# -- hunt groups per cid -------------------------------------------------------------------
+
+
+@pytest.fixture
+def pool_net() -> Net:
+    """A proxy with no hunt group of its own: only ``sales`` hunts, for dave."""
+    net = Net()
+    net.proxy("app", "p1").bind_pool(
+        Pool(cid="sales", customer=IdentityId("dave"), operators=(A1.identity, C1.identity))
+    )
+    for at in (A1, C1, D1, U1):
+        net.phone(at.identity, at.device)
+    return net
+
+
+def test_pool_rings_its_operators_and_the_first_accept_wins(pool_net: Net) -> None:
+    net = pool_net
+    call(net, D1, cid="sales")
+    step(net)
+    assert {s.recipient for s in sent(net, P1)} == {"alice", "carol"}
+    assert all(s.data == {"lifetime": 60} for s in sent(net, P1))
+    net.do(A1, Accept(now=net.now, call_id="k1", peer_info="alice"))
+    step(net)
+    assert reasons(net, C1) == [EndReason.ANSWERED_ELSEWHERE]
+    assert net.state(D1, "k1") is CallState.CONNECTED
+    net.do(A1, Hangup(now=net.now, call_id="k1"))
+    step(net)
+    assert reasons(net, D1) == [EndReason.HANGUP]
+
+
+def test_pool_nobody_answers_the_customer_gets_timeout(pool_net: Net) -> None:
+    net = pool_net
+    call(net, D1, cid="sales", lifetime=20)
+    step(net)
+    net.advance(20)
+    step(net)
+    assert reasons(net, D1) == [EndReason.TIMEOUT]
+    assert reasons(net, A1) == [EndReason.TIMEOUT] == reasons(net, C1)
+
+
+def test_pool_takes_starts_only_from_its_customer_and_only_on_its_cid(pool_net: Net) -> None:
+    net = pool_net
+    call(net, U1, cid="sales")  # not the pool's customer
+    call(net, D1, cid="other", call_id="k2")  # the customer, but no pool for that cid
+    step(net)
+    assert sent(net, P1) == [] and proxy_of(net).bridges == {}
+
+
+def test_binding_a_cid_again_replaces_its_pool_and_back(pool_net: Net) -> None:
+    net = pool_net
+    proxy = proxy_of(net)
+    proxy.bind(Binding(cid="sales", operator=A1.identity, operator_name="Al", customer=D1.identity))
+    call(net, D1, cid="sales")  # dave is no longer the caller on this cid
+    step(net)
+    assert sent(net, P1) == []
+    proxy.bind_pool(Pool(cid="sales", customer=D1.identity, operators=(C1.identity,)))
+    call(net, D1, cid="sales", call_id="k2")
+    step(net)
+    assert [s.recipient for s in sent(net, P1)] == ["carol"]

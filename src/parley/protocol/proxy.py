@@ -8,10 +8,12 @@ the app is the callee of the inbound leg and the caller of the outbound ones.
 - **Two legs** (the public docs' proxy): :meth:`Proxy.bind` a ``cid`` to an operator and a
   customer. The operator's start goes to the customer with ``{"operator_name": ...}``; the
   customer's accept goes back; stop and busy go to whichever side did not send them.
-- **Hunt group**: a start from anyone who is not a pool operator (and not for a bound
-  ``cid``) rings every available operator: not away (``PeerGone``) and not on another
-  live bridge. The first accept wins; the others get ``answered_elsewhere``; if nobody
-  answers within the lifetime, the customer gets ``timeout``. Nobody available: busy.
+- **Hunt group**: :meth:`Proxy.bind_pool` a ``cid`` to a customer and its operators (or
+  give the proxy ``operators``: then a start from anyone else, for a ``cid`` that is not
+  bound, hunts them). The customer's start rings every available operator: not away
+  (``PeerGone``) and not on another live bridge. The first accept wins; the others get
+  ``answered_elsewhere``; if nobody answers within the lifetime, the customer gets
+  ``timeout``. Nobody available: busy.
 
 Both legs always end together: whatever ends one leg (stop, busy, timeout, gone,
 failure) ends the other in the same :meth:`Proxy.handle` call, carrying the reason across.
@@ -77,6 +79,15 @@ class Binding(msgspec.Struct, frozen=True, kw_only=True):
     customer: IdentityId
 
 
+class Pool(msgspec.Struct, frozen=True, kw_only=True):
+    """The app's record of a hunt group for one ``cid``: the customer's start rings
+    every available operator, in this order."""
+
+    cid: str
+    customer: IdentityId
+    operators: tuple[IdentityId, ...]
+
+
 class ProxyConfig(msgspec.Struct, frozen=True, kw_only=True):
     ring_lifetime: float = 60.0
     max_ring_lifetime: float = 600.0
@@ -125,12 +136,22 @@ class Proxy:
         self.operators = tuple(operators)  # the hunt group; empty: no hunting
         self.config = config or ProxyConfig()
         self._bindings: dict[str, Binding] = {}
+        self._pools: dict[str, Pool] = {}
         self._bridges: dict[str, Bridge] = {}
         self._memory: CallMemory[Bridge] = CallMemory(self.config.memory)
         self._presence = Presence(self.config.grace)
 
     def bind(self, binding: Binding) -> None:
+        """Forward ``binding.cid`` from its operator to its customer (replaces any earlier
+        binding or pool of that ``cid``; calls already up keep their legs)."""
+        self._pools.pop(binding.cid, None)
         self._bindings[binding.cid] = binding
+
+    def bind_pool(self, pool: Pool) -> None:
+        """Hunt ``pool.operators`` for the customer's starts on ``pool.cid`` (replaces any
+        earlier binding or pool of that ``cid``)."""
+        self._bindings.pop(pool.cid, None)
+        self._pools[pool.cid] = pool
 
     @property
     def bridges(self) -> Mapping[str, Bridge]:
@@ -186,6 +207,11 @@ class Proxy:
             if msg.issuer != binding.operator:
                 return None
             return [binding.customer], {wire.OPERATOR_NAME: binding.operator_name}
+        pool = self._pools.get(msg.cid)
+        if pool is not None:
+            if msg.issuer != pool.customer:
+                return None
+            return [op for op in pool.operators if self._available(op)], {}
         if not self.operators or msg.issuer in self.operators:
             return None
         return [op for op in self.operators if self._available(op)], {}
