@@ -1,0 +1,213 @@
+"""The calling proxy on a live client: the core, its bindings, presence and records.
+
+:class:`CallProxy` runs :class:`~parley.protocol.proxy.Proxy` (which decides everything:
+forwarding, both legs ending together, hunting) with a
+:class:`~parley.client.machine.MachineRunner` (which carries messages, presence and time
+in and out). Around that it only keeps the books:
+
+- bindings and pools come from the store, and the parties are permitted (an identity
+  only accepts messages from identities it permits) and their presence followed, so a
+  leg whose party disappears ends ``gone`` and an away operator is not hunted;
+- bindings written by another process (``parley proxy bind``) are picked up within
+  ``poll_interval``: the store says when someone else wrote;
+- every leg that ends is recorded in the store before anything is sent about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+
+from parley.client.client import Client
+from parley.client.handlers import Observed
+from parley.client.machine import Event, MachineRunner
+from parley.errors import ParleyError, RelayError
+from parley.ids import IdentityId
+from parley.protocol.call_io import Ended, Fail
+from parley.protocol.proxy import Binding, Pool, Proxy, ProxyConfig
+from parley.proxy.records import LegRecord, Route, parties
+from parley.proxy.store import ProxyStore
+
+log = logging.getLogger(__name__)
+
+
+class CallProxy:
+    """The app between operators and customers, for every ``cid`` bound in ``store``.
+
+    Give it a client that is not connected yet: :meth:`start` subscribes first and then
+    connects, so a start that arrived while the proxy was down is still handled.
+    :meth:`close` closes the client; the store stays open (it is the caller's).
+    ``on_leg`` hears of every leg recorded, ``on_route`` of every binding or pool taken
+    up (at start and later).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        store: ProxyStore,
+        config: ProxyConfig | None = None,
+        *,
+        on_leg: Callable[[LegRecord], None] | None = None,
+        on_route: Callable[[Route], None] | None = None,
+        poll_interval: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._on_leg = on_leg
+        self._on_route = on_route
+        self._poll_interval = poll_interval
+        self.core = Proxy(client.id, client.device, config=config)
+        self._runner: MachineRunner[Fail] = MachineRunner(
+            client, self.core, self._event, clock=clock
+        )
+        self._routes: dict[str, Route] = {}
+        self._permitted: set[IdentityId] = set()
+        self._refused: set[IdentityId] = set()  # the relay will not permit them: no retries
+        self._unobserve: Callable[[], None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Take up the stored bindings, connect, permit the parties, start polling."""
+        for route in await self._store.routes():
+            self._take_up(route)
+        self._unobserve = self._client.observe(self._observed)
+        self._runner.start()
+        try:
+            await self._client.connect()
+            await self._permit_all(parties(self._routes.values()), strict=False)
+        except BaseException:
+            await self.close()
+            raise
+        self._poller = asyncio.create_task(self._poll(), name="parley-proxy-poll")
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        if self._unobserve is not None:
+            self._unobserve()
+            self._unobserve = None
+        await self._runner.close()
+        await self._client.close()
+
+    async def __aenter__(self) -> CallProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def bind(
+        self,
+        cid: str,
+        *,
+        operator: str,
+        customer: str,
+        operator_name: str | None = None,
+    ) -> Binding:
+        """Forward ``cid`` from ``operator`` to ``customer`` (with ``operator_name``, the
+        operator's id if not given). Raises the relay's refusal (``UnknownIdentity``)
+        before anything is stored."""
+        binding = Binding(
+            cid=cid,
+            operator=IdentityId(operator),
+            operator_name=operator if operator_name is None else operator_name,
+            customer=IdentityId(customer),
+        )
+        await self._permit_all((binding.operator, binding.customer), strict=True)
+        await self._store.bind(binding)
+        self._take_up(binding)
+        return binding
+
+    async def bind_pool(self, cid: str, *, customer: str, operators: Iterable[str]) -> Pool:
+        """Hunt ``operators`` for ``customer``'s starts on ``cid``."""
+        pool = Pool(
+            cid=cid,
+            customer=IdentityId(customer),
+            operators=tuple(IdentityId(op) for op in operators),
+        )
+        await self._permit_all((pool.customer, *pool.operators), strict=True)
+        await self._store.bind_pool(pool)
+        self._take_up(pool)
+        return pool
+
+    # -- routes and parties -------------------------------------------------------------
+
+    def _take_up(self, route: Route) -> None:
+        if self._routes.get(route.cid) == route:
+            return
+        self._routes[route.cid] = route
+        if isinstance(route, Binding):
+            self.core.bind(route)
+        else:
+            self.core.bind_pool(route)
+        if self._on_route is not None:
+            self._on_route(route)
+
+    async def _permit_all(self, parties: Iterable[IdentityId], *, strict: bool) -> None:
+        """Permit and watch each new party. ``strict``: a refusal raises; otherwise it
+        is logged, and a party that could not be reached is tried again next poll."""
+        todo = set(parties) - self._permitted
+        for party in sorted(todo if strict else todo - self._refused):
+            try:
+                await self._client.connections.permit(party)
+            except RelayError as exc:
+                if strict:
+                    raise
+                log.error("cannot permit %s, its calls cannot reach the proxy: %s", party, exc)
+                self._refused.add(party)
+                continue
+            except ParleyError as exc:
+                if strict:
+                    raise
+                log.warning("permitting %s failed, trying again: %s", party, exc)
+                continue
+            self._permitted.add(party)
+            # Fails (logged) while the party does not permit the proxy; tried again on
+            # its next message (_observed) and when a call with it connects.
+            await self._runner.watch(party)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_interval)
+            try:
+                if await self._store.changed():
+                    for route in await self._store.routes():
+                        self._take_up(route)
+                await self._permit_all(parties(self._routes.values()), strict=False)
+            except Exception:
+                log.exception("reading the proxy store failed; trying again")
+
+    # -- what the runner reports --------------------------------------------------------
+
+    async def _observed(self, observed: Observed) -> None:
+        if observed.issuer in self._permitted:
+            await self._runner.watch(observed.issuer)
+
+    async def _event(self, event: Event) -> None:
+        if not isinstance(event, Ended):
+            return
+        leg = LegRecord.of(event.record, self._client.id)
+        await self._store.record(leg)
+        log.info(
+            "%s leg of %s (cid %s) with %s ended: %s",
+            leg.leg,
+            leg.call_id,
+            leg.cid,
+            leg.party,
+            leg.reason,
+        )
+        if self._on_leg is not None:
+            self._on_leg(leg)

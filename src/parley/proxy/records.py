@@ -1,0 +1,81 @@
+"""What the calling proxy keeps: which ``cid`` is whose, and a record of every leg.
+
+The bindings themselves are the core's :class:`~parley.protocol.proxy.Binding` and
+:class:`~parley.protocol.proxy.Pool`; a :class:`LegRecord` is the core's
+:class:`~parley.protocol.call.CallRecord` of one leg, seen from outside the proxy: who
+called whom on it, rather than the proxy's role.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import TypeAlias
+
+import msgspec
+
+from parley.ids import DeviceId, IdentityId
+from parley.protocol.call import CallRecord, EndReason, Role
+from parley.protocol.proxy import Binding, Pool
+
+
+class Leg(enum.StrEnum):
+    INBOUND = "inbound"  # the start came in on it: the caller is a party, the proxy answers
+    OUTBOUND = "outbound"  # the proxy placed it, with the same cid and call_id
+
+
+class LegRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One ended leg of a proxied call. Times are Unix seconds; ``duration`` is the time
+    connected (0 if never answered)."""
+
+    call_id: str
+    cid: str
+    leg: Leg
+    caller: IdentityId
+    callee: IdentityId
+    peer_device: DeviceId | None  # the party's device the leg was with, if it got that far
+    started: float
+    ringing: float | None
+    answered: float | None
+    ended: float
+    duration: float
+    reason: EndReason
+
+    @classmethod
+    def of(cls, record: CallRecord, proxy: IdentityId) -> LegRecord:
+        """The record of a leg ``proxy`` (its identity) was on."""
+        inbound = record.role is Role.CALLEE
+        return cls(
+            call_id=record.call_id,
+            cid=record.cid,
+            leg=Leg.INBOUND if inbound else Leg.OUTBOUND,
+            caller=record.peer if inbound else proxy,
+            callee=proxy if inbound else record.peer,
+            peer_device=record.peer_device,
+            started=record.started,
+            ringing=record.ringing,
+            answered=record.answered,
+            ended=record.ended,
+            duration=record.duration,
+            reason=record.reason,
+        )
+
+    @property
+    def party(self) -> IdentityId:
+        """The identity at the far end of this leg (not the proxy)."""
+        return self.caller if self.leg is Leg.INBOUND else self.callee
+
+
+Route: TypeAlias = Binding | Pool
+"""How the proxy treats one ``cid``: two legs, or a hunt group."""
+
+
+def parties(routes: Iterable[Route]) -> set[IdentityId]:
+    """Everyone who may call the proxy or be called by it on ``routes``."""
+    found: set[IdentityId] = set()
+    for route in routes:
+        if isinstance(route, Binding):
+            found.update((route.operator, route.customer))
+        else:
+            found.update((route.customer, *route.operators))
+    return found

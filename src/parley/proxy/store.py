@@ -1,0 +1,195 @@
+"""Where the calling proxy keeps its bindings and the records of its legs.
+
+:class:`SqliteProxyStore` is one SQLite file in WAL mode, shared by processes: the
+running proxy reads bindings and writes records while ``parley proxy bind`` adds
+bindings and ``parley calls`` reads records. :meth:`ProxyStore.changed` is how the
+running proxy learns that another process wrote (SQLite's ``PRAGMA data_version``
+moves only on other connections' commits).
+
+Every method is one short statement or transaction, run in a worker thread so the
+event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import msgspec
+
+from parley.ids import IdentityId
+from parley.protocol.proxy import Binding, Pool
+from parley.proxy.records import LegRecord, Route
+
+T = TypeVar("T")
+
+
+class ProxyStore(Protocol):
+    async def bind(self, binding: Binding) -> None:
+        """Add or replace the binding of ``binding.cid`` (and drop a pool of that cid)."""
+
+    async def bind_pool(self, pool: Pool) -> None:
+        """Add or replace the pool of ``pool.cid`` (and drop a binding of that cid)."""
+
+    async def routes(self) -> list[Route]:
+        """Every binding, then every pool, each by cid."""
+
+    async def changed(self) -> bool:
+        """Whether someone else wrote since the last call (the first call: since opening)."""
+
+    async def record(self, leg: LegRecord) -> None:
+        """Keep ``leg``; the same leg recorded twice is kept once."""
+
+    async def records(self) -> list[LegRecord]:
+        """Every leg, in the order they ended."""
+
+    async def close(self) -> None: ...
+
+
+def default_store_path(credentials: Path) -> Path:
+    """The proxy's store beside its credentials file: ``app.json`` -> ``app.proxy.db``."""
+    return credentials.with_name(credentials.stem + ".proxy.db")
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bindings (
+    cid TEXT PRIMARY KEY,
+    operator TEXT NOT NULL,
+    operator_name TEXT NOT NULL,
+    customer TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pools (
+    cid TEXT PRIMARY KEY,
+    customer TEXT NOT NULL,
+    operators TEXT NOT NULL  -- a JSON array of identity ids, in ringing order
+);
+CREATE TABLE IF NOT EXISTS legs (
+    call_id TEXT NOT NULL,
+    cid TEXT NOT NULL,
+    leg TEXT NOT NULL,
+    caller TEXT NOT NULL,
+    callee TEXT NOT NULL,
+    peer_device TEXT,
+    started REAL NOT NULL,
+    ringing REAL,
+    answered REAL,
+    ended REAL NOT NULL,
+    duration REAL NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (call_id, leg, caller, callee)
+);
+CREATE INDEX IF NOT EXISTS legs_by_end ON legs (ended);
+"""
+
+_LEG_FIELDS = LegRecord.__struct_fields__  # the legs table has these columns
+_LEG_COLUMNS = ", ".join(_LEG_FIELDS)
+
+
+class SqliteProxyStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        # Used from worker threads, one at a time (the lock): never two at once.
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        # WAL with synchronous=NORMAL: a commit survives a crash of the process; only a
+        # power cut may lose the last ones. Records are bookkeeping, not messages.
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._version = self._data_version()
+
+    async def _do(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def locked() -> T:
+            with self._lock:
+                return work(self._db)
+
+        return await asyncio.to_thread(locked)
+
+    def _data_version(self) -> int:
+        row = self._db.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    async def bind(self, binding: Binding) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM pools WHERE cid = ?", (binding.cid,))
+                db.execute(
+                    "INSERT OR REPLACE INTO bindings VALUES (?, ?, ?, ?)",
+                    (binding.cid, binding.operator, binding.operator_name, binding.customer),
+                )
+
+        await self._do(work)
+
+    async def bind_pool(self, pool: Pool) -> None:
+        operators = msgspec.json.encode(pool.operators).decode()
+
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM bindings WHERE cid = ?", (pool.cid,))
+                db.execute(
+                    "INSERT OR REPLACE INTO pools VALUES (?, ?, ?)",
+                    (pool.cid, pool.customer, operators),
+                )
+
+        await self._do(work)
+
+    async def routes(self) -> list[Route]:
+        def work(db: sqlite3.Connection) -> list[Route]:
+            bindings = db.execute(
+                "SELECT cid, operator, operator_name, customer FROM bindings ORDER BY cid"
+            ).fetchall()
+            pools = db.execute("SELECT cid, customer, operators FROM pools ORDER BY cid").fetchall()
+            return [
+                *(
+                    Binding(
+                        cid=cid,
+                        operator=IdentityId(operator),
+                        operator_name=name,
+                        customer=IdentityId(customer),
+                    )
+                    for cid, operator, name, customer in bindings
+                ),
+                *(
+                    Pool(
+                        cid=cid,
+                        customer=IdentityId(customer),
+                        operators=msgspec.json.decode(ops, type=tuple[IdentityId, ...]),
+                    )
+                    for cid, customer, ops in pools
+                ),
+            ]
+
+        return await self._do(work)
+
+    async def changed(self) -> bool:
+        version = await self._do(lambda _: self._data_version())
+        moved, self._version = version != self._version, version
+        return moved
+
+    async def record(self, leg: LegRecord) -> None:
+        row = msgspec.to_builtins(msgspec.structs.astuple(leg))
+        marks = ", ".join("?" * len(_LEG_FIELDS))
+        await self._do(
+            lambda db: db.execute(
+                f"INSERT OR IGNORE INTO legs ({_LEG_COLUMNS}) VALUES ({marks})", row
+            )
+        )
+
+    async def records(self) -> list[LegRecord]:
+        def work(db: sqlite3.Connection) -> list[LegRecord]:
+            rows = db.execute(f"SELECT {_LEG_COLUMNS} FROM legs ORDER BY ended, rowid").fetchall()
+            return [
+                msgspec.convert(dict(zip(_LEG_FIELDS, row, strict=True)), LegRecord) for row in rows
+            ]
+
+        return await self._do(work)
+
+    async def close(self) -> None:
+        await self._do(lambda db: db.close())
