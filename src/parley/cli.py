@@ -23,6 +23,12 @@ app = typer.Typer(
 )
 identity_app = typer.Typer(help="Create identities and manage their devices.", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
+proxy_app = typer.Typer(
+    help="Run the calling proxy: parley proxy --credentials FILE, until SIGINT or "
+    "SIGTERM. Bind calls to it with bind / bind-pool, also while it runs (it takes new "
+    "bindings up within half a second); parley calls prints its records."
+)
+app.add_typer(proxy_app, name="proxy")
 
 _DEFAULTS = RelayConfig()
 console = Console()
@@ -32,6 +38,21 @@ T = TypeVar("T")
 
 CredentialsOption = Annotated[
     Path, typer.Option("--credentials", "-c", help="This device's credentials file.")
+]
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="The proxy's SQLite store of bindings and call records "
+        "(default: beside the credentials file, <stem>.proxy.db, e.g. app.proxy.db).",
+    ),
+]
+ProxyCredentialsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--credentials", "-c", help="The proxy's credentials file (locates the default store)."
+    ),
 ]
 
 
@@ -199,3 +220,129 @@ def demo(
         logging.getLogger("parley").setLevel(logging.WARNING)
     ok = _run(lambda: run_demo(console, keep))
     raise typer.Exit(0 if ok else 1)
+
+
+def _store_path(store: Path | None, credentials: Path | None) -> Path:
+    if store is not None:
+        return store
+    if credentials is None:
+        raise typer.BadParameter("give --store, or --credentials to use the store beside it")
+    from parley.proxy import default_store_path
+
+    return default_store_path(credentials)
+
+
+def _identity(value: str, option: str) -> str:
+    from parley.ids import is_valid_id
+
+    if not is_valid_id(value):
+        raise typer.BadParameter(f"{value!r} is not an identity id", param_hint=option)
+    return value
+
+
+@proxy_app.callback(invoke_without_command=True)
+def proxy(
+    ctx: typer.Context,
+    credentials: ProxyCredentialsOption = None,
+    store: StoreOption = None,
+    ring_lifetime: Annotated[
+        float, typer.Option(help="Seconds a call rings when its start asks for no lifetime.")
+    ] = 60.0,
+    grace: Annotated[
+        float, typer.Option(help="Seconds a party may be disconnected before its call ends.")
+    ] = 30.0,
+) -> None:
+    """Run the calling proxy until SIGINT or SIGTERM: parley proxy --credentials FILE."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if credentials is None:
+        raise typer.BadParameter("the proxy runs as an identity: give --credentials")
+    from parley.protocol.proxy import ProxyConfig
+    from parley.proxy.serve import serve
+
+    config = ProxyConfig(ring_lifetime=ring_lifetime, grace=grace)
+    path = _store_path(store, credentials)
+    _run(lambda: serve(credentials, path, config, lambda line: print(line, flush=True)))
+
+
+@proxy_app.command("bind")
+def proxy_bind(
+    cid: Annotated[str, typer.Argument(help="The conversation id the operator calls with.")],
+    operator: Annotated[str, typer.Option(help="The identity whose starts are forwarded.")],
+    customer: Annotated[str, typer.Option(help="The identity the proxy calls.")],
+    operator_name: Annotated[
+        str | None, typer.Option(help="Sent to the customer as operator_name (default: the id).")
+    ] = None,
+    store: StoreOption = None,
+    credentials: ProxyCredentialsOption = None,
+) -> None:
+    """Bind CID: the operator's start goes on to the customer (writes the store only)."""
+    from parley.ids import IdentityId
+    from parley.protocol.proxy import Binding
+    from parley.proxy import SqliteProxyStore
+
+    binding = Binding(
+        cid=cid,
+        operator=IdentityId(_identity(operator, "--operator")),
+        operator_name=operator if operator_name is None else operator_name,
+        customer=IdentityId(_identity(customer, "--customer")),
+    )
+
+    async def work() -> None:
+        db = SqliteProxyStore(_store_path(store, credentials))
+        try:
+            await db.bind(binding)
+        finally:
+            await db.close()
+
+    _run(work)
+    console.print(f"bound {cid}: operator {operator} -> customer {customer}")
+
+
+@proxy_app.command("bind-pool")
+def proxy_bind_pool(
+    cid: Annotated[str, typer.Argument(help="The conversation id the customer calls with.")],
+    customer: Annotated[str, typer.Option(help="The identity whose starts are hunted.")],
+    operator: Annotated[
+        list[str], typer.Option(help="An operator to ring; repeat for each, in ringing order.")
+    ],
+    store: StoreOption = None,
+    credentials: ProxyCredentialsOption = None,
+) -> None:
+    """Bind CID to a hunt group: the customer's start rings every available operator."""
+    from parley.ids import IdentityId
+    from parley.protocol.proxy import Pool
+    from parley.proxy import SqliteProxyStore
+
+    pool = Pool(
+        cid=cid,
+        customer=IdentityId(_identity(customer, "--customer")),
+        operators=tuple(IdentityId(_identity(op, "--operator")) for op in operator),
+    )
+
+    async def work() -> None:
+        db = SqliteProxyStore(_store_path(store, credentials))
+        try:
+            await db.bind_pool(pool)
+        finally:
+            await db.close()
+
+    _run(work)
+    console.print(f"bound {cid}: customer {customer} -> hunt group {', '.join(operator)}")
+
+
+@app.command()
+def calls(store: StoreOption = None, credentials: ProxyCredentialsOption = None) -> None:
+    """Print the proxy's call records: one row per leg."""
+    from parley.proxy import SqliteProxyStore
+    from parley.proxy.records import LegRecord
+    from parley.proxy.report import records_table
+
+    async def work() -> list[LegRecord]:
+        db = SqliteProxyStore(_store_path(store, credentials))
+        try:
+            return await db.records()
+        finally:
+            await db.close()
+
+    console.print(records_table(_run(work)))

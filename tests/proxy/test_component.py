@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.client.helpers import Received, World, eventually
+from tests.client.helpers import World, eventually
+from tests.proxy.helpers import Party
 
 from parley.client import Client
 from parley.credentials import Credentials
@@ -14,26 +15,6 @@ from parley.errors import UnknownIdentity
 from parley.protocol.call import EndReason
 from parley.protocol.proxy import Binding, ProxyConfig
 from parley.proxy import CallProxy, Leg, LegRecord, Route, SqliteProxyStore
-
-
-class Party:
-    """An operator or a customer: a plain SDK client recording what reaches it."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self.voice = client.voice()
-        self.got = Received()
-        for subscribe in (
-            self.voice.on_start,
-            self.voice.on_accept,
-            self.voice.on_busy,
-            self.voice.on_stop,
-        ):
-            subscribe(self.got)
-
-    @property
-    def id(self) -> str:
-        return self.client.id
 
 
 class Setup:

@@ -1,0 +1,218 @@
+"""``parley proxy`` as a real process on a real relay: the parties are plain SDK clients
+that know only the six voice messages, and read the reason from ``data["reason"]``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from tests.client.helpers import eventually
+from tests.conftest import Register
+from tests.proxy.helpers import Party
+
+from parley.client import Client
+from parley.credentials import Credentials
+from parley.processes import ChildProcess
+from parley.protocol.call import EndReason
+from parley.proxy import Leg, LegRecord, SqliteProxyStore
+
+pytestmark = pytest.mark.e2e
+
+LONG = {"lifetime": 30}  # for calls that are answered: never a timeout under load
+
+
+async def parley(*args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "parley",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "COLUMNS": "240"},  # a table as wide as its rows
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out.decode()
+    return out.decode()
+
+
+@dataclass
+class Scene:
+    app: Credentials
+    app_path: Path
+    store: Path
+    proxy: ChildProcess
+    olga: Party  # the operator of cid "conv", whose customer is cust
+    cust: Party  # also the customer of the hunt group "sales": al and cy
+    al: Party
+    cy: Party
+
+    async def records(self, count: int) -> list[LegRecord]:
+        """The store's records, once there are ``count`` of them."""
+        store = SqliteProxyStore(self.store)
+        found: list[LegRecord] = []
+
+        async def enough() -> bool:
+            found[:] = await store.records()
+            return len(found) >= count
+
+        try:
+            async with asyncio.timeout(10):
+                while not await enough():  # noqa: ASYNC110 - written by another process
+                    await asyncio.sleep(0.05)
+        finally:
+            await store.close()
+        assert len(found) == count, found
+        return found
+
+
+@pytest.fixture
+async def scene(register: Register, tmp_path: Path) -> AsyncIterator[Scene]:
+    app, app_path = await register("app")
+    clients: list[Client] = []
+    parties: list[Party] = []
+    for name in ("olga", "cust", "al", "cy"):
+        _, path = await register(name)
+        client = Client.from_credentials(path)
+        await client.connect()
+        await client.connections.permit(app.identity)
+        clients.append(client)
+        parties.append(Party(client))
+    olga, cust, al, cy = parties
+    # The store beside the credentials, as the command finds it by default.
+    await parley(
+        "proxy", "bind", "-c", str(app_path), "conv",
+        "--operator", olga.id, "--customer", cust.id, "--operator-name", "Olga",
+    )  # fmt: skip
+    await parley(
+        "proxy", "bind-pool", "-c", str(app_path), "sales",
+        "--customer", cust.id, "--operator", al.id, "--operator", cy.id,
+    )  # fmt: skip
+    proxy = ChildProcess(
+        [sys.executable, "-m", "parley", "proxy", "-c", str(app_path), "--ring-lifetime", "3",
+         "--grace", "1"],
+        re.compile(r"parley proxy ready as (\S+)"),
+        name="parley proxy",
+    )  # fmt: skip
+    match = await proxy.start()
+    assert match.group(1) == app.identity
+    try:
+        yield Scene(app, app_path, tmp_path / "app.proxy.db", proxy, olga, cust, al, cy)
+    finally:
+        assert await proxy.stop() == 0
+        for client in clients:
+            await client.close()
+    assert "parley proxy stopped" in proxy.lines
+
+
+def legs(records: list[LegRecord], call_id: str) -> dict[tuple[Leg, str], EndReason]:
+    return {(r.leg, r.party): r.reason for r in records if r.call_id == call_id}
+
+
+async def test_accept_then_hangup_and_records_for_both_legs(scene: Scene) -> None:
+    app, olga, cust = scene.app.identity, scene.olga, scene.cust
+    await olga.voice.start(app, "conv", "k1", "offer", LONG)
+    ring = await cust.next("start")
+    assert (ring.cid, ring["call_id"], ring["peer_info"]) == ("conv", "k1", "offer")
+    assert ring["data"]["operator_name"] == "Olga"
+    await cust.voice.accept(app, "conv", "k1", "answer")
+    assert (await olga.next("accept"))["peer_info"] == "answer"
+    await cust.voice.stop(app, "conv", "k1")
+    assert (await olga.next("stop"))["data"]["reason"] == "hangup"
+
+    records = await scene.records(2)
+    assert legs(records, "k1") == {
+        (Leg.INBOUND, olga.id): EndReason.HANGUP,
+        (Leg.OUTBOUND, cust.id): EndReason.HANGUP,
+    }
+    assert all(r.answered is not None and r.ringing is not None for r in records)
+    assert any(line.startswith("parley proxy leg ended: k1") for line in scene.proxy.lines)
+    table = await parley("calls", "--store", str(scene.store))
+    for text in ("conv", "k1", "inbound", "outbound", olga.id, cust.id, "hangup"):
+        assert text in table
+
+
+async def test_busy_goes_back_to_the_operator(scene: Scene) -> None:
+    app, olga, cust = scene.app.identity, scene.olga, scene.cust
+    await olga.voice.start(app, "conv", "k2", "offer", LONG)
+    await cust.next("start")
+    await cust.voice.busy(app, "conv", "k2")
+    busy = await olga.next("busy")
+    assert busy["call_id"] == "k2"
+    records = await scene.records(2)
+    assert set(legs(records, "k2").values()) == {EndReason.BUSY}
+
+
+async def test_nobody_answers_both_legs_time_out_also_in_a_hunt_group(scene: Scene) -> None:
+    app, olga, cust = scene.app.identity, scene.olga, scene.cust
+    await olga.voice.start(app, "conv", "k3", "offer", {})  # the proxy's lifetime: 3 s
+    await cust.next("start")
+    assert (await cust.next("stop"))["data"]["reason"] == "timeout"
+    assert (await olga.next("stop"))["data"]["reason"] == "timeout"
+
+    await cust.voice.start(app, "sales", "k4", "offer", {"lifetime": 2})
+    for operator in (scene.al, scene.cy):
+        await operator.next("start")
+        assert (await operator.next("stop"))["data"]["reason"] == "timeout"
+    assert (await cust.next("stop"))["data"]["reason"] == "timeout"
+    records = await scene.records(5)
+    assert set(legs(records, "k3").values()) == {EndReason.TIMEOUT}
+    assert set(legs(records, "k4").values()) == {EndReason.TIMEOUT}
+
+
+async def test_a_party_gone_past_the_grace_ends_the_other_leg(scene: Scene) -> None:
+    app, olga, cust = scene.app.identity, scene.olga, scene.cust
+    await olga.voice.start(app, "conv", "k5", "offer", LONG)
+    await cust.next("start")
+    await cust.voice.accept(app, "conv", "k5", "answer")
+    await olga.next("accept")
+    await cust.client.close()  # its connection drops and it does not come back
+    assert (await olga.next("stop"))["data"]["reason"] == "gone"
+    records = await scene.records(2)
+    assert legs(records, "k5") == {
+        (Leg.INBOUND, olga.id): EndReason.GONE,
+        (Leg.OUTBOUND, cust.id): EndReason.GONE,
+    }
+
+
+async def test_hunt_group_the_first_accept_wins(scene: Scene) -> None:
+    app, cust, al, cy = scene.app.identity, scene.cust, scene.al, scene.cy
+    await cust.voice.start(app, "sales", "k6", "offer", LONG)
+    for operator in (al, cy):
+        ring = await operator.next("start")
+        assert (ring.cid, ring["peer_info"]) == ("sales", "offer")
+    await cy.voice.accept(app, "sales", "k6", "cy-answer")
+    assert (await cust.next("accept"))["peer_info"] == "cy-answer"
+    assert (await al.next("stop"))["data"]["reason"] == "answered_elsewhere"
+    await al.voice.accept(app, "sales", "k6", "al-answer")  # too late: told again
+    assert (await al.next("stop"))["data"]["reason"] == "answered_elsewhere"
+    await cust.voice.stop(app, "sales", "k6")
+    assert (await cy.next("stop"))["data"]["reason"] == "hangup"
+    records = await scene.records(3)
+    assert legs(records, "k6") == {
+        (Leg.INBOUND, cust.id): EndReason.HANGUP,
+        (Leg.OUTBOUND, cy.id): EndReason.HANGUP,
+        (Leg.OUTBOUND, al.id): EndReason.ANSWERED_ELSEWHERE,
+    }
+
+
+async def test_a_binding_added_while_the_proxy_runs(scene: Scene) -> None:
+    app, olga, al = scene.app.identity, scene.olga, scene.al
+    await parley(
+        "proxy", "bind", "--store", str(scene.store), "later",
+        "--operator", al.id, "--customer", olga.id,
+    )  # fmt: skip
+    await eventually(
+        lambda: any(line.startswith("parley proxy bound later") for line in scene.proxy.lines)
+    )
+    await al.voice.start(app, "later", "k7", "offer", LONG)
+    ring = await olga.next("start")
+    assert ring["data"]["operator_name"] == al.id
+    await olga.voice.busy(app, "later", "k7")
+    await al.next("busy")
