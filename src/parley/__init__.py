@@ -12,13 +12,38 @@ The asyncio SDK::
 
         await voice.start(recipient, cid, call_id, peer_info, data)
 
+Calls on top of those messages (ring lifetime, glare, several devices, busy, gone)::
+
+    calls = client.calls()
+    call = await calls.place(recipient, peer_info)
+    async for event in call.events(): ...  # Dialing, Connected, Ended
+    await call.hangup()
+
+    async for incoming in calls.incoming():
+        await incoming.accept(peer_info)  # or .busy() / .decline()
+
 A blocking facade with the same calls is :class:`parley.sync.Client`.
 """
 
-from parley.client import Client, Connections, Handler, Voice, add_device, register_identity
+from parley.client import (
+    Call,
+    Calls,
+    CallUpdate,
+    Client,
+    Connections,
+    Dialing,
+    Handler,
+    IncomingCall,
+    Voice,
+    add_device,
+    register_identity,
+)
 from parley.credentials import Credentials
 from parley.errors import ParleyError
 from parley.ids import DeviceId, IdentityId
+from parley.protocol.call import CallRecord, EndReason
+from parley.protocol.call_io import Connected, Ended
+from parley.protocol.call_phone import PhoneConfig
 from parley.protocol.messages import (
     Message,
     MessageType,
@@ -32,16 +57,26 @@ from parley.protocol.messages import (
 )
 
 __all__ = [
+    "Call",
+    "CallRecord",
+    "CallUpdate",
+    "Calls",
     "Client",
+    "Connected",
     "Connections",
     "Credentials",
     "DeviceId",
+    "Dialing",
+    "EndReason",
+    "Ended",
     "Handler",
     "IdentityId",
+    "IncomingCall",
     "Message",
     "MessageType",
     "ParleyError",
     "Payload",
+    "PhoneConfig",
     "Voice",
     "VoiceAccept",
     "VoiceBusy",

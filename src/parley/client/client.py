@@ -10,7 +10,7 @@ Wiring only; each concern lives in its own module::
     Sender      signing, sealing and sending            (sender.py)
     EndToEnd    sealing and opening bodies              (e2ee.py: olm.py, devices.py)
     Prekeys     keeping this device's keys published    (prekeys.py)
-    Voice, Connections, PresenceService                 the services apps use
+    Voice, Connections, PresenceService, Calls          the services apps use
 
 Subscribe handlers before :meth:`connect`, or right after it without awaiting in
 between: messages that arrived while offline are handled as soon as the client runs,
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from parley.client.calls import Calls
 from parley.client.connection import Connection, Connector, websocket_connector
 from parley.client.connections import Connections
 from parley.client.devices import Devices
@@ -44,6 +45,7 @@ from parley.client.voice import Voice
 from parley.credentials import Credentials
 from parley.errors import StateError
 from parley.ids import DeviceId, IdentityId
+from parley.protocol.call_phone import PhoneConfig
 from parley.protocol.frames import Deliver, KeyCount
 
 
@@ -95,6 +97,7 @@ class Client:
         self.connections = Connections(self._connection)
         self.presence = PresenceService(self._connection)
         self._voice = Voice(sender, self._handlers)
+        self._calls: Calls | None = None
         self._state: State | None = None
         self._inbox: Inbox | None = None
         self._prekeys: Prekeys | None = None
@@ -140,6 +143,21 @@ class Client:
         """The voice service (the same object on every call)."""
         return self._voice
 
+    def calls(self, config: PhoneConfig | None = None) -> Calls:
+        """The call service (the same object on every call), started on the first one.
+
+        ``config`` (ring lifetime, grace, auto-busy) applies from that first call; a
+        different one later raises :class:`StateError`. Call it from the client's event
+        loop, before :meth:`connect` or right after it, like subscribing a handler, so no
+        start that arrived while offline is missed.
+        """
+        if self._calls is None:
+            self._calls = Calls(self, config or PhoneConfig(), clock=self._clock)
+            self._calls.start()
+        elif config is not None and config != self._calls.config:
+            raise StateError("the calls service runs already, with another configuration")
+        return self._calls
+
     async def connect(self) -> None:
         """Open the state file, connect and authenticate, publish this device's keys;
         then handle deliveries."""
@@ -183,7 +201,11 @@ class Client:
         inbox.start()
 
     async def close(self) -> None:
-        """Stop handling and reconnecting, close the connection and the state file."""
+        """Hang up this device's calls, stop handling and reconnecting, close the
+        connection and the state file."""
+        if self._calls is not None:
+            # Without a connection a stop could not go out; the peers end the calls gone.
+            await self._calls.close(hang_up=self._connection.connected)
         if self._inbox is not None:
             await self._inbox.stop()
         if self._prekeys is not None:

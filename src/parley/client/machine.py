@@ -82,6 +82,7 @@ class MachineRunner(Generic[E]):
         self._watching: set[str] = set()
         self._presence_feed: asyncio.Task[None] | None = None
         self._presence_changes: list[PeerGone | PeerBack] = []
+        self._closed = False
 
     def start(self) -> None:
         self._unobserve = self._client.observe(self._observed)
@@ -89,6 +90,8 @@ class MachineRunner(Generic[E]):
         self._ticker = asyncio.create_task(self._tick_loop(), name="parley-call-ticker")
 
     async def close(self) -> None:
+        # The presence service keeps its handlers: reports from now on are ignored.
+        self._closed = True
         if self._unobserve is not None:
             self._unobserve()
             self._unobserve = None
@@ -187,6 +190,8 @@ class MachineRunner(Generic[E]):
         await self.feed(Received.from_payload(self.now(), message, DeviceId(observed.device)))
 
     def _presence(self, identity: str, devices: frozenset[str]) -> None:
+        if self._closed:
+            return
         before = self._seen_devices.get(identity, frozenset())
         self._seen_devices[identity] = devices
         now, who = self.now(), IdentityId(identity)
