@@ -106,7 +106,7 @@ async def test_place_accept_hangup_with_records_on_both_sides(world: World) -> N
         assert record.duration == record.ended - record.answered
     assert await updates(call) == [Dialing, Connected, Ended]
     assert await updates(incoming) == [Connected, Ended]
-    assert call.record == mine and call.state is CallState.ENDED
+    assert call.record == mine
     assert caller.calls().live == [] == callee.calls().live
     await call.hangup()  # a second hang-up does nothing
 
