@@ -1,10 +1,11 @@
 """``parley demo``: a relay, the calling proxy and two parties, with a transcript.
 
-Everything runs for real: the relay and the proxy (``examples/voice_proxy.py``) are their
-own processes on a real socket, the operator and the customer are SDK clients in this
-process. Two calls go through the proxy: one accepted and hung up, one answered busy.
-Every message on both legs is printed as it happens, and the demo succeeds only when
-every message the proxy should forward arrived with the right content.
+Everything runs for real: the relay and the proxy (``parley proxy``, with its calls bound
+by ``parley proxy bind``) are their own processes on a real socket, the operator and the
+customer are SDK clients in this process. Two calls go through the proxy: one accepted
+and hung up, one answered busy. Every message on both legs is printed as it happens, the
+proxy's records of both legs close the transcript, and the demo succeeds only when every
+message the proxy should forward arrived with the right content.
 """
 
 from __future__ import annotations
@@ -28,19 +29,10 @@ from parley.credentials import Credentials
 from parley.errors import ChildProcessFailed
 from parley.processes import ChildProcess, RelayProcess
 from parley.protocol.messages import Message
+from parley.proxy.report import records_table
+from parley.proxy.store import SqliteProxyStore
 
 WAIT = 10.0  # seconds a forwarded message may take before the demo calls it lost
-
-
-def examples_dir() -> Path:
-    """``examples/`` of the source checkout this package runs from."""
-    path = Path(__file__).resolve().parents[2] / "examples"
-    if not (path / "voice_proxy.py").exists():
-        raise ChildProcessFailed(
-            f"examples/voice_proxy.py not found beside the package ({path}); "
-            "run the demo from a source checkout (see README)"
-        )
-    return path
 
 
 def sample_offer(party: str) -> str:
@@ -78,9 +70,14 @@ class Expectation:
         peer_info = getattr(message, "peer_info", None)
         if self.peer_info is not None and peer_info != self.peer_info:
             self.problem = "peer_info changed on the way"
-        elif self.data is not None and getattr(message, "data", None) != self.data:
-            self.problem = f"data was {getattr(message, 'data', None)!r}, not {self.data!r}"
+        elif self.data is not None and not self.data.items() <= self._data(message).items():
+            self.problem = f"data was {self._data(message)!r}, without {self.data!r}"
         self.arrived.set()
+
+    @staticmethod
+    def _data(message: Message) -> dict[str, Any]:
+        # Keys beyond the expected ones are the proxy's own (the ring lifetime, a reason).
+        return dict(getattr(message, "data", None) or {})
 
 
 class Transcript:
@@ -146,7 +143,6 @@ async def run_demo(console: Console, keep: Path | None = None) -> bool:
 
 
 async def _run_in(console: Console, workdir: Path) -> bool:
-    proxy_script = examples_dir() / "voice_proxy.py"
     console.rule("[bold]Parley demo: a call through a proxy")
     console.print(f"working directory: {workdir}")
     async with RelayProcess(workdir / "relay") as relay:
@@ -165,18 +161,20 @@ async def _run_in(console: Console, workdir: Path) -> bool:
         for identity, role in names.items():
             console.print(f"identity {role:<8} {identity}")
 
-        calls_db = workdir / "calls.db"
+        store = workdir / "app.proxy.db"
         cids = [f"conv-{secrets.token_hex(4)}" for _ in range(2)]
         for cid in cids:
             await _run_script(
                 [
-                    sys.executable,
-                    str(proxy_script),
-                    "--db",
-                    str(calls_db),
+                    *PARLEY,
+                    "proxy",
                     "bind",
+                    "--store",
+                    str(store),
                     cid,
+                    "--operator",
                     operator.identity,
+                    "--customer",
                     customer.identity,
                     "--operator-name",
                     "Bob",
@@ -184,24 +182,36 @@ async def _run_in(console: Console, workdir: Path) -> bool:
                 console,
             )
         proxy = ChildProcess(
-            [
-                sys.executable,
-                str(proxy_script),
-                "--db",
-                str(calls_db),
-                "run",
-                "--credentials",
-                str(workdir / "app.json"),
-            ],
-            re.compile(r"\[voice_proxy\] ready"),
-            name="voice proxy",
-            on_line=lambda line: console.print(f"[dim]        {line}[/dim]", soft_wrap=True),
+            [*PARLEY, "proxy", "--credentials", str(workdir / "app.json"), "--store", str(store)],
+            re.compile(r"parley proxy ready"),
+            name="parley proxy",
+            on_line=lambda line: _proxy_line(console, line),
         )
         async with proxy:
             transcript = Transcript(console, names)
             ok = await _place_calls(transcript, app, operator, customer, workdir, cids)
     _summary(console, transcript)
+    await _records(console, store, names)
     return ok
+
+
+PARLEY = (sys.executable, "-m", "parley")
+
+
+def _proxy_line(console: Console, line: str) -> None:
+    """The proxy's own lines; its log lines (connections and the like) stay out."""
+    if line.startswith("parley proxy"):
+        console.print(f"[dim]        {line}[/dim]", soft_wrap=True)
+
+
+async def _records(console: Console, store_path: Path, names: dict[str, str]) -> None:
+    """What ``parley calls`` shows: the proxy's record of every leg."""
+    store = SqliteProxyStore(store_path)
+    try:
+        records = await store.records()
+    finally:
+        await store.close()
+    console.print(records_table(records, names=names, title="call records (parley calls)"))
 
 
 async def _run_script(argv: list[str], console: Console) -> None:
@@ -212,7 +222,7 @@ async def _run_script(argv: list[str], console: Console) -> None:
     for line in output.decode().splitlines():
         console.print(f"[dim]        {line}[/dim]", soft_wrap=True)
     if proc.returncode != 0:
-        raise ChildProcessFailed(f"{argv[1]} exited with {proc.returncode}")
+        raise ChildProcessFailed(f"{' '.join(argv[1:5])} exited with {proc.returncode}")
 
 
 async def _place_calls(

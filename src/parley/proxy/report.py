@@ -3,35 +3,40 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from rich import box
 from rich.table import Table
 
 from parley.proxy.records import LegRecord
 
 
-def records_table(records: Iterable[LegRecord], *, title: str = "call records") -> Table:
-    """One row per leg: both legs of a call next to each other, in the order they ended."""
-    table = Table(title=title, title_justify="left")
-    for column in ("cid", "call_id", "leg", "caller", "callee", "started", "answered"):
-        table.add_column(column)
-    table.add_column("duration", justify="right")
+def records_table(
+    records: Iterable[LegRecord],
+    *,
+    names: Mapping[str, str] | None = None,
+    title: str = "call records",
+) -> Table:
+    """One row per leg, in the order they ended: both legs of a call sit together.
+
+    ``party`` is the identity at the far end of the leg (``names`` may give it a name);
+    the proxy is the other end of every leg. ``connected`` is the duration, ``-`` for a
+    leg that was never answered. Narrow enough for 80 columns with names.
+    """
+    names = names or {}
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0))
+    for column in ("cid", "call_id", "leg", "party", "started"):
+        table.add_column(column, overflow="fold")
+    table.add_column("connected", justify="right")
     table.add_column("reason")
     for r in records:
         table.add_row(
             r.cid,
             r.call_id,
             r.leg.value,
-            r.caller,
-            r.callee,
-            _clock(r.started),
-            "-" if r.answered is None else _clock(r.answered),
-            f"{r.duration:.1f} s",
+            names.get(r.party, r.party),
+            time.strftime("%H:%M:%S", time.localtime(r.started)),
+            "-" if r.answered is None else f"{r.duration:.3f} s",
             r.reason.value,
         )
     return table
-
-
-def _clock(at: float) -> str:
-    """Local time of day to the millisecond: records are read beside the transcript."""
-    return time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at % 1 * 1000):03d}"
