@@ -201,7 +201,7 @@ class CallProxy:
             return
         leg = LegRecord.of(event.record, self._client.id)
         await self._store.record(leg)
-        log.info(
+        log.debug(
             "%s leg of %s (cid %s) with %s ended: %s",
             leg.leg,
             leg.call_id,

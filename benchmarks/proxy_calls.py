@@ -1,0 +1,247 @@
+"""Proxied calls per second, and the call setup latency the proxy adds, against direct
+calls in the same run.
+
+One relay process and one ``parley proxy`` process (its own event loop and SQLite store).
+P operator/customer pairs in this process are plain SDK clients: the customer accepts
+every start at once, the operator hangs up as soon as the accept arrives, and a call is
+done when the customer has the stop. Each pair places its calls through the proxy
+(operator -> app -> customer, the pair's cid bound with ``parley proxy bind``) and, as
+the reference, straight to the customer. Every proxied call must leave two leg records
+in the proxy's store; the throughput run counts until they are there.
+
+- calls per second: N calls per pair, W in flight per pair; ratio proxied / direct.
+- setup latency: L calls one after another per mode, from the moment the operator
+  starts sending the start to the moment its client handles the accept; medians and
+  95th percentiles, and the ratio of the medians proxied / direct.
+
+    python benchmarks/proxy_calls.py [--pairs 4] [--calls 100] [--window 4] [--latency-calls 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from parley.client import Client
+from parley.client.registration import register_identity
+from parley.processes import ChildProcess, RelayProcess
+from parley.protocol.messages import VoiceAccept, VoiceStart, VoiceStop
+from parley.proxy import SqliteProxyStore
+
+OFFER = "v=0\r\n" + "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n" * 4
+ANSWER = OFFER.replace("50000", "50001")
+PARLEY = (sys.executable, "-m", "parley")
+
+
+@dataclass
+class Pair:
+    """An operator and a customer; futures resolved by their handlers, by call_id."""
+
+    operator: Client
+    customer: Client
+    cid: str
+    accepted: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    stopped: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+
+    def subscribe(self) -> None:
+        customer = self.customer.voice()
+
+        async def ring(issuer: str, payload: VoiceStart) -> None:
+            await customer.accept(issuer, payload.cid, payload.call_id, ANSWER)
+
+        customer.on_start(ring)
+        customer.on_stop(lambda _, p: _resolve(self.stopped, p))
+        self.operator.voice().on_accept(lambda _, p: _resolve(self.accepted, p))
+
+    async def call(self, target: str, call_id: str) -> float:
+        """One call to ``target`` (the app or the customer); returns the setup latency."""
+        loop = asyncio.get_running_loop()
+        accepted = self.accepted[call_id] = loop.create_future()
+        stopped = self.stopped[call_id] = loop.create_future()
+        voice = self.operator.voice()
+        began = time.perf_counter()
+        await voice.start(target, self.cid, call_id, OFFER, {"lifetime": 60})
+        await asyncio.wait_for(accepted, 30)
+        setup = time.perf_counter() - began
+        await voice.stop(target, self.cid, call_id)
+        await asyncio.wait_for(stopped, 30)
+        return setup
+
+
+def _resolve(waiting: dict[str, asyncio.Future[None]], payload: VoiceAccept | VoiceStop) -> None:
+    future = waiting.pop(payload.call_id, None)
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    name: str
+    calls: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.calls / self.seconds
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<8} {self.calls:>6} calls in {self.seconds:7.3f} s"
+            f" = {self.rate:8.1f} calls/s"
+        )
+
+
+@dataclass(frozen=True)
+class Latency:
+    name: str
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p95(self) -> float:
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+    def line(self) -> str:
+        return (
+            f"setup {self.name:<8} median {self.median * 1000:7.2f} ms"
+            f"  p95 {self.p95 * 1000:7.2f} ms  ({len(self.samples)} calls)"
+        )
+
+
+class Bench:
+    def __init__(self, pairs: list[Pair], app: str, store: Path) -> None:
+        self.pairs = pairs
+        self.app = app
+        self.store = store
+        self._serial = 0
+
+    def target(self, pair: Pair, proxied: bool) -> str:
+        return self.app if proxied else pair.customer.id
+
+    def call_id(self) -> str:
+        self._serial += 1
+        return f"call-{self._serial}"
+
+    async def latency(self, name: str, proxied: bool, calls: int) -> Latency:
+        samples = []
+        for n in range(calls):
+            pair = self.pairs[n % len(self.pairs)]
+            samples.append(await pair.call(self.target(pair, proxied), self.call_id()))
+        return Latency(name, samples)
+
+    async def throughput(self, name: str, proxied: bool, calls: int, window: int) -> Throughput:
+        legs_before = await self.legs()
+
+        async def run(pair: Pair) -> None:
+            gate = asyncio.Semaphore(window)
+
+            async def one() -> None:
+                async with gate:
+                    await pair.call(self.target(pair, proxied), self.call_id())
+
+            await asyncio.gather(*(one() for _ in range(calls)))
+
+        began = time.perf_counter()
+        await asyncio.gather(*(run(pair) for pair in self.pairs))
+        total = calls * len(self.pairs)
+        if proxied:
+            expected = legs_before + 2 * total
+            while await self.legs() < expected:  # noqa: ASYNC110 - written by the proxy process
+                await asyncio.sleep(0.005)
+        return Throughput(name, total, time.perf_counter() - began)
+
+    async def legs(self) -> int:
+        store = SqliteProxyStore(self.store)
+        try:
+            return len(await store.records())
+        finally:
+            await store.close()
+
+
+async def bench(args: argparse.Namespace, workdir: Path) -> None:
+    async with RelayProcess(workdir / "relay", extra_args=["--rate", "1000000"]) as relay:
+        app = await register_identity(relay.url, name="app")
+        app.save(workdir / "app.json")
+        store = workdir / "app.proxy.db"
+        pairs: list[Pair] = []
+        for n in range(args.pairs):
+            operator = Client(await register_identity(relay.url), state_path=workdir / f"o{n}.db")
+            customer = Client(await register_identity(relay.url), state_path=workdir / f"c{n}.db")
+            pair = Pair(operator, customer, cid=f"bench-{n}")
+            pair.subscribe()
+            pairs.append(pair)
+            await operator.connect()
+            await customer.connect()
+            for party, other in ((operator, customer), (customer, operator)):
+                await party.connections.permit(app.identity)
+                await party.connections.permit(other.id)
+            await _parley(
+                "proxy", "bind", "--store", str(store), pair.cid,
+                "--operator", operator.id, "--customer", customer.id,
+            )  # fmt: skip
+        proxy = ChildProcess(
+            [*PARLEY, "proxy", "--credentials", str(workdir / "app.json"), "--store", str(store)],
+            re.compile(r"parley proxy ready"),
+            name="parley proxy",
+        )
+        async with proxy:
+            run = Bench(pairs, app.identity, store)
+            for pair in pairs:  # sessions and caches warm in both modes
+                for via_proxy in (False, True):
+                    await pair.call(run.target(pair, via_proxy), run.call_id())
+            direct_setup = await run.latency("direct", False, args.latency_calls)
+            proxied_setup = await run.latency("proxied", True, args.latency_calls)
+            direct = await run.throughput("direct", False, args.calls, args.window)
+            proxied = await run.throughput("proxied", True, args.calls, args.window)
+            legs = await run.legs()
+        for pair in pairs:
+            await pair.operator.close()
+            await pair.customer.close()
+
+    print(
+        f"pairs={args.pairs} calls/pair={args.calls} window={args.window}"
+        f" latency calls={args.latency_calls}"
+    )
+    print(direct.line() + "  (operator -> customer)")
+    print(proxied.line() + "  (operator -> parley proxy -> customer, both legs recorded)")
+    print(f"ratio proxied/direct calls/s = {proxied.rate / direct.rate:.3f}")
+    print(direct_setup.line())
+    extra = (proxied_setup.median - direct_setup.median) * 1000
+    print(proxied_setup.line() + f"  extra {extra:+.2f} ms")
+    ratio = proxied_setup.median / direct_setup.median
+    print(f"ratio proxied/direct setup latency (median) = {ratio:.3f}")
+    print(f"leg records in the proxy's store: {legs}")
+
+
+async def _parley(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *PARLEY, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"parley {' '.join(args)} failed: {err.decode()}")
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
+        await bench(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--pairs", type=int, default=4, help="operator/customer pairs")
+    parser.add_argument("--calls", type=int, default=100, help="per pair, per mode")
+    parser.add_argument("--window", type=int, default=4, help="calls in flight per pair")
+    parser.add_argument("--latency-calls", type=int, default=30, help="per mode, one at a time")
+    asyncio.run(main(parser.parse_args()))
