@@ -206,3 +206,19 @@ async def test_ticks_come_at_the_deadline_and_new_inputs_move_it(world: World) -
     await eventually(lambda: script.deadline is None)
     assert script.seen(Tick)[-1].now >= deadline
     await runner.close()
+
+
+async def test_a_peer_device_that_left_before_the_first_report_is_gone(world: World) -> None:
+    alice, bob = await world.identity("alice"), await world.identity("bob")
+    await world.permit(bob, alice)
+    runner, script, _ = await runner_on(await world.connected(alice))
+    # bob's device answered, then left before we followed bob: the first report is empty.
+    up = Connected(call_id="k1", cid="cid", peer=bob.identity, peer_device=bob.device, peer_info="")
+    await runner.feed(Go([up]))
+    await eventually(lambda: script.seen(PeerGone))
+    # Answering again while the last report leaves it out: gone again, at once.
+    await runner.feed(Go([msgspec.structs.replace(up, call_id="k2")]))
+    await eventually(lambda: len(script.seen(PeerGone)) == 2)
+    assert {(g.identity, g.device) for g in script.seen(PeerGone)} == {(bob.identity, bob.device)}
+    assert script.seen(PeerBack) == []
+    await runner.close()

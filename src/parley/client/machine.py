@@ -175,6 +175,7 @@ class MachineRunner(Generic[E]):
     async def _emit(self, event: Output) -> None:
         assert not isinstance(event, Send)
         if isinstance(event, Ringing | Connected):
+            self._expect(event.peer, event.peer_device)
             await self.watch(event.peer)
         try:
             result = self._on_event(event)
@@ -198,7 +199,21 @@ class MachineRunner(Generic[E]):
         changes: list[PeerGone | PeerBack] = [
             PeerGone(now=now, identity=who, device=DeviceId(d)) for d in sorted(before - devices)
         ] + [PeerBack(now=now, identity=who, device=DeviceId(d)) for d in sorted(devices - before)]
-        # Fed in report order by one task; the callback itself must not block.
+        self._queue_presence(changes)
+
+    def _expect(self, identity: IdentityId, device: DeviceId) -> None:
+        """``device`` just rang or answered, so it was connected. With no report on its
+        identity yet, count it in: a first report that comes after it left then says it
+        left. A report that already left it out means it left since (or its message
+        waited in our inbox while it was away)."""
+        seen = self._seen_devices.get(identity)
+        if seen is None:
+            self._seen_devices[identity] = frozenset({device})
+        elif device not in seen:
+            self._queue_presence([PeerGone(now=self.now(), identity=identity, device=device)])
+
+    def _queue_presence(self, changes: list[PeerGone | PeerBack]) -> None:
+        # Fed in report order by one task; a presence callback itself must not block.
         self._presence_changes.extend(changes)
         if changes and (self._presence_feed is None or self._presence_feed.done()):
             self._presence_feed = asyncio.create_task(self._feed_presence())
