@@ -161,7 +161,7 @@ class Calls:
                     lifetime=lifetime,
                 )
             )
-        except BaseException:
+        except ParleyError:  # refused by the phone before anything was sent
             self._calls.pop(call_id, None)
             self._machine.offers.pop(call_id, None)
             raise

@@ -175,7 +175,8 @@ class IncomingCall(Call):
     async def accept(self, peer_info: str, data: Mapping[str, Any] | None = None) -> Call:
         """Answer with ``peer_info`` (our session description); returns this call, now
         connected. The first device of ours to accept has the call; the others end
-        ``answered_elsewhere``."""
+        ``answered_elsewhere``. Raises :class:`IllegalTransition` if the call stopped
+        ringing meanwhile (its :class:`Ended` says why)."""
         await self._runner.feed(
             Accept(
                 now=self._runner.now(),
