@@ -338,8 +338,13 @@ def calls(store: StoreOption = None, credentials: ProxyCredentialsOption = None)
     from parley.proxy.records import LegRecord
     from parley.proxy.report import records_table
 
+    path = _store_path(store, credentials)
+    if not path.exists():
+        err_console.print(f"[red]error:[/red] no proxy store at {path}")
+        raise typer.Exit(1)
+
     async def work() -> list[LegRecord]:
-        db = SqliteProxyStore(_store_path(store, credentials))
+        db = SqliteProxyStore(path)
         try:
             return await db.records()
         finally:

@@ -75,24 +75,28 @@ class Scene:
 @pytest.fixture
 async def scene(register: Register, tmp_path: Path) -> AsyncIterator[Scene]:
     app, app_path = await register("app")
-    clients: list[Client] = []
-    parties: list[Party] = []
-    for name in ("olga", "cust", "al", "cy"):
+
+    async def party(name: str) -> Party:
         _, path = await register(name)
         client = Client.from_credentials(path)
         await client.connect()
         await client.connections.permit(app.identity)
-        clients.append(client)
-        parties.append(Party(client))
-    olga, cust, al, cy = parties
-    # The store beside the credentials, as the command finds it by default.
-    await parley(
-        "proxy", "bind", "-c", str(app_path), "conv",
-        "--operator", olga.id, "--customer", cust.id, "--operator-name", "Olga",
-    )  # fmt: skip
-    await parley(
-        "proxy", "bind-pool", "-c", str(app_path), "sales",
-        "--customer", cust.id, "--operator", al.id, "--operator", cy.id,
+        return Party(client)
+
+    olga, cust, al, cy = parties = await asyncio.gather(
+        *(party(name) for name in ("olga", "cust", "al", "cy"))
+    )
+    # The store beside the credentials, as the command finds it by default; two
+    # processes writing it at once is fine.
+    await asyncio.gather(
+        parley(
+            "proxy", "bind", "-c", str(app_path), "conv",
+            "--operator", olga.id, "--customer", cust.id, "--operator-name", "Olga",
+        ),
+        parley(
+            "proxy", "bind-pool", "-c", str(app_path), "sales",
+            "--customer", cust.id, "--operator", al.id, "--operator", cy.id,
+        ),
     )  # fmt: skip
     proxy = ChildProcess(
         [sys.executable, "-m", "parley", "proxy", "-c", str(app_path), "--ring-lifetime", "3",
@@ -106,8 +110,8 @@ async def scene(register: Register, tmp_path: Path) -> AsyncIterator[Scene]:
         yield Scene(app, app_path, tmp_path / "app.proxy.db", proxy, olga, cust, al, cy)
     finally:
         assert await proxy.stop() == 0
-        for client in clients:
-            await client.close()
+        for each in parties:
+            await each.client.close()
     assert "parley proxy stopped" in proxy.lines
 
 
