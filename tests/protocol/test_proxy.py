@@ -270,6 +270,29 @@ def test_hunt_one_declines_the_others_still_ring(net: Net) -> None:
     assert reasons(net, D1) == [EndReason.DECLINED]
 
 
+def test_hunt_a_start_that_cannot_reach_one_operator_fails_only_their_leg(net: Net) -> None:
+    call(net, D1, cid="support")
+    step(net)
+    # The relay refused the start to alice (say she never permitted the app).
+    net.do(P1, Fail(now=net.now, call_id="k1", peer=IdentityId("alice")))
+    step(net)
+    bridge = proxy_of(net).bridges["k1"]
+    assert not bridge.outbound[IdentityId("alice")].live
+    assert net.state(D1, "k1") is CallState.DIALING
+    net.do(C1, Accept(now=net.now, call_id="k1", peer_info="carol"))
+    step(net)
+    assert net.state(D1, "k1") is CallState.CONNECTED
+    # Carol is on that call now, so the next start rings alice alone; when she cannot
+    # be reached either, no leg is left and the customer hears "failed".
+    call(net, U1, cid="support", call_id="k2")
+    step(net)
+    assert [s.recipient for s in sent(net, P1) if s.call_id == "k2"] == ["alice"]
+    net.do(P1, Fail(now=net.now, call_id="k2", peer=IdentityId("alice")))
+    step(net)
+    assert reasons(net, U1) == [EndReason.FAILED]
+    assert_legs_together(proxy_of(net))
+
+
 def test_hunt_skips_operators_away_or_on_a_call_and_answers_busy_if_none(net: Net) -> None:
     net.do(P1, PeerGone(now=net.now, identity=IdentityId("alice"), device=DeviceId("a1")))
     call(net, D1, cid="support", call_id="k1")

@@ -112,20 +112,20 @@ class MachineRunner(Generic[E]):
         """Give the machine one input and carry out what it returns."""
         async with self._lock:
             outputs = self._machine.handle(event)
-            failed: list[str] = []
+            failed: list[Send] = []
             for output in outputs:
                 if isinstance(output, Send):
                     if not await self._send(output):
-                        failed.append(output.call_id)
+                        failed.append(output)
                 else:
                     await self._emit(output)
         self._wake.set()
-        for call_id in failed:
-            await self._fail(call_id)
+        for send in failed:
+            await self._fail(send.call_id, send.recipient)
 
-    async def _fail(self, call_id: str) -> None:
+    async def _fail(self, call_id: str, peer: IdentityId) -> None:
         try:
-            await self.feed(Fail(now=self.now(), call_id=call_id))
+            await self.feed(Fail(now=self.now(), call_id=call_id, peer=peer))
         except ParleyError as exc:  # the call ended meanwhile: nothing left to fail
             log.debug("not failing call %s: %s", call_id, exc)
 

@@ -65,10 +65,14 @@ class Hangup(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Fail(msgspec.Struct, frozen=True, kw_only=True):
-    """End a live call because this side cannot go on (media, delivery refused, ...)."""
+    """End a live call because this side cannot go on (media, delivery refused, ...).
+
+    ``peer`` names the party a message to could not be delivered: a proxy then ends only
+    that party's leg (a hunt group goes on ringing the others); a phone ends the call."""
 
     now: float
     call_id: str
+    peer: IdentityId | None = None
 
 
 # -- network and time -------------------------------------------------------------------

@@ -338,6 +338,12 @@ class Proxy:
             if cmd.call_id in self._memory:
                 raise IllegalTransition(f"proxied call {cmd.call_id} has ended")
             raise UnknownCall(f"no proxied call {cmd.call_id!r}")
+        failed = bridge.leg_of(cmd.peer) if cmd.peer is not None else None
+        if failed is not None and failed is not bridge.inbound:
+            # Nothing reached that party: end its leg, and the call only if no leg is left.
+            if failed.live:
+                self._end_leg(bridge, failed, Failed(), cmd.now, out)
+            return
         for leg in list(bridge.legs()):
             if leg.live:
                 self._fire(bridge, leg, Failed(), cmd.now, out)
