@@ -56,7 +56,8 @@ def route_line(route: Route) -> str:
 
 
 def leg_line(leg: LegRecord) -> str:
+    talked = "never answered" if leg.answered is None else f"{leg.duration:.1f} s connected"
     return (
         f"parley proxy leg ended: {leg.call_id} cid {leg.cid} {leg.leg}"
-        f" {leg.caller} -> {leg.callee}: {leg.reason} after {leg.duration:.1f} s connected"
+        f" {leg.caller} -> {leg.callee}: {leg.reason}, {talked}"
     )
