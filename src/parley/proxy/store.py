@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -85,6 +86,21 @@ CREATE TABLE IF NOT EXISTS legs (
 CREATE INDEX IF NOT EXISTS legs_by_end ON legs (ended);
 """
 
+def _enable_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
+    """Switch to WAL once. The switch needs the file to itself and SQLite does not wait
+    for that (no busy handler), so retry while another process opens the same new file
+    (``parley proxy bind`` beside a starting proxy)."""
+    for attempt in range(attempts):
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.02)
+
+
 _LEG_FIELDS = LegRecord.__struct_fields__  # the legs table has these columns
 _LEG_COLUMNS = ", ".join(_LEG_FIELDS)
 
@@ -96,7 +112,7 @@ class SqliteProxyStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA busy_timeout = 5000")
-        self._db.execute("PRAGMA journal_mode = WAL")
+        _enable_wal(self._db)
         # WAL with synchronous=NORMAL: a commit survives a crash of the process; only a
         # power cut may lose the last ones. Records are bookkeeping, not messages.
         self._db.execute("PRAGMA synchronous = NORMAL")
