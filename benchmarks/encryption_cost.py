@@ -18,80 +18,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import parley.client.e2ee
-from parley.client import Client
-from parley.client.registration import register_identity
+from parley.bench import Result, voice_pairs
 from parley.processes import RelayProcess
-
-PEER_INFO = "v=0\r\n" + "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n" * 4
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    messages: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.messages / self.seconds
-
-    def line(self) -> str:
-        return (
-            f"{self.name:<10} {self.messages:>7} messages in {self.seconds:7.3f} s"
-            f" = {self.rate:9.1f} msg/s"
-        )
 
 
 async def run_once(
     url: str, workdir: Path, *, encrypt: bool, senders: int, messages: int, window: int
 ) -> Result:
     parley.client.e2ee._ENCRYPT = encrypt
-    total = senders * messages
-    received = 0
-    done = asyncio.Event()
-
-    def count(issuer: str, payload: object) -> None:
-        nonlocal received
-        received += 1
-        if received == total:
-            done.set()
-
-    pairs: list[tuple[Client, Client]] = []
-    for _ in range(senders):
-        sender, receiver = await register_identity(url), await register_identity(url)
-        rx = Client(receiver, state_path=workdir / f"{receiver.identity}.db")
-        rx.voice().on_start(count)
-        tx = Client(sender, state_path=workdir / f"{sender.identity}.db")
-        await rx.connect()
-        await tx.connect()
-        await rx.connections.permit(sender.identity)
-        pairs.append((tx, rx))
-
-    async def send(tx: Client, recipient: str) -> None:
-        gate = asyncio.Semaphore(window)
-        voice = tx.voice()
-
-        async def one(i: int) -> None:
-            async with gate:
-                await voice.start(recipient, "bench", f"call-{i}", PEER_INFO, {"n": i})
-
-        await asyncio.gather(*(one(i) for i in range(messages)))
-
-    try:
-        start = time.perf_counter()
-        await asyncio.gather(*(send(tx, rx.id) for tx, rx in pairs))
-        await asyncio.wait_for(done.wait(), 300)
-        elapsed = time.perf_counter() - start
-    finally:
-        for tx, rx in pairs:
-            await tx.close()
-            await rx.close()
-    return Result("encrypted" if encrypt else "plaintext", total, elapsed)
+    name = "encrypted" if encrypt else "plaintext"
+    return await voice_pairs(name, url, workdir, senders=senders, messages=messages, window=window)
 
 
 async def main(args: argparse.Namespace) -> None:

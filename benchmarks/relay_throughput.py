@@ -17,87 +17,23 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from parley.client import Client
-from parley.client.registration import register_identity
-from parley.credentials import Credentials
+from parley.bench import PEER_INFO, Result, voice_pairs
 from parley.crypto import jws
 from parley.crypto.keys import SigningKey
 from parley.processes import ChildProcess, RelayProcess
 from parley.protocol.messages import VoiceStart
 
-PEER_INFO = "v=0\r\n" + "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n" * 4
-
-
-@dataclass(frozen=True)
-class Result:
-    name: str
-    messages: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.messages / self.seconds
-
-    def line(self) -> str:
-        return (
-            f"{self.name:<6} {self.messages:>7} messages in {self.seconds:7.3f} s"
-            f" = {self.rate:9.1f} msg/s"
-        )
-
 
 async def bench_relay(senders: int, messages: int, window: int, workdir: Path) -> Result:
     async with RelayProcess(workdir / "relay", extra_args=["--rate", "1000000"]) as relay:
-        pairs: list[tuple[Credentials, Credentials]] = [
-            (await register_identity(relay.url), await register_identity(relay.url))
-            for _ in range(senders)
-        ]
-        clients: list[Client] = []
-        done = asyncio.Event()
-        received = 0
-        total = senders * messages
-
-        def count(issuer: str, payload: object) -> None:
-            nonlocal received
-            received += 1
-            if received == total:
-                done.set()
-
-        for n, (sender, receiver) in enumerate(pairs):
-            rx = Client(receiver, state_path=workdir / f"rx{n}.db")
-            rx.voice().on_start(count)
-            tx = Client(sender, state_path=workdir / f"tx{n}.db")
-            clients += [rx, tx]
-        for client in clients:
-            await client.connect()
-        for sender, receiver in pairs:
-            rx_client = next(c for c in clients if c.id == receiver.identity)
-            await rx_client.connections.permit(sender.identity)
-
-        async def send(tx: Client, recipient: str) -> None:
-            gate = asyncio.Semaphore(window)
-            voice = tx.voice()
-
-            async def one(i: int) -> None:
-                async with gate:
-                    await voice.start(recipient, "bench", f"call-{i}", PEER_INFO, {"n": i})
-
-            await asyncio.gather(*(one(i) for i in range(messages)))
-
-        start = time.perf_counter()
-        await asyncio.gather(
-            *(send(next(c for c in clients if c.id == s.identity), r.identity) for s, r in pairs)
+        return await voice_pairs(
+            "relay", relay.url, workdir, senders=senders, messages=messages, window=window
         )
-        await asyncio.wait_for(done.wait(), 300)
-        elapsed = time.perf_counter() - start
-        for client in clients:
-            await client.close()
-    return Result("relay", total, elapsed)
 
 
 async def echo_server(port: int) -> None:

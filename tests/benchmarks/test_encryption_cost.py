@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from pathlib import Path
+import re
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+from .helpers import run_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "encryption_cost.py"
+pytestmark = pytest.mark.e2e
 
 
 async def test_benchmark_reports_both_modes_and_the_ratio() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(SCRIPT),
-        "--senders",
-        "2",
-        "--messages",
-        "20",
-        "--window",
-        "4",
-        "--rounds",
-        "1",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    text = out.decode()
-    assert proc.returncode == 0, text
-    assert "encrypted       40 messages" in text
-    assert "plaintext       40 messages" in text
+    text = await run_benchmark(
+        "encryption_cost.py", "--senders", "2", "--messages", "20", "--window", "4",
+        "--rounds", "1",
+    )  # fmt: skip
+    assert re.search(r"^encrypted\s+40 messages in", text, re.M)
+    assert re.search(r"^plaintext\s+40 messages in", text, re.M)
     assert "ratio encrypted/plaintext = " in text

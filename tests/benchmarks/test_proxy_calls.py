@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from pathlib import Path
-
 import pytest
+
+from .helpers import run_benchmark
 
 pytestmark = pytest.mark.e2e
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "proxy_calls.py"
-
 
 async def test_benchmark_reports_rates_latencies_and_ratios() -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(SCRIPT),
-        "--pairs", "2", "--calls", "3", "--window", "2", "--latency-calls", "2",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    text = out.decode()
-    assert proc.returncode == 0, text
+    text = await run_benchmark(
+        "proxy_calls.py", "--pairs", "2", "--calls", "3", "--window", "2", "--latency-calls", "2"
+    )
     assert "direct        6 calls in" in text
     assert "proxied       6 calls in" in text
     assert "ratio proxied/direct calls/s = " in text
