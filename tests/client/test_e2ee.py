@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import msgspec
@@ -209,6 +210,50 @@ async def test_one_time_keys_are_topped_up_when_low(world: World, tmp_path: Path
             lambda ref: frames.ClaimKeys(ref=ref, identity=bob.identity), frames.ClaimedKeys
         )
     await claimer.close()
+    await eventually(lambda: _one_time_keys(tmp_path, bob.identity) == ONE_TIME_KEYS_TARGET)
+
+
+def _fallback_key(tmp_path: Path, identity: str) -> tuple[bytes, bool]:
+    """The fallback key the relay holds for the identity's device, and whether it was
+    handed out."""
+    with closing(sqlite3.connect(tmp_path / "relay.db")) as db:
+        row = db.execute("SELECT key, claimed FROM fallback_keys WHERE identity = ?", (identity,))
+        key, claimed = row.fetchone()
+        return bytes(key), bool(claimed)
+
+
+async def test_a_fallback_key_handed_out_while_away_is_rotated(
+    world: World, tmp_path: Path
+) -> None:
+    alice, bob = await world.identity("alice"), await world.identity("bob")
+    await world.permit(bob, alice)  # bob's client published its keys, and left
+    first, claimed = _fallback_key(tmp_path, bob.identity)
+    assert not claimed
+    claimer = Connection(
+        alice,
+        world.link,
+        on_deliver=lambda deliver: None,
+        resume_after=lambda: 0,
+        ack_timeout=WAIT,
+    )
+    await claimer.open()
+    try:
+        replies = [
+            await claimer.request(
+                lambda ref: frames.ClaimKeys(ref=ref, identity=bob.identity),
+                frames.ClaimedKeys,
+            )
+            for _ in range(ONE_TIME_KEYS_TARGET + 2)
+        ]
+    finally:
+        await claimer.close()
+    handed_out = [r.devices[0].one_time_key for r in replies if r.devices[0].fallback]
+    assert handed_out and set(handed_out) == {first}
+    assert _fallback_key(tmp_path, bob.identity) == (first, True)
+    # Told when it comes back, bob publishes a new fallback key and more one-time keys.
+    await world.connected(bob)
+    await eventually(lambda: _fallback_key(tmp_path, bob.identity)[0] != first)
+    assert not _fallback_key(tmp_path, bob.identity)[1]
     await eventually(lambda: _one_time_keys(tmp_path, bob.identity) == ONE_TIME_KEYS_TARGET)
 
 

@@ -148,3 +148,30 @@ def test_forgetting_a_device_drops_its_sessions(alice: Side, bob: Side) -> None:
     alice.save()
     assert alice.olm.encrypt(bob.peer, bob.olm.identity_key, b"x") is None
     assert alice.state.load_olm_sessions() == []
+
+
+def test_the_fallback_key_is_published_once_and_outlives_its_rotation(
+    alice: Side, bob: Side, tmp_path: Path
+) -> None:
+    # A new account comes with a fallback key to publish with its first keys.
+    fallback = bob.olm.fallback_key(rotate=False)
+    assert fallback is not None
+    bob.olm.mark_published()
+    bob.save()
+    assert bob.olm.fallback_key(rotate=False) is None
+    # Handed out by the relay: a new one, the same until it is published.
+    rotated = bob.olm.fallback_key(rotate=True)
+    assert rotated not in (None, fallback)
+    assert bob.olm.fallback_key(rotate=True) == rotated
+    bob.olm.mark_published()
+    bob.save()
+    bob.restart()
+
+    # Two senders started from the old fallback key before the rotation: it is not
+    # used up by the first, and the account kept it after rotating.
+    carol = Side(_creds("carol"), tmp_path / "carol.db")
+    for sender in (alice, carol):
+        sender.olm.start_session(bob.peer, bob.olm.identity_key, fallback)
+        message = sender.olm.encrypt(bob.peer, bob.olm.identity_key, b"hi")
+        assert message is not None
+        assert bob.olm.decrypt(sender.peer, message, sender.olm.identity_key) == b"hi"

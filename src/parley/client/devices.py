@@ -2,10 +2,11 @@
 
 A sender asks the relay for an identity's devices once (:class:`ClaimKeys`), naming the
 devices it already has sessions with so no one-time key is wasted on them, and starts
-an Olm session with every other device from the one-time key claimed for it. Every
-identity key is checked against the device's Ed25519 key from the replayed key chain
-(:mod:`.directory`): a relay cannot slip in a key of its own. The list is kept until the
-relay refuses a Send as ``stale_devices``, which is when :meth:`Devices.refresh` runs.
+an Olm session with every other device from the one-time key claimed for it (or its
+fallback key, if the relay had no one-time key left). Every identity key is checked
+against the device's Ed25519 key from the replayed key chain (:mod:`.directory`): a
+relay cannot slip in a key of its own. The list is kept until the relay refuses a Send
+as ``stale_devices``, which is when :meth:`Devices.refresh` runs.
 """
 
 from __future__ import annotations
@@ -92,4 +93,6 @@ class Devices:
                 *peer,
             )
             return
+        if claimed.fallback:
+            log.info("%s:%s is out of one-time keys: starting from its fallback key", *peer)
         self._olm.start_session(peer, claimed.identity_key, claimed.one_time_key)

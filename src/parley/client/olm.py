@@ -1,6 +1,8 @@
 """This device's Olm account and its sessions with other devices (vodozemac).
 
-The account holds the device's Curve25519 identity key and its one-time keys; a session
+The account holds the device's Curve25519 identity key, its one-time keys and its
+fallback key (handed out by the relay once the one-time keys are gone; the account keeps
+the previous one after a rotation, for pre-key messages already made with it); a session
 per peer device carries the message keys of :mod:`parley.crypto.sealed`. Both persist in
 the state file as vodozemac pickles, encrypted under a key derived (HKDF-SHA256) from
 the device's Ed25519 secret key, so whoever copies the state file without the
@@ -20,7 +22,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar, cast
 
 import vodozemac
 
@@ -39,6 +41,20 @@ MAX_SESSIONS_PER_DEVICE = 4
 
 Peer = tuple[str, str]  # (identity, device)
 T = TypeVar("T")
+
+
+class _FallbackKeys(Protocol):
+    """What vodozemac's Account has for fallback keys but its type stubs leave out."""
+
+    # The fallback key generated and not yet marked published, by key id (at most one).
+    @property
+    def fallback_key(self) -> dict[str, vodozemac.Curve25519PublicKey]: ...
+
+    def generate_fallback_key(self) -> None: ...
+
+
+def _fallback_keys(account: vodozemac.Account) -> _FallbackKeys:
+    return cast(_FallbackKeys, account)
 
 
 def pickle_key(credentials: Credentials) -> bytes:
@@ -67,6 +83,8 @@ class OlmDevice:
         pickled = state.load_olm_account()
         if pickled is None:
             self._account = vodozemac.Account()
+            # So the first publication carries a fallback key along with one-time keys.
+            _fallback_keys(self._account).generate_fallback_key()
             state.save_olm(OlmChanges(account=self._account.pickle(self._key)))
             log.info("created an Olm account for %s:%s", *self.address)
         else:
@@ -107,6 +125,20 @@ class OlmDevice:
             self._account_dirty = True
         return [key.to_bytes() for key in self._account.one_time_keys.values()]
 
+    def fallback_key(self, rotate: bool) -> bytes | None:
+        """The fallback key to publish: the unpublished one if there is one, else with
+        ``rotate`` a new one (None: nothing to publish).
+
+        A key generated but not yet published is reused rather than replaced: the account
+        keeps only one previous fallback key, and that must stay the one the relay handed
+        out. Write :meth:`take_changes` before publishing, as for one-time keys.
+        """
+        account = _fallback_keys(self._account)
+        if not account.fallback_key and rotate:
+            account.generate_fallback_key()
+            self._account_dirty = True
+        return next((key.to_bytes() for key in account.fallback_key.values()), None)
+
     def mark_published(self) -> None:
         self._account.mark_keys_as_published()
         self._account_dirty = True
@@ -122,7 +154,8 @@ class OlmDevice:
         }
 
     def start_session(self, peer: Peer, identity_key: bytes, one_time_key: bytes) -> None:
-        """An outbound session to ``peer`` from its (verified) identity and one-time key."""
+        """An outbound session to ``peer`` from its (verified) identity and one-time key
+        (or fallback key: to this side both are the same)."""
         try:
             session = self._account.create_outbound_session(
                 vodozemac.Curve25519PublicKey.from_bytes(identity_key),
@@ -194,7 +227,7 @@ class OlmDevice:
         except ValueError as exc:
             msg = f"cannot start a session with {peer[0]}:{peer[1]}: {exc}"
             raise DecryptionError(msg) from None
-        # The one-time key it used is gone from the account now.
+        # The one-time key it used is gone from the account now (a fallback key stays).
         self._account_dirty = True
         self._add(peer, _Session(session, sender_key, next(self._ranks)))
         log.info("new session with %s:%s from a pre-key message", *peer)

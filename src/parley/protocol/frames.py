@@ -21,13 +21,15 @@ The signature in :class:`Authenticate` covers :func:`auth_message`, binding the 
 to the identity and device, so a captured answer is useless on another connection.
 
 End-to-end encryption (DESIGN.md §2): each device publishes its Olm identity key, signed
-by its Ed25519 device key over :func:`identity_key_message`, and one-time keys
-(:class:`PublishKeys`). A sender claims one one-time key per device it has no session
-with (:class:`ClaimKeys`). A :class:`Send` names every device it was encrypted for, by
-identity key; the relay refuses it with ``stale_devices`` unless that is exactly the
-recipient's active devices plus the sender's other active devices, so a sender learns
-about added, revoked and re-keyed devices on its next message. The relay pushes a
-:class:`KeyCount` (no ``ref``) when a device runs low on one-time keys.
+by its Ed25519 device key over :func:`identity_key_message`, one-time keys and a
+fallback key (:class:`PublishKeys`). A sender claims one one-time key per device it has
+no session with (:class:`ClaimKeys`); a device with none left gets its fallback key
+claimed instead, which the relay keeps handing out until the device replaces it. A
+:class:`Send` names every device it was encrypted for, by identity key; the relay
+refuses it with ``stale_devices`` unless that is exactly the recipient's active devices
+plus the sender's other active devices, so a sender learns about added, revoked and
+re-keyed devices on its next message. The relay pushes a :class:`KeyCount` (no ``ref``)
+when a device runs low on one-time keys or its fallback key was handed out.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class ClaimedDevice(msgspec.Struct, frozen=True, array_like=True):
     identity_key: bytes
     signature: bytes
     one_time_key: bytes | None
+    # The key given out is the device's fallback key: it had no one-time key left.
+    fallback: bool = False
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):
@@ -166,6 +170,10 @@ class KeyCount(Frame, frozen=True, kw_only=True, tag="key_count"):
 
     ref: int | None = None
     one_time_keys: int
+    # False: the relay holds no fallback key of this device that it has not handed out
+    # yet, so the device publishes a new one. True by default, so a relay that knows no
+    # fallback keys never asks for one.
+    fallback_key: bool = True
 
 
 class ClaimedKeys(Frame, frozen=True, kw_only=True, tag="claimed_keys"):
@@ -238,13 +246,15 @@ class PublishKeys(Frame, frozen=True, kw_only=True, tag="publish_keys"):
     """Publish (or re-publish) this device's Olm identity key and more one-time keys.
 
     A different identity key than the one on record (a device that lost its state)
-    replaces it and drops the one-time keys of the old one.
+    replaces it and drops the one-time keys of the old one. A ``fallback_key`` replaces
+    the device's fallback key.
     """
 
     ref: int
     identity_key: bytes
     signature: bytes
     one_time_keys: list[bytes] = []
+    fallback_key: bytes | None = None
 
 
 class ClaimKeys(Frame, frozen=True, kw_only=True, tag="claim_keys"):

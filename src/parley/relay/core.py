@@ -326,10 +326,15 @@ class Relay:
         self._presence.connected(identity, device)
         self.metrics.connections.inc()
         logger.info("%s: authenticated, resuming after %d", conn, resume_after)
-        # Keys claimed while the device was away may have left it low: say so now.
-        count = await self._keys.count(identity, device)
-        if count is not None and count < ONE_TIME_KEYS_LOW:
-            conn.reply(KeyCount(one_time_keys=count))
+        # Keys claimed while the device was away may have left it low, or handed out its
+        # fallback key (or it never published one): say so now.
+        status = await self._keys.status(identity, device)
+        if status is not None and (
+            status.one_time_keys < ONE_TIME_KEYS_LOW or not status.fallback_key
+        ):
+            conn.reply(
+                KeyCount(one_time_keys=status.one_time_keys, fallback_key=status.fallback_key)
+            )
         return True
 
     def _refuse(self, conn: Connection, code: ErrorCode, message: str) -> bool:
@@ -457,11 +462,19 @@ class Relay:
         try:
             check_publish(identity, conn.device, chain.active[conn.device], frame)
             key = IdentityKey(frame.identity_key, frame.signature)
-            count = await self._keys.publish(identity, conn.device, key, frame.one_time_keys)
+            status = await self._keys.publish(
+                identity, conn.device, key, frame.one_time_keys, frame.fallback_key
+            )
         except InvalidKeys as exc:
             self._reject(conn, frame.ref, ErrorCode.MALFORMED, str(exc))
             return
-        conn.reply(KeyCount(ref=frame.ref, one_time_keys=count))
+        conn.reply(
+            KeyCount(
+                ref=frame.ref,
+                one_time_keys=status.one_time_keys,
+                fallback_key=status.fallback_key,
+            )
+        )
 
     async def _claim_keys(self, conn: Connection, claimer: str, frame: ClaimKeys) -> None:
         ref, whose = frame.ref, frame.identity
@@ -480,9 +493,13 @@ class Relay:
         devices, claims = await self._keys.claim(whose, frame.sessions, exclude)
         conn.reply(ClaimedKeys(ref=ref, identity=whose, devices=devices))
         for claim in claims:
-            if claim.remaining < ONE_TIME_KEYS_LOW:
+            status = claim.status
+            if status.one_time_keys < ONE_TIME_KEYS_LOW or claim.fallback:
+                count = KeyCount(
+                    one_time_keys=status.one_time_keys, fallback_key=status.fallback_key
+                )
                 for target in self._sessions.get((whose, claim.device), ()):
-                    target.reply(KeyCount(one_time_keys=claim.remaining))
+                    target.reply(count)
 
     # -- helpers ----------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
-"""The relay's end-to-end encryption directory: identity keys and one-time keys.
+"""The relay's end-to-end encryption directory: identity, one-time and fallback keys.
 
 The relay never sees a message key or a payload; it only hands out what devices
 published: each device's Olm identity key, signed by its Ed25519 device key (checked
 here against the key chain, and again by every client that uses it), and its one-time
-keys, each given out once.
+keys, each given out once. A device with no one-time key left gets its fallback key
+claimed instead, as often as needed, so a device that stays offline longer than its
+one-time keys last can still be reached; the device replaces it once told.
 
 Identity keys are read on every Send (:meth:`KeyDirectory.expected` is what a Send must
 cover), so they are cached per identity in front of the store. As with the key chains,
@@ -24,7 +26,7 @@ from parley.protocol.frames import (
     identity_key_message,
 )
 from parley.relay.directory import Directory
-from parley.relay.store import Claim, IdentityKey, RelayStore
+from parley.relay.store import Claim, IdentityKey, KeyStatus, RelayStore
 
 
 class InvalidKeys(ValueError):
@@ -37,6 +39,8 @@ def check_publish(identity: str, device: str, key: VerifyKey, frame: PublishKeys
         raise InvalidKeys(f"an identity key is {CURVE25519_KEY_SIZE} bytes")
     if any(len(otk) != CURVE25519_KEY_SIZE for otk in frame.one_time_keys):
         raise InvalidKeys(f"a one-time key is {CURVE25519_KEY_SIZE} bytes")
+    if frame.fallback_key is not None and len(frame.fallback_key) != CURVE25519_KEY_SIZE:
+        raise InvalidKeys(f"a fallback key is {CURVE25519_KEY_SIZE} bytes")
     if len(frame.one_time_keys) > ONE_TIME_KEYS_MAX:
         raise InvalidKeys(f"at most {ONE_TIME_KEYS_MAX} one-time keys at once")
     try:
@@ -65,46 +69,55 @@ class KeyDirectory:
         return cached
 
     async def publish(
-        self, identity: str, device: str, key: IdentityKey, one_time_keys: list[bytes]
-    ) -> int:
-        """Store a checked publish; returns how many one-time keys the device holds now.
+        self,
+        identity: str,
+        device: str,
+        key: IdentityKey,
+        one_time_keys: list[bytes],
+        fallback_key: bytes | None,
+    ) -> KeyStatus:
+        """Store a checked publish; returns what the device holds now.
 
         Refuses (:class:`InvalidKeys`) one-time keys past :data:`ONE_TIME_KEYS_MAX`.
         """
         keys = await self.identity_keys(identity)
-        held = await self._store.count_one_time_keys(identity, device)
+        held = (await self._store.key_status(identity, device)).one_time_keys
         if keys.get(device) == key and held + len(one_time_keys) > ONE_TIME_KEYS_MAX:
             raise InvalidKeys(f"a device holds at most {ONE_TIME_KEYS_MAX} one-time keys")
-        count = await self._store.publish_keys(identity, device, key, one_time_keys)
+        status = await self._store.publish_keys(identity, device, key, one_time_keys, fallback_key)
         chain = self._directory.cached_chain(identity)
         if chain is not None and device in chain.active:
             keys[device] = key
-        return count
+        return status
 
-    async def count(self, identity: str, device: str) -> int | None:
-        """One-time keys the device holds; None if it has published no identity key."""
+    async def status(self, identity: str, device: str) -> KeyStatus | None:
+        """What the device holds; None if it has published no identity key."""
         if device not in await self.identity_keys(identity):
             return None
-        return await self._store.count_one_time_keys(identity, device)
+        return await self._store.key_status(identity, device)
 
     async def claim(
         self, identity: str, sessions: dict[str, bytes], exclude: str | None
     ) -> tuple[list[ClaimedDevice], list[Claim]]:
-        """Every device of ``identity`` (but ``exclude``) with a one-time key claimed for
-        each one the claimer has no session with; and the claims, for top-up pushes."""
+        """Every device of ``identity`` (but ``exclude``) with a one-time (or fallback)
+        key claimed for each one the claimer has no session with; and the claims, for
+        top-up pushes."""
         listed = {d: k for d, k in (await self.identity_keys(identity)).items() if d != exclude}
         wanted = sorted(d for d, k in listed.items() if sessions.get(d) != k.key)
-        claims = await self._store.claim_one_time_keys(identity, wanted) if wanted else []
-        claimed = {claim.device: claim.one_time_key for claim in claims}
-        devices = [
-            ClaimedDevice(
-                device=device,
-                identity_key=key.key,
-                signature=key.signature,
-                one_time_key=claimed.get(device),
+        claims = await self._store.claim_keys(identity, wanted) if wanted else []
+        claimed = {claim.device: claim for claim in claims}
+        devices = []
+        for device, key in sorted(listed.items()):
+            claim = claimed.get(device)
+            devices.append(
+                ClaimedDevice(
+                    device=device,
+                    identity_key=key.key,
+                    signature=key.signature,
+                    one_time_key=None if claim is None else claim.one_time_key,
+                    fallback=claim is not None and claim.fallback,
+                )
             )
-            for device, key in sorted(listed.items())
-        ]
         return devices, claims
 
     async def covers(self, refs: list[DeviceRef], sender: str, device: str, recipient: str) -> bool:

@@ -18,7 +18,15 @@ from pathlib import Path
 from parley.protocol.frames import Envelope
 from parley.protocol.keychain import ChainEntry, EntryBody, KeyOp
 from parley.relay.dbthread import SqliteThread
-from parley.relay.store import Claim, IdentityKey, InboxItem, InboxRow, StoreResult, StoreStatus
+from parley.relay.store import (
+    Claim,
+    IdentityKey,
+    InboxItem,
+    InboxRow,
+    KeyStatus,
+    StoreResult,
+    StoreStatus,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (
@@ -80,6 +88,13 @@ CREATE TABLE IF NOT EXISTS one_time_keys (
     key BLOB NOT NULL,
     UNIQUE (identity, device, key)
 );
+CREATE TABLE IF NOT EXISTS fallback_keys (
+    identity TEXT NOT NULL,
+    device TEXT NOT NULL,
+    key BLOB NOT NULL,
+    claimed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (identity, device)
+) WITHOUT ROWID;
 """
 
 
@@ -240,22 +255,28 @@ class SqliteStore:
         return await self._db.run(job)
 
     async def publish_keys(
-        self, identity: str, device: str, identity_key: IdentityKey, one_time_keys: list[bytes]
-    ) -> int:
-        def job(conn: sqlite3.Connection) -> int:
+        self,
+        identity: str,
+        device: str,
+        identity_key: IdentityKey,
+        one_time_keys: list[bytes],
+        fallback_key: bytes | None,
+    ) -> KeyStatus:
+        def job(conn: sqlite3.Connection) -> KeyStatus:
             active = conn.execute(
                 "SELECT 1 FROM devices WHERE identity = ? AND device = ? AND revoked = 0",
                 (identity, device),
             ).fetchone()
             if active is None:
                 # Revoked since the relay accepted the request: its keys stay dropped.
-                return 0
+                return KeyStatus(one_time_keys=0, fallback_key=False)
             row = conn.execute(
                 "SELECT key FROM identity_keys WHERE identity = ? AND device = ?",
                 (identity, device),
             ).fetchone()
             if row is None or row[0] != identity_key.key:
-                # One-time keys belong to an Olm account; a new account makes them useless.
+                # One-time and fallback keys belong to an Olm account; a new account makes
+                # them useless.
                 _drop_device_keys(conn, identity, device)
                 conn.execute(
                     "INSERT INTO identity_keys (identity, device, key, signature)"
@@ -266,14 +287,22 @@ class SqliteStore:
                 "INSERT OR IGNORE INTO one_time_keys (identity, device, key) VALUES (?, ?, ?)",
                 [(identity, device, key) for key in one_time_keys],
             )
-            return _count_one_time_keys(conn, identity, device)
+            if fallback_key is not None:
+                # A retry of the same publish must not hide that the key was handed out.
+                conn.execute(
+                    "INSERT INTO fallback_keys (identity, device, key) VALUES (?, ?, ?)"
+                    " ON CONFLICT (identity, device) DO UPDATE SET key = excluded.key,"
+                    " claimed = claimed AND key = excluded.key",
+                    (identity, device, fallback_key),
+                )
+            return _key_status(conn, identity, device)
 
         return await self._db.run(job)
 
-    async def count_one_time_keys(self, identity: str, device: str) -> int:
-        return await self._db.run(lambda conn: _count_one_time_keys(conn, identity, device))
+    async def key_status(self, identity: str, device: str) -> KeyStatus:
+        return await self._db.run(lambda conn: _key_status(conn, identity, device))
 
-    async def claim_one_time_keys(self, identity: str, devices: list[str]) -> list[Claim]:
+    async def claim_keys(self, identity: str, devices: list[str]) -> list[Claim]:
         def job(conn: sqlite3.Connection) -> list[Claim]:
             claims = []
             for device in devices:
@@ -282,8 +311,16 @@ class SqliteStore:
                     " WHERE identity = ? AND device = ?) RETURNING key",
                     (identity, device),
                 ).fetchone()
-                remaining = _count_one_time_keys(conn, identity, device)
-                claims.append(Claim(device, None if row is None else row[0], remaining))
+                fallback = row is None
+                if fallback:
+                    row = conn.execute(
+                        "UPDATE fallback_keys SET claimed = 1"
+                        " WHERE identity = ? AND device = ? RETURNING key",
+                        (identity, device),
+                    ).fetchone()
+                key = None if row is None else row[0]
+                status = _key_status(conn, identity, device)
+                claims.append(Claim(device, key, fallback and key is not None, status))
             return claims
 
         return await self._db.run(job)
@@ -359,13 +396,17 @@ def _store_envelope(conn: sqlite3.Connection, envelope: Envelope) -> StoreResult
 def _drop_device_keys(conn: sqlite3.Connection, identity: str, device: str) -> None:
     conn.execute("DELETE FROM identity_keys WHERE identity = ? AND device = ?", (identity, device))
     conn.execute("DELETE FROM one_time_keys WHERE identity = ? AND device = ?", (identity, device))
+    conn.execute("DELETE FROM fallback_keys WHERE identity = ? AND device = ?", (identity, device))
 
 
-def _count_one_time_keys(conn: sqlite3.Connection, identity: str, device: str) -> int:
+def _key_status(conn: sqlite3.Connection, identity: str, device: str) -> KeyStatus:
     row = conn.execute(
-        "SELECT COUNT(*) FROM one_time_keys WHERE identity = ? AND device = ?", (identity, device)
+        "SELECT (SELECT COUNT(*) FROM one_time_keys WHERE identity = ? AND device = ?),"
+        " EXISTS (SELECT 1 FROM fallback_keys"
+        " WHERE identity = ? AND device = ? AND claimed = 0)",
+        (identity, device, identity, device),
     ).fetchone()
-    return int(row[0])
+    return KeyStatus(one_time_keys=int(row[0]), fallback_key=bool(row[1]))
 
 
 def _release_bodies(conn: sqlite3.Connection, messages: Iterable[int]) -> None:

@@ -57,12 +57,23 @@ class IdentityKey:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """What the relay holds for one device: how many one-time keys, and whether a
+    fallback key it has not handed out yet."""
+
+    one_time_keys: int
+    fallback_key: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
-    """The one-time key claimed for one device (None: it had none left)."""
+    """The key claimed for one device: a one-time key, else its fallback key (None: it
+    has published neither)."""
 
     device: str
     one_time_key: bytes | None
-    remaining: int
+    fallback: bool
+    status: KeyStatus
 
 
 class RelayStore(Protocol):
@@ -124,17 +135,24 @@ class RelayStore(Protocol):
         ...
 
     async def publish_keys(
-        self, identity: str, device: str, identity_key: IdentityKey, one_time_keys: list[bytes]
-    ) -> int:
-        """Record the device's identity key and add one-time keys; returns how many it
-        holds now. A changed identity key drops the one-time keys of the old one first;
-        a revoked device stores nothing."""
+        self,
+        identity: str,
+        device: str,
+        identity_key: IdentityKey,
+        one_time_keys: list[bytes],
+        fallback_key: bytes | None,
+    ) -> KeyStatus:
+        """Record the device's identity key, add one-time keys and replace its fallback
+        key if one is given (the same key again keeps whether it was handed out); returns
+        what it holds now. A changed identity key drops the one-time and fallback keys
+        of the old one first; a revoked device stores nothing."""
         ...
 
-    async def count_one_time_keys(self, identity: str, device: str) -> int: ...
+    async def key_status(self, identity: str, device: str) -> KeyStatus: ...
 
-    async def claim_one_time_keys(self, identity: str, devices: list[str]) -> list[Claim]:
-        """Remove and return one one-time key (the oldest) per device."""
+    async def claim_keys(self, identity: str, devices: list[str]) -> list[Claim]:
+        """Remove and return one one-time key (the oldest) per device; for a device with
+        none left, return its fallback key, kept but marked as handed out."""
         ...
 
     async def expire(self, now: float) -> int:
