@@ -174,6 +174,57 @@ async def test_one_time_keys_are_published_and_topped_up(
         await _until(lambda: _one_time_keys(relay_process, bob.identity) == ONE_TIME_KEYS_TARGET)
 
 
+async def test_a_device_out_of_one_time_keys_is_reached_through_its_fallback_key(
+    register: Register, relay_process: RelayProcess
+) -> None:
+    (alice, alice_path), (carol, carol_path) = await register("alice"), await register("carol")
+    (bob, bob_path), (mallory, _) = await register("bob"), await register("mallory")
+    async with Client.from_credentials(bob_path) as bob_client:
+        for sender in (alice, carol, mallory):
+            await bob_client.connections.permit(sender.identity)
+    # bob is offline; mallory claims every one-time key bob published.
+    claimer = Connection(
+        mallory,
+        websocket_connector(relay_process.url),
+        on_deliver=lambda deliver: None,
+        resume_after=lambda: 0,
+        ack_timeout=10,
+    )
+    await claimer.open()
+    try:
+        for _ in range(ONE_TIME_KEYS_TARGET):
+            await claimer.request(
+                lambda ref: frames.ClaimKeys(ref=ref, identity=bob.identity),
+                frames.ClaimedKeys,
+            )
+    finally:
+        await claimer.close()
+    assert _one_time_keys(relay_process, bob.identity) == 0
+
+    # Two new senders still start sessions with bob: both from his fallback key.
+    for path, call in ((alice_path, "from alice"), (carol_path, "from carol")):
+        async with Client.from_credentials(path) as sender_client:
+            await sender_client.voice().stop(bob.identity, "cid", call)
+    with _relay_db(relay_process) as db:
+        row = db.execute(
+            "SELECT key, claimed FROM fallback_keys WHERE identity = ?", (bob.identity,)
+        )
+        handed_out, claimed = row.fetchone()
+    assert claimed
+    handled: list[str] = []
+    async with Client.from_credentials(bob_path) as bob_client:
+        bob_client.voice().on_stop(lambda issuer, payload: handled.append(payload["call_id"]))
+        await _until(lambda: sorted(handled) == ["from alice", "from carol"])
+        assert bob_client.rejected == Counter()
+        # Told on the way in, bob replaced the fallback key and topped up.
+        await _until(lambda: _one_time_keys(relay_process, bob.identity) == ONE_TIME_KEYS_TARGET)
+        with _relay_db(relay_process) as db:
+            row = db.execute(
+                "SELECT key, claimed FROM fallback_keys WHERE identity = ?", (bob.identity,)
+            )
+            assert row.fetchone()[0] != handed_out
+
+
 async def test_a_revoked_device_cannot_read_new_messages(
     register: Register, relay_process: RelayProcess, tmp_path: Path
 ) -> None:
