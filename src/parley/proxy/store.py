@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS legs (
 CREATE INDEX IF NOT EXISTS legs_by_end ON legs (ended);
 """
 
+
 def _enable_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
     """Switch to WAL once. The switch needs the file to itself and SQLite does not wait
     for that (no busy handler), so retry while another process opens the same new file
