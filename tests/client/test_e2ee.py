@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 from collections import Counter
@@ -13,6 +14,7 @@ import pytest
 
 from parley.client import Client, add_device
 from parley.client.connection import Connection
+from parley.client.verify import Verified, Verifier
 from parley.crypto import sealed
 from parley.crypto.keys import SigningKey
 from parley.errors import StateError
@@ -20,7 +22,7 @@ from parley.protocol import frames
 from parley.protocol.frames import ONE_TIME_KEYS_LOW, ONE_TIME_KEYS_TARGET
 from parley.transport import Transport
 
-from .helpers import WAIT, Received, World, Wrapper, eventually
+from .helpers import WAIT, Received, World, Wrapper, eventually, inject, stop_token
 
 MARKER = "marker-7f3a9c-peer-info"
 
@@ -291,3 +293,42 @@ async def test_other_credentials_cannot_open_the_olm_state(world: World) -> None
     client = Client(impostor, state_path=world.state_path(alice), connector=world.link)
     with pytest.raises(StateError):
         await client.connect()
+
+
+@pytest.mark.parametrize("bob_sends_meanwhile", [False, True])
+async def test_a_delivery_decrypted_before_a_restart_is_still_handled(
+    world: World, monkeypatch: pytest.MonkeyPatch, bob_sends_meanwhile: bool
+) -> None:
+    """Decrypting spends Olm keys. If bob's client stops after decrypting a delivery
+    but before recording it, and meanwhile wrote Olm state for a send of its own, the
+    redelivered message must still be handled after the restart, not lost."""
+    alice, bob = await world.identity("alice"), await world.identity("bob")
+    await world.permit(bob, alice)
+    await world.permit(alice, bob)
+    alice_client = await world.connected(alice)
+
+    decrypted = asyncio.Event()
+    real_verify = Verifier.verify
+
+    async def verify_never_returns(*args: object) -> Verified:
+        decrypted.set()  # a key fetch that waits on the network, say
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(Verifier, "verify", verify_never_returns)
+    bob_client = world.client(bob, state_path=world.tmp_path / "bob-state.db")
+    await bob_client.connect()
+    await inject(alice_client, bob.identity, stop_token(alice, bob.identity, call_id="m1"))
+    await asyncio.wait_for(decrypted.wait(), WAIT)
+    if bob_sends_meanwhile:
+        await inject(bob_client, alice.identity, stop_token(bob, alice.identity, call_id="r"))
+    await bob_client.close()
+
+    monkeypatch.setattr(Verifier, "verify", real_verify)
+    received = Received()
+    restarted = world.client(bob, state_path=world.tmp_path / "bob-state.db")
+    restarted.voice().on_stop(received)
+    await restarted.connect()
+    await received.until(1)
+    assert received.call_ids == ["m1"]
+    assert restarted.rejected == Counter()

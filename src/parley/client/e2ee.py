@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import nacl.exceptions
+import nacl.secret
+
 from parley.client.devices import Devices
 from parley.client.directory import Directory
 from parley.client.olm import OlmDevice
@@ -42,6 +45,7 @@ class EndToEnd:
         self._identity, self._device = olm.address
         self._saving: asyncio.Future[None] | None = None
         self._address = str(Address(*olm.address))
+        self._at_rest = nacl.secret.SecretBox(olm.derived_key(b"kept-payload"))
 
     async def seal(
         self, envelope_id: str, recipient: str, payload: bytes
@@ -139,6 +143,16 @@ class EndToEnd:
         )
         message = identity_key_message(envelope.sender, envelope.sender_device, body.sender_key)
         device_key.verify(message, body.sender_key_signature)
+
+    def wrap_kept(self, payload: bytes) -> bytes:
+        """``payload`` encrypted for the state file (a decrypted delivery kept there)."""
+        return bytes(self._at_rest.encrypt(payload))
+
+    def unwrap_kept(self, kept: bytes) -> bytes:
+        try:
+            return self._at_rest.decrypt(kept)
+        except nacl.exceptions.CryptoError:
+            raise DecryptionError("a kept payload in the state file does not decrypt") from None
 
     def take_changes(self) -> OlmChanges:
         """Olm state changed by :meth:`open`, to record with the delivery's offset."""

@@ -6,10 +6,12 @@ awaits a send does not block the connection that reads the send's Ack. Per deliv
 
 1. an offset at or below the stored one was processed already (redelivered after a
    reconnect): skip it;
-2. open the sealed body (:mod:`.e2ee`): decrypt first, then verify;
+2. open the sealed body (:mod:`.e2ee`): decrypt first, then verify; the Olm state that
+   decrypting spent is written at once with the payload (encrypted at rest), so neither
+   a retry nor a restart ever needs the spent keys again;
 3. verify (:mod:`.verify`); a rejection (failing to open included) is counted in
    ``rejected`` by reason, logged with the sender, recorded and never reaches a handler;
-4. record the offset and ``jti``, with the Olm state opening it changed, *before*
+4. record the offset and ``jti`` (dropping the kept payload) *before*
    calling the handler, so a crash can lose a handler call but never repeat one;
 5. call the handler (none subscribed: dropped, logged at debug), unless the message is
    a copy of what another device of this identity sent; then the observers;
@@ -17,8 +19,8 @@ awaits a send does not block the connection that reads the send's Ack. Per deliv
 
 A delivery that cannot be opened or verified *yet* (the key fetch timed out, the
 connection is down) is retried with backoff, never dropped: it says nothing about the
-message. Its decrypted payload is kept across those retries, since an Olm message key
-can be used only once.
+message. Its decrypted payload is kept in the state file across those retries (and
+restarts), since an Olm message key can be used only once.
 """
 
 from __future__ import annotations
@@ -74,8 +76,6 @@ class Inbox:
         self._backoff = Backoff()
         self._confirmed = state.offset
         self._recorded = 0
-        # (offset, payload) of the delivery being processed, once opened.
-        self._opened: tuple[int, bytes] | None = None
 
     def put(self, deliver: Deliver) -> None:
         self._queue.put_nowait(deliver)
@@ -164,15 +164,21 @@ class Inbox:
         await self._handlers.notify(Observed(message, message.iss, device, own_copy))
 
     async def _open(self, deliver: Deliver) -> bytes:
-        if self._opened is not None and self._opened[0] == deliver.offset:
-            return self._opened[1]
+        # Opened before (a retry, or a restart after decrypting): its keys are spent.
+        kept = self._state.load_opened(deliver.offset)
+        if kept is not None:
+            return self._e2ee.unwrap_kept(kept)
         payload = await self._e2ee.open(deliver.envelope, deliver.sender_keys_version)
-        self._opened = (deliver.offset, payload)
+        # No await since decrypting: nothing else has written the Olm state it advanced.
+        # Write that state with the payload now, before verifying (which may wait on
+        # the network while a send writes Olm state of its own).
+        spent = self._e2ee.take_changes()
+        if spent:
+            self._state.save_opened(deliver.offset, self._e2ee.wrap_kept(payload), spent)
         return payload
 
     def _record(self, offset: int, seen: Seen | None) -> None:
         self._state.record(offset, seen, self._e2ee.take_changes())
-        self._opened = None
         self._recorded += 1
         if self._recorded % PRUNE_EVERY == 0:
             self._state.prune_seen(self._clock())

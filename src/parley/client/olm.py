@@ -258,6 +258,10 @@ class OlmDevice:
 
     # -- persistence --------------------------------------------------------------------
 
+    def derived_key(self, purpose: bytes) -> bytes:
+        """A 32-byte key for ``purpose``, derived from this device's storage key."""
+        return hkdf_sha256(self._key, info=b"parley-state-v1\x00" + purpose)
+
     def take_changes(self) -> OlmChanges:
         """Pickles of what changed since the last call, for the state file."""
         changes = OlmChanges(

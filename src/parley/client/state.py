@@ -10,9 +10,11 @@ already refuses it, so its ``jti`` can be pruned.
 
 Olm state is stored as vodozemac pickles, which are encrypted and authenticated with a
 key derived from the device's secret key (:mod:`parley.client.olm`): this module only
-ever sees ciphertext. Session changes made while opening a delivery are written in the
-same transaction as its offset, so a restart never resumes with a session older than
-the messages it has already consumed.
+ever sees ciphertext. Decrypting a delivery spends Olm keys, so the Olm state it changed
+is written together with the decrypted payload (:meth:`State.save_opened`, encrypted by
+the caller) before anything else can write Olm state: a restart then finds the payload
+instead of a session that can no longer decrypt the message. :meth:`State.record`
+drops it with the offset.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ CREATE TABLE IF NOT EXISTS seen (
 );
 CREATE INDEX IF NOT EXISTS seen_exp ON seen (exp);
 CREATE TABLE IF NOT EXISTS chains (identity TEXT PRIMARY KEY, entries BLOB NOT NULL);
+-- Deliveries decrypted but not yet recorded: the payload (encrypted at rest) is kept
+-- with the Olm state that decrypting spent, so a restart can finish them.
+CREATE TABLE IF NOT EXISTS opened (offset INTEGER PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS olm_account (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     pickle TEXT NOT NULL
@@ -146,7 +151,20 @@ class State:
                 self._db.execute("INSERT INTO seen VALUES (?, ?, ?)", seen)
             if olm:
                 self._write_olm(olm)
+            self._db.execute("DELETE FROM opened WHERE offset <= ?", (offset,))
         self._offset = offset
+
+    def save_opened(self, offset: int, payload: bytes, olm: OlmChanges) -> None:
+        """Keep a decrypted delivery's (encrypted) payload with the Olm state it spent."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR REPLACE INTO opened VALUES (?, ?)", (offset, payload))
+            self._write_olm(olm)
+
+    def load_opened(self, offset: int) -> bytes | None:
+        row = self._db.execute("SELECT payload FROM opened WHERE offset = ?", (offset,))
+        found = row.fetchone()
+        return None if found is None else bytes(found[0])
 
     def load_olm_account(self) -> str | None:
         row = self._db.execute("SELECT pickle FROM olm_account WHERE id = 0").fetchone()
