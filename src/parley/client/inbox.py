@@ -6,9 +6,9 @@ awaits a send does not block the connection that reads the send's Ack. Per deliv
 
 1. an offset at or below the stored one was processed already (redelivered after a
    reconnect): skip it;
-2. open the sealed body (:mod:`.e2ee`): decrypt first, then verify; the Olm state that
-   decrypting spent is written at once with the payload (encrypted at rest), so neither
-   a retry nor a restart ever needs the spent keys again;
+2. open the sealed body (:mod:`.e2ee`): decrypt first, then verify; should any Olm
+   state be written before the delivery is recorded, the payload (encrypted at rest)
+   is written with it, so neither a retry nor a restart needs the spent keys again;
 3. verify (:mod:`.verify`); a rejection (failing to open included) is counted in
    ``rejected`` by reason, logged with the sender, recorded and never reaches a handler;
 4. record the offset and ``jti`` (dropping the kept payload) *before*
@@ -169,12 +169,10 @@ class Inbox:
         if kept is not None:
             return self._e2ee.unwrap_kept(kept)
         payload = await self._e2ee.open(deliver.envelope, deliver.sender_keys_version)
-        # No await since decrypting: nothing else has written the Olm state it advanced.
-        # Write that state with the payload now, before verifying (which may wait on
-        # the network while a send writes Olm state of its own).
-        spent = self._e2ee.take_changes()
-        if spent:
-            self._state.save_opened(deliver.offset, self._e2ee.wrap_kept(payload), spent)
+        # No await since decrypting: nothing has written the Olm state it spent yet.
+        # Verifying may wait on the network while a send writes Olm state: that write
+        # then takes the payload along (State.keep_opened).
+        self._state.keep_opened(deliver.offset, self._e2ee.wrap_kept(payload))
         return payload
 
     def _record(self, offset: int, seen: Seen | None) -> None:

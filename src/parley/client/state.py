@@ -10,11 +10,11 @@ already refuses it, so its ``jti`` can be pruned.
 
 Olm state is stored as vodozemac pickles, which are encrypted and authenticated with a
 key derived from the device's secret key (:mod:`parley.client.olm`): this module only
-ever sees ciphertext. Decrypting a delivery spends Olm keys, so the Olm state it changed
-is written together with the decrypted payload (:meth:`State.save_opened`, encrypted by
-the caller) before anything else can write Olm state: a restart then finds the payload
-instead of a session that can no longer decrypt the message. :meth:`State.record`
-drops it with the offset.
+ever sees ciphertext. Decrypting a delivery spends Olm keys: normally that Olm state is
+written with the delivery's offset (:meth:`State.record`). If anything writes Olm state
+before that (a send while the delivery waits on a key fetch), the decrypted payload,
+encrypted by the caller, is written in the same transaction (:meth:`State.keep_opened`),
+so a restart finds the payload instead of a session that can no longer decrypt it.
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ class State:
             self._db.executescript(_SCHEMA)
             self._claim(identity, device)
             self._offset = int(self._meta("offset") or 0)
+            self._kept: tuple[int, bytes] | None = None
         except BaseException:
             self._db.close()
             raise
@@ -153,15 +154,16 @@ class State:
                 self._write_olm(olm)
             self._db.execute("DELETE FROM opened WHERE offset <= ?", (offset,))
         self._offset = offset
+        self._kept = None
 
-    def save_opened(self, offset: int, payload: bytes, olm: OlmChanges) -> None:
-        """Keep a decrypted delivery's (encrypted) payload with the Olm state it spent."""
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("INSERT OR REPLACE INTO opened VALUES (?, ?)", (offset, payload))
-            self._write_olm(olm)
+    def keep_opened(self, offset: int, payload: bytes) -> None:
+        """The (encrypted) payload of a delivery just decrypted and not yet recorded: it
+        goes to disk with the next Olm write, if one comes before :meth:`record`."""
+        self._kept = (offset, payload)
 
     def load_opened(self, offset: int) -> bytes | None:
+        if self._kept is not None and self._kept[0] == offset:
+            return self._kept[1]
         row = self._db.execute("SELECT payload FROM opened WHERE offset = ?", (offset,))
         found = row.fetchone()
         return None if found is None else bytes(found[0])
@@ -182,6 +184,9 @@ class State:
         with self._db:
             self._db.execute("BEGIN")
             self._write_olm(olm)
+            if self._kept is not None:
+                # This may carry keys that decrypting the kept delivery spent.
+                self._db.execute("INSERT OR REPLACE INTO opened VALUES (?, ?)", self._kept)
 
     def _write_olm(self, olm: OlmChanges) -> None:
         if olm.account is not None:
