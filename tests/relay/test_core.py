@@ -521,3 +521,23 @@ async def test_bodies_never_reach_the_logs(
         await peer.close()
     assert caplog.records  # the relay did log; just never the body
     assert "SECRET" not in caplog.text
+
+
+async def test_offsets_out_of_range_are_malformed_and_the_connection_goes_on(
+    relay: Relay,
+) -> None:
+    alice = Identity.create("alice")
+    await enroll(relay, alice)
+    peer = Peer(relay, "alice")
+    challenge = await peer.start()
+    signature = alice.keys["d1"].sign(frames.auth_message(challenge.nonce, "alice", "d1"))
+    too_far = {"t": "auth", "identity": "alice", "device": "d1", "signature": signature,
+               "resume_after": 2**63}  # fmt: skip
+    await peer.transport.send(msgspec.msgpack.encode(too_far))
+    refused = await peer.expect(frames.Error)
+    assert refused.code is ErrorCode.MALFORMED
+    assert isinstance(await peer.authenticate(alice), frames.Welcome)
+    await peer.transport.send(msgspec.msgpack.encode({"t": "confirm", "offset": 2**64 - 1}))
+    assert (await peer.expect(frames.Error)).code is ErrorCode.MALFORMED
+    assert isinstance(await peer.request(frames.ListConnections), frames.Connections)
+    await peer.close()

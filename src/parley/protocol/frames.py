@@ -35,7 +35,7 @@ when a device runs low on one-time keys or its fallback key was handed out.
 from __future__ import annotations
 
 import enum
-from typing import TypeAlias
+from typing import Annotated, TypeAlias
 
 import msgspec
 
@@ -47,6 +47,11 @@ DEFAULT_MAX_BODY = 64 * 1024
 # The WebSocket layer allows a little more than a body so an oversized body gets a
 # typed ``too_large`` error instead of a closed connection.
 FRAME_OVERHEAD = 4 * 1024
+
+
+# Inbox offsets are SQLite integers: anything outside 0..2**63-1 is a malformed frame,
+# not an overflow deep in the relay's store.
+Offset = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 class ErrorCode(enum.StrEnum):
@@ -124,7 +129,7 @@ class Welcome(Frame, frozen=True, kw_only=True, tag="welcome"):
     identity: str
     device: str
     # The relay delivers everything after this offset, then whatever arrives.
-    resume_after: int
+    resume_after: Offset
 
 
 class Registered(Frame, frozen=True, kw_only=True, tag="registered"):
@@ -133,7 +138,7 @@ class Registered(Frame, frozen=True, kw_only=True, tag="registered"):
 
 
 class Deliver(Frame, frozen=True, kw_only=True, tag="deliver"):
-    offset: int
+    offset: Offset
     envelope: Envelope
     # Length of the sender's key chain now, so a receiver knows when to refetch it.
     sender_keys_version: int
@@ -197,7 +202,7 @@ class Authenticate(Frame, frozen=True, kw_only=True, tag="auth"):
     identity: str
     device: str
     signature: bytes
-    resume_after: int = 0
+    resume_after: Offset = 0
 
 
 class Send(Frame, frozen=True, kw_only=True, tag="send"):
@@ -213,7 +218,7 @@ class Send(Frame, frozen=True, kw_only=True, tag="send"):
 class Confirm(Frame, frozen=True, kw_only=True, tag="confirm"):
     """Everything up to and including ``offset`` has been processed."""
 
-    offset: int
+    offset: Offset
 
 
 class Permit(Frame, frozen=True, kw_only=True, tag="permit"):
