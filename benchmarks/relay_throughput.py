@@ -106,7 +106,7 @@ async def main(args: argparse.Namespace) -> None:
         relay = await bench_relay(args.senders, args.messages, args.window, Path(tmp))
     echo = await bench_echo(args.senders, args.messages, args.window, size=signed_size())
     print(f"senders={args.senders} messages/sender={args.messages} window={args.window}")
-    print(relay.line() + "  (signed, stored, acked, delivered, verified)")
+    print(relay.line() + "  (signed, sealed, stored, acked, delivered, opened, verified)")
     print(echo.line() + "  (bare websockets echo, same message count)")
     print(f"ratio relay/echo = {relay.rate / echo.rate:.3f}")
 

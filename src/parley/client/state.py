@@ -110,6 +110,8 @@ class State:
             self._claim(identity, device)
             self._offset = int(self._meta("offset") or 0)
             self._kept: tuple[int, bytes] | None = None
+            # Offsets with a payload on disk: almost always none, so most lookups are free.
+            self._opened = {int(o) for (o,) in self._db.execute("SELECT offset FROM opened")}
         except BaseException:
             self._db.close()
             raise
@@ -152,7 +154,9 @@ class State:
                 self._db.execute("INSERT INTO seen VALUES (?, ?, ?)", seen)
             if olm:
                 self._write_olm(olm)
-            self._db.execute("DELETE FROM opened WHERE offset <= ?", (offset,))
+            if self._opened:
+                self._db.execute("DELETE FROM opened WHERE offset <= ?", (offset,))
+        self._opened = {o for o in self._opened if o > offset}
         self._offset = offset
         self._kept = None
 
@@ -164,6 +168,8 @@ class State:
     def load_opened(self, offset: int) -> bytes | None:
         if self._kept is not None and self._kept[0] == offset:
             return self._kept[1]
+        if offset not in self._opened:
+            return None
         row = self._db.execute("SELECT payload FROM opened WHERE offset = ?", (offset,))
         found = row.fetchone()
         return None if found is None else bytes(found[0])
@@ -187,6 +193,7 @@ class State:
             if self._kept is not None:
                 # This may carry keys that decrypting the kept delivery spent.
                 self._db.execute("INSERT OR REPLACE INTO opened VALUES (?, ?)", self._kept)
+                self._opened.add(self._kept[0])
 
     def _write_olm(self, olm: OlmChanges) -> None:
         if olm.account is not None:
