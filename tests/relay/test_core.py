@@ -541,3 +541,23 @@ async def test_offsets_out_of_range_are_malformed_and_the_connection_goes_on(
     assert (await peer.expect(frames.Error)).code is ErrorCode.MALFORMED
     assert isinstance(await peer.request(frames.ListConnections), frames.Connections)
     await peer.close()
+
+
+async def test_a_retried_send_that_was_stored_is_acked_even_if_now_refused(
+    relay: Relay, clock: FakeClock
+) -> None:
+    alice, bob = await pair(relay)  # alice accepts messages from bob
+    alice_phone, bob_phone = await online(relay, alice), await online(relay, bob)
+    assert isinstance(await bob_phone.send_to("alice", b"m", "e1", clock() + HOUR), frames.Ack)
+    assert (await alice_phone.expect(frames.Deliver)).envelope.id == "e1"
+    assert isinstance(await alice_phone.request(frames.Unpermit, identity="bob"), frames.Done)
+    # bob never saw the first Ack (a dropped connection) and sends e1 again: it was
+    # delivered, so he is told so; a new message is refused.
+    again = await bob_phone.send_to("alice", b"m", "e1", clock() + HOUR)
+    assert isinstance(again, frames.Ack) and again.envelope_id == "e1"
+    refused = await bob_phone.send_to("alice", b"m", "e2", clock() + HOUR)
+    assert isinstance(refused, frames.Error) and refused.code is ErrorCode.NOT_PERMITTED
+    # alice got e1 once: the next frame she sees answers her own request.
+    assert isinstance(await alice_phone.request(frames.ListConnections), frames.Connections)
+    for peer in (alice_phone, bob_phone):
+        await peer.close()

@@ -373,21 +373,16 @@ class Relay:
             msg = f"envelope_id must be 1-{MAX_ENVELOPE_ID} characters"
             self._reject(conn, ref, ErrorCode.MALFORMED, msg)
             return
-        if await self._directory.chain(recipient) is None:
-            self._reject(conn, ref, ErrorCode.UNKNOWN_RECIPIENT, f"no identity {recipient!r}")
-            return
-        if recipient != sender and sender not in await self._directory.permits(recipient):
-            msg = f"{recipient!r} does not accept messages from {sender!r}"
-            self._reject(conn, ref, ErrorCode.NOT_PERMITTED, msg)
-            return
-        assert conn.device is not None
-        if not await self._keys.covers(frame.devices, sender, conn.device, recipient):
-            msg = "the message is not encrypted for the current devices; claim keys again"
-            self._reject(conn, ref, ErrorCode.STALE_DEVICES, msg)
-            return
-        # Written as "not later than now" so that NaN counts as expired too.
-        if not frame.expires_at > now:
-            self._reject(conn, ref, ErrorCode.EXPIRED, "expires_at has passed")
+        refusal = await self._refusal(conn, sender, frame, now)
+        if refusal is not None:
+            # A retry of a Send stored before things changed (a permission revoked, a
+            # device added, its expiry reached) was delivered: say so, not "refused".
+            if refusal[0] is not ErrorCode.UNKNOWN_RECIPIENT and await self._store.stored_from(
+                sender, frame.envelope_id
+            ):
+                conn.reply(Ack(ref=ref, envelope_id=frame.envelope_id))
+            else:
+                self._reject(conn, ref, *refusal)
             return
         assert conn.device is not None
         envelope = Envelope(
@@ -402,6 +397,27 @@ class Relay:
         # Stored in a task so the connection can pipeline Sends into one group commit;
         # tasks start in frame order, so one client's envelopes keep their order.
         self._spawn(self._store_and_route(conn, ref, envelope))
+
+    async def _refusal(
+        self, conn: Connection, sender: str, frame: Send, now: float
+    ) -> tuple[ErrorCode, str] | None:
+        """Why ``frame`` may not be stored now, if it may not."""
+        recipient = frame.recipient
+        if await self._directory.chain(recipient) is None:
+            return ErrorCode.UNKNOWN_RECIPIENT, f"no identity {recipient!r}"
+        if recipient != sender and sender not in await self._directory.permits(recipient):
+            return (
+                ErrorCode.NOT_PERMITTED,
+                f"{recipient!r} does not accept messages from {sender!r}",
+            )
+        assert conn.device is not None
+        if not await self._keys.covers(frame.devices, sender, conn.device, recipient):
+            msg = "the message is not encrypted for the current devices; claim keys again"
+            return ErrorCode.STALE_DEVICES, msg
+        # Written as "not later than now" so that NaN counts as expired too.
+        if not frame.expires_at > now:
+            return ErrorCode.EXPIRED, "expires_at has passed"
+        return None
 
     async def _store_and_route(self, conn: Connection, ref: int, envelope: Envelope) -> None:
         try:

@@ -174,6 +174,15 @@ class SqliteStore:
     async def store_envelope(self, envelope: Envelope) -> StoreResult:
         return await self._db.run(lambda conn: _store_envelope(conn, envelope))
 
+    async def stored_from(self, sender: str, envelope_id: str) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM messages WHERE id = ? AND sender = ?", (envelope_id, sender)
+            ).fetchone()
+            return row is not None
+
+        return await self._db.run(job)
+
     async def read_inbox(
         self, identity: str, device: str, after: int, limit: int
     ) -> list[InboxItem]:

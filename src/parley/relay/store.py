@@ -111,6 +111,10 @@ class RelayStore(Protocol):
         recipient and every other active device of the sender."""
         ...
 
+    async def stored_from(self, sender: str, envelope_id: str) -> bool:
+        """Whether ``sender`` already had ``envelope_id`` stored (until it expires)."""
+        ...
+
     async def read_inbox(
         self, identity: str, device: str, after: int, limit: int
     ) -> list[InboxItem]:
