@@ -514,7 +514,7 @@ async def test_bodies_never_reach_the_logs(
     sender = await online(relay, bob)
     assert isinstance(await sender.send_to("alice", secret, "e1", clock() + HOUR), frames.Ack)
     assert (await receiver.expect(frames.Deliver)).envelope.body == secret
-    error(await sender.send_to("alice", secret, "e1", clock() - 1), ErrorCode.EXPIRED)
+    error(await sender.send_to("alice", secret, "e2", clock() - 1), ErrorCode.EXPIRED)
     await sender.transport.send(msgspec.msgpack.encode({"t": "send", "ref": 3, "body": secret}))
     error(await sender.recv(), ErrorCode.MALFORMED)
     for peer in (receiver, sender):
