@@ -295,3 +295,20 @@ async def test_a_second_configuration_is_refused(world: World) -> None:
     assert client.calls(PhoneConfig(ring_lifetime=30)) is calls is client.calls()
     with pytest.raises(StateError):
         client.calls(PhoneConfig(ring_lifetime=45))
+
+
+async def test_an_accept_whose_caller_gave_up_still_connects_and_hangs_up(world: World) -> None:
+    alice, bob = await people(world, "alice", "bob")
+    link = Severable(world.relay)
+    caller = await phone(world, alice)
+    callee = await phone(world, bob, link=link)
+    call = await caller.calls().place(bob.identity, "offer", lifetime=30)
+    incoming = await ringing(callee)
+    await link.sever()
+    with pytest.raises(TimeoutError):  # the app stops waiting; the accept goes on
+        await asyncio.wait_for(incoming.accept("answer"), 0.5)
+    link.cut = False
+    async with asyncio.timeout(WAIT):
+        await incoming.hangup()
+        assert (await incoming.wait_ended()).reason is EndReason.HANGUP
+        assert (await call.wait_ended()).reason is EndReason.HANGUP

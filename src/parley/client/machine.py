@@ -109,7 +109,16 @@ class MachineRunner(Generic[E]):
         return self._clock()
 
     async def feed(self, event: E | ProxyInput) -> None:
-        """Give the machine one input and carry out what it returns."""
+        """Give the machine one input and carry out what it returns.
+
+        Carried out in full even if the caller is cancelled (``wait_for`` around an
+        ``accept()``): the machine has moved on, so its messages and events must follow,
+        or the app and the machine would disagree about the call."""
+        work = asyncio.ensure_future(self._carry_out(event))
+        work.add_done_callback(_retrieve)
+        await asyncio.shield(work)
+
+    async def _carry_out(self, event: E | ProxyInput) -> None:
         async with self._lock:
             outputs = self._machine.handle(event)
             failed: list[Send] = []
@@ -231,3 +240,10 @@ class MachineRunner(Generic[E]):
                 await asyncio.wait_for(self._wake.wait(), delay)
                 continue  # woken by a new input: the deadline may have moved
             await self.feed(Tick(now=self.now()))
+
+
+def _retrieve(work: asyncio.Future[None]) -> None:
+    """Mark a shielded input's error as seen when its caller was cancelled: the machine
+    refused it (IllegalTransition and the like) and nobody is left to tell."""
+    if not work.cancelled() and (exc := work.exception()) is not None:
+        log.debug("an input whose caller was cancelled failed: %s", exc)

@@ -130,8 +130,12 @@ class Call:
         try:
             await self._runner.feed(command)
         except (IllegalTransition, UnknownCall):
-            if self.record is None:
+            if self.record is not None:
+                return
+            if not (isinstance(command, Decline) and self.state is CallState.CONNECTED):
                 raise
+            # Answered meanwhile (an accept() whose caller gave up still goes through).
+            await self._runner.feed(Hangup(now=self._runner.now(), call_id=self.call_id))
 
     # -- kept up to date by the service ------------------------------------------------
 
