@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import stat
 import sys
 import urllib.request
@@ -111,3 +112,19 @@ async def test_demo_accounts_for_every_message() -> None:
     assert "all 5 forwarded messages accounted for" in out
     for typ in ("chat.voice.start", "chat.voice.accept", "chat.voice.stop", "chat.voice.busy"):
         assert typ in out
+
+
+async def test_a_port_in_use_and_an_unusable_store_are_one_line_errors(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        code, _, err = await parley("relay", "--data-dir", str(tmp_path / "d"), "--port", port)
+    assert code == 1 and "address already in use" in err and "Traceback" not in err
+    store = str(tmp_path / "missing-dir" / "calls.db")
+    code, _, err = await parley("calls", "--store", store)
+    assert code == 1 and "Traceback" not in err
+    code, _, err = await parley(
+        "proxy", "bind", "c1", "--operator", "a1", "--customer", "b1", "--store", store
+    )
+    assert code == 1 and "unable to open database file" in err and "Traceback" not in err

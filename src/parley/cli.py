@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -57,10 +58,11 @@ ProxyCredentialsOption = Annotated[
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; a ParleyError becomes a one-line message and exit code 1."""
+    """Run a coroutine; a ParleyError, or the system refusing a file or a port, becomes
+    a one-line message and exit code 1."""
     try:
         return asyncio.run(work())  # type: ignore[arg-type]
-    except ParleyError as exc:
+    except (ParleyError, OSError, sqlite3.Error) as exc:
         err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(1) from None
 
@@ -100,7 +102,7 @@ def relay(
         print(f"parley relay listening on {url}", flush=True)
 
     config = RelayConfig(rate_per_second=rate, burst=burst, max_body=max_body)
-    asyncio.run(run_relay(data_dir, host, port, config, ready))
+    _run(lambda: run_relay(data_dir, host, port, config, ready))
 
 
 @identity_app.command("new")
