@@ -312,3 +312,22 @@ async def test_an_accept_whose_caller_gave_up_still_connects_and_hangs_up(world:
         await incoming.hangup()
         assert (await incoming.wait_ended()).reason is EndReason.HANGUP
         assert (await call.wait_ended()).reason is EndReason.HANGUP
+
+
+async def test_a_hang_up_during_a_short_outage_still_reaches_the_peer(world: World) -> None:
+    alice, bob = await people(world, "alice", "bob")
+    link = Severable(world.relay)
+    caller = world.client(alice, link=link, ack_timeout=1.0)
+    caller.calls(PhoneConfig(grace=60))
+    await caller.connect()
+    callee = await phone(world, bob, PhoneConfig(grace=60))
+    call = await caller.calls().place(bob.identity, "offer", lifetime=30)
+    incoming = await ringing(callee)
+    await incoming.accept("answer")
+    await connected(call)
+    await link.sever()
+    await call.hangup()  # the stop cannot reach the relay: ended here, retried later
+    assert call.record is not None and call.record.reason is EndReason.HANGUP
+    link.cut = False
+    async with asyncio.timeout(WAIT):
+        assert (await incoming.wait_ended()).reason is EndReason.HANGUP

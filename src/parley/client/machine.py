@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, Protocol, TypeAlias, TypeVar
 
 from parley.client.handlers import Observed
-from parley.errors import ParleyError
+from parley.errors import DeliveryTimeout, ParleyError, RelayConnectionError
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call_io import (
     Connected,
@@ -46,6 +46,10 @@ if TYPE_CHECKING:
     from parley.client.client import Client
 
 log = logging.getLogger(__name__)
+
+# Seconds between tries of an ending that could not reach the relay (about 2 minutes in
+# all: past that the peer has ended the call as gone or timed out on its own).
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 
 Event: TypeAlias = Ringing | Connected | Ended
 EventSink: TypeAlias = Callable[[Event], Awaitable[None] | None]
@@ -80,6 +84,7 @@ class MachineRunner(Generic[E]):
         self._unobserve: Callable[[], None] | None = None
         self._seen_devices: dict[str, frozenset[str]] = {}
         self._watching: set[str] = set()
+        self._retries: set[asyncio.Task[None]] = set()
         self._presence_feed: asyncio.Task[None] | None = None
         self._presence_changes: list[PeerGone | PeerBack] = []
         self._closed = False
@@ -95,6 +100,9 @@ class MachineRunner(Generic[E]):
         if self._unobserve is not None:
             self._unobserve()
             self._unobserve = None
+        for retry in list(self._retries):
+            retry.cancel()
+        await asyncio.gather(*self._retries, return_exceptions=True)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -139,36 +147,64 @@ class MachineRunner(Generic[E]):
             log.debug("not failing call %s: %s", call_id, exc)
 
     async def _send(self, send: Send) -> bool:
-        voice = self._client.voice()
+        """Send; False if a start or accept did not go out (its call cannot go on).
+
+        An ending (stop, busy, summary) that could not reach the relay *now* is retried in
+        the background: the call has ended here, and the peer must hear of it."""
         try:
-            match send.kind:
-                case MessageType.VOICE_START:
-                    await voice.start(
-                        send.recipient, send.cid, send.call_id, send.peer_info, send.data
-                    )
-                case MessageType.VOICE_ACCEPT:
-                    await voice.accept(
-                        send.recipient, send.cid, send.call_id, send.peer_info, send.data
-                    )
-                case MessageType.VOICE_BUSY:
-                    await voice.busy(send.recipient, send.cid, send.call_id, send.data)
-                case MessageType.VOICE_STOP:
-                    await voice.stop(send.recipient, send.cid, send.call_id, send.data)
-                case MessageType.VOICE_SUMMARY:
-                    await voice.summary(send.recipient, send.cid, send.call_id, send.data)
-                case MessageType.VOICE_SETUP:
-                    await voice.setup(send.recipient, str(send.data.get("name", "")), send.cid)
+            await self._deliver(send)
+        except (DeliveryTimeout, RelayConnectionError) as exc:
+            log.warning("%s for call %s to %s: %s", send.kind.value, send.call_id,
+                        send.recipient, exc)  # fmt: skip
+            if send.kind in (MessageType.VOICE_START, MessageType.VOICE_ACCEPT):
+                return False
+            self._retry(send)
         except ParleyError as exc:
             log.warning(
-                "%s for call %s to %s failed: %s",
-                send.kind.value,
-                send.call_id,
-                send.recipient,
-                exc,
-            )
-            # A start or accept that did not go out leaves its call unable to go on.
+                "%s for call %s to %s refused: %s", send.kind.value, send.call_id,
+                send.recipient, exc,
+            )  # fmt: skip
             return send.kind not in (MessageType.VOICE_START, MessageType.VOICE_ACCEPT)
         return True
+
+    def _retry(self, send: Send) -> None:
+        task = asyncio.create_task(self._retry_loop(send), name="parley-call-retry")
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
+
+    async def _retry_loop(self, send: Send) -> None:
+        for delay in RETRY_DELAYS:
+            await asyncio.sleep(delay)
+            try:
+                await self._deliver(send)
+            except (DeliveryTimeout, RelayConnectionError):
+                continue
+            except ParleyError as exc:
+                log.warning("%s for call %s refused on retry: %s", send.kind.value,
+                            send.call_id, exc)  # fmt: skip
+                return
+            log.info("%s for call %s delivered on retry", send.kind.value, send.call_id)
+            return
+        log.error("gave up sending %s for call %s to %s", send.kind.value, send.call_id,
+                  send.recipient)  # fmt: skip
+
+    async def _deliver(self, send: Send) -> None:
+        voice = self._client.voice()
+        match send.kind:
+            case MessageType.VOICE_START:
+                await voice.start(send.recipient, send.cid, send.call_id, send.peer_info, send.data)
+            case MessageType.VOICE_ACCEPT:
+                await voice.accept(
+                    send.recipient, send.cid, send.call_id, send.peer_info, send.data
+                )
+            case MessageType.VOICE_BUSY:
+                await voice.busy(send.recipient, send.cid, send.call_id, send.data)
+            case MessageType.VOICE_STOP:
+                await voice.stop(send.recipient, send.cid, send.call_id, send.data)
+            case MessageType.VOICE_SUMMARY:
+                await voice.summary(send.recipient, send.cid, send.call_id, send.data)
+            case MessageType.VOICE_SETUP:
+                await voice.setup(send.recipient, str(send.data.get("name", "")), send.cid)
 
     async def watch(self, identity: str) -> None:
         """Follow ``identity``'s presence, so a call with it can end ``gone``."""
