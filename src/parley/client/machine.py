@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 # all: past that the peer has ended the call as gone or timed out on its own).
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 
+# Messages without which their call cannot go on: a failure to send one fails the call.
+_OPENINGS = (MessageType.VOICE_START, MessageType.VOICE_ACCEPT)
+
 Event: TypeAlias = Ringing | Connected | Ended
 EventSink: TypeAlias = Callable[[Event], Awaitable[None] | None]
 E_contra = TypeVar("E_contra", contravariant=True)
@@ -154,17 +157,13 @@ class MachineRunner(Generic[E]):
         try:
             await self._deliver(send)
         except (DeliveryTimeout, RelayConnectionError) as exc:
-            log.warning("%s for call %s to %s: %s", send.kind.value, send.call_id,
-                        send.recipient, exc)  # fmt: skip
-            if send.kind in (MessageType.VOICE_START, MessageType.VOICE_ACCEPT):
+            log.warning("%s: %s", _describe(send), exc)
+            if send.kind in _OPENINGS:
                 return False
             self._retry(send)
         except ParleyError as exc:
-            log.warning(
-                "%s for call %s to %s refused: %s", send.kind.value, send.call_id,
-                send.recipient, exc,
-            )  # fmt: skip
-            return send.kind not in (MessageType.VOICE_START, MessageType.VOICE_ACCEPT)
+            log.warning("%s refused: %s", _describe(send), exc)
+            return send.kind not in _OPENINGS
         return True
 
     def _retry(self, send: Send) -> None:
@@ -180,13 +179,11 @@ class MachineRunner(Generic[E]):
             except (DeliveryTimeout, RelayConnectionError):
                 continue
             except ParleyError as exc:
-                log.warning("%s for call %s refused on retry: %s", send.kind.value,
-                            send.call_id, exc)  # fmt: skip
+                log.warning("%s refused on retry: %s", _describe(send), exc)
                 return
-            log.info("%s for call %s delivered on retry", send.kind.value, send.call_id)
+            log.info("%s delivered on retry", _describe(send))
             return
-        log.error("gave up sending %s for call %s to %s", send.kind.value, send.call_id,
-                  send.recipient)  # fmt: skip
+        log.error("%s: gave up", _describe(send))
 
     async def _deliver(self, send: Send) -> None:
         voice = self._client.voice()
@@ -283,3 +280,7 @@ def _retrieve(work: asyncio.Future[None]) -> None:
     refused it (IllegalTransition and the like) and nobody is left to tell."""
     if not work.cancelled() and (exc := work.exception()) is not None:
         log.debug("an input whose caller was cancelled failed: %s", exc)
+
+
+def _describe(send: Send) -> str:
+    return f"{send.kind.value} for call {send.call_id} to {send.recipient}"
