@@ -6,7 +6,8 @@ The tree::
     ├── ProtocolError                 bytes that do not parse as what they claim to be
     │   ├── MalformedFrame            a client <-> relay frame that does not decode
     │   ├── MalformedMessage          a payload (JWS) that does not decode
-    │   └── UnknownMessageType        a payload whose ``typ`` is not one we know
+    │   ├── UnknownMessageType        a payload whose ``typ`` is not one we know
+    │   └── InvalidSessionDescription a ``peer_info`` that is not a usable offer or answer
     ├── VerificationError             a payload that decodes but must not be trusted
     │   ├── BadSignature
     │   ├── UnknownKey                ``kid`` is not a device key of the issuer
@@ -41,7 +42,9 @@ The tree::
     │   ├── IllegalTransition         a call event its state has no transition for (nothing changes)
     │   ├── UnknownCall               a command for a call_id the phone or proxy does not hold
     │   └── CallIdInUse               a call placed with a call_id this phone has already seen
-    └── ChildProcessFailed            a relay or proxy process Parley started did not run
+    ├── ChildProcessFailed            a relay or proxy process Parley started did not run
+    └── MediaError                    the media of a call (``parley.media``)
+        └── MediaUnavailable          the ``parley[media]`` extra or a device is missing
 
 ``RelayError.from_code`` maps the wire error codes of ``protocol.frames.ErrorCode`` onto
 the classes above, so a refusal by the relay surfaces as the same type on every client.
@@ -70,6 +73,11 @@ class MalformedMessage(ProtocolError):
 
 class UnknownMessageType(ProtocolError):
     """A signed payload whose ``typ`` Parley does not know."""
+
+
+class InvalidSessionDescription(ProtocolError):
+    """A ``peer_info`` that is not the JSON session description of DESIGN.md §2 (wrong
+    JSON, ``v`` or ``type``, no ``sdp``, no audio, no DTLS fingerprint, too large)."""
 
 
 class VerificationError(ParleyError):
@@ -241,3 +249,12 @@ class CallIdInUse(StateError):
 
 class ChildProcessFailed(ParleyError):
     """A child process (relay, proxy) exited early or did not become ready."""
+
+
+class MediaError(ParleyError):
+    """The media of a call could not be set up or went wrong (``parley.media``)."""
+
+
+class MediaUnavailable(MediaError):
+    """Media was asked for where it cannot run: the ``parley[media]`` extra is not
+    installed, or the machine has no such device (microphone, speaker)."""

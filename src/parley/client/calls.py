@@ -26,8 +26,8 @@ import contextlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from parley.client.machine import Event, MachineRunner
 from parley.client.phone_call import Call, Dialing, IncomingCall
@@ -38,6 +38,7 @@ from parley.protocol.call_io import (
     Accept,
     Connected,
     Ended,
+    Fail,
     Output,
     PhoneInput,
     Place,
@@ -51,11 +52,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+GlareAnswerer: TypeAlias = Callable[[str], Awaitable[str]]
+"""Given the offer of the call that won glare over ours, our answer to it."""
+
+
 class _Offer(NamedTuple):
-    """What the app placed a call with, to answer with should the call lose glare."""
+    """What the app placed a call with, to answer with should the call lose glare:
+    ``peer_info`` as it is, or what ``answerer`` makes of the winning call's offer."""
 
     peer_info: str
     data: dict[str, Any]
+    answerer: GlareAnswerer | None = None
 
 
 class _AnsweringPhone:
@@ -68,9 +75,15 @@ class _AnsweringPhone:
     output of the step to the service, so the app's call moves over first.
     """
 
-    def __init__(self, phone: Phone, on_replaced: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        phone: Phone,
+        on_replaced: Callable[[str, str], None],
+        answer_later: Callable[[Ringing, _Offer], None],
+    ) -> None:
         self._phone = phone
         self._on_replaced = on_replaced
+        self._answer_later = answer_later
         self.offers: dict[str, _Offer] = {}
 
     def next_deadline(self) -> float | None:
@@ -84,6 +97,11 @@ class _AnsweringPhone:
                 if offer is None:
                     continue
                 self._on_replaced(output.replaces, output.call_id)
+                if offer.answerer is not None:
+                    # A fresh answer takes I/O (a media stack gathering candidates):
+                    # it is accepted once ready, or the call fails.
+                    self._answer_later(output, offer)
+                    continue
                 outputs += self._phone.handle(
                     Accept(
                         now=event.now,
@@ -104,7 +122,9 @@ class Calls:
 
     def __init__(self, client: Client, config: PhoneConfig, *, clock: Callable[[], float]) -> None:
         self.config = config
-        self._machine = _AnsweringPhone(Phone(client.id, client.device, config), self._replaced)
+        self._machine = _AnsweringPhone(
+            Phone(client.id, client.device, config), self._replaced, self._answer_glare
+        )
         self._runner: MachineRunner[PhoneInput] = MachineRunner(
             client, self._machine, self._on_event, clock=clock
         )
@@ -112,6 +132,7 @@ class Calls:
         self._calls: dict[str, Call] = {}
         self._waiting: OrderedDict[str, IncomingCall] = OrderedDict()
         self._arrived = asyncio.Event()
+        self._glare_answers: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -131,10 +152,17 @@ class Calls:
         *,
         lifetime: float | None = None,
         cid: str | None = None,
+        on_glare: GlareAnswerer | None = None,
     ) -> Call:
         """Call ``recipient`` with ``peer_info`` (our offer); returns once the start is
         sent. ``lifetime``: ring for this long (default ``config.ring_lifetime``);
         ``cid``: the conversation id (default: a new random one).
+
+        Should the peer call us at the same moment and win glare, this call goes on as
+        the peer's, accepted with ``peer_info`` as it is; or, with ``on_glare``, with
+        what ``await on_glare(peer_offer)`` returns (a media stack answers the peer's
+        offer: our own offer is no answer to it). If ``on_glare`` raises, the call
+        ends ``failed``.
 
         A start the relay refuses (not permitted, unknown recipient, no connection) ends
         the call ``failed``; the refusal is logged.
@@ -146,7 +174,7 @@ class Calls:
         call = Call(
             self._runner, call_id=call_id, cid=cid, peer=IdentityId(recipient), state=CallState.NEW
         )
-        offer = _Offer(peer_info, dict(data or {}))
+        offer = _Offer(peer_info, dict(data or {}), on_glare)
         self._calls[call_id] = call
         self._machine.offers[call_id] = offer
         try:
@@ -195,6 +223,9 @@ class Calls:
                 if call.state in (CallState.DIALING, CallState.CONNECTED):
                     with contextlib.suppress(ParleyError):
                         await call.hangup()
+        for task in list(self._glare_answers):
+            task.cancel()
+        await asyncio.gather(*self._glare_answers, return_exceptions=True)
         await self._runner.close()
         for call in self._calls.values():
             call._close()
@@ -208,6 +239,30 @@ class Calls:
             log.info("call %s lost glare; it goes on as %s", old, new)
             self._calls[new] = call
             call._rename(new)
+
+    def _answer_glare(self, ringing: Ringing, offer: _Offer) -> None:
+        task = asyncio.ensure_future(self._accept_glare(ringing, offer))
+        self._glare_answers.add(task)
+        task.add_done_callback(self._glare_answers.discard)
+
+    async def _accept_glare(self, ringing: Ringing, offer: _Offer) -> None:
+        assert offer.answerer is not None
+        call_id = ringing.call_id
+        try:
+            peer_info = await offer.answerer(ringing.peer_info)
+        except Exception as exc:
+            log.warning("call %s: no answer to the offer that won glare: %s", call_id, exc)
+            with contextlib.suppress(StateError):
+                await self._runner.feed(Fail(now=self._runner.now(), call_id=call_id))
+            return
+        try:
+            await self._runner.feed(
+                Accept(
+                    now=self._runner.now(), call_id=call_id, peer_info=peer_info, data=offer.data
+                )
+            )
+        except StateError as exc:  # it stopped ringing while the answer was made
+            log.info("call %s ended before its answer was ready: %s", call_id, exc)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, Ringing):

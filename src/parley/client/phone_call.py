@@ -29,6 +29,7 @@ from parley.protocol.call_io import (
     Connected,
     Decline,
     Ended,
+    Fail,
     Hangup,
     PhoneInput,
     Ringing,
@@ -136,6 +137,18 @@ class Call:
                 raise
             # Answered meanwhile (an accept() whose caller gave up still goes through).
             await self._runner.feed(Hangup(now=self._runner.now(), call_id=self.call_id))
+
+    async def fail(self) -> None:
+        """End the call as ``failed`` because this side cannot go on (its media did not
+        come up, the peer's session description is unusable): the peer gets a stop with
+        reason ``failed``. Does nothing if the call has ended already."""
+        if self.record is not None:
+            return
+        try:
+            await self._runner.feed(Fail(now=self._runner.now(), call_id=self.call_id))
+        except (IllegalTransition, UnknownCall):
+            if self.record is None:
+                raise
 
     # -- kept up to date by the service ------------------------------------------------
 
