@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.table import Table
 
 from parley.errors import ParleyError
 from parley.relay.config import RelayConfig
+
+if TYPE_CHECKING:
+    from parley.ice import IceConfig
 
 app = typer.Typer(
     name="parley",
@@ -30,6 +34,12 @@ proxy_app = typer.Typer(
     "bindings up within half a second); parley calls prints its records."
 )
 app.add_typer(proxy_app, name="proxy")
+phone_app = typer.Typer(
+    help="A softphone with real audio (needs the media extra: pip install 'parley[media]'): "
+    "call an identity, answer calls, or serve the browser softphone page.",
+    no_args_is_help=True,
+)
+app.add_typer(phone_app, name="phone")
 
 _DEFAULTS = RelayConfig()
 console = Console()
@@ -353,3 +363,108 @@ def calls(store: StoreOption = None, credentials: ProxyCredentialsOption = None)
             await db.close()
 
     console.print(records_table(_run(work)))
+
+
+# -- parley phone --------------------------------------------------------------------
+
+PlayOption = Annotated[
+    str,
+    typer.Option(
+        "--play", help="What to send: tone:HZ (e.g. tone:440), silence, mic, or a WAV file."
+    ),
+]
+RecordOption = Annotated[
+    Path | None,
+    typer.Option("--record", help="Record what is heard to this WAV file (or: speaker)."),
+]
+IceHostOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ice-host",
+        help="Offer host candidates on this address only (repeatable; 127.0.0.1 keeps "
+        "media on loopback). Default: PARLEY_ICE_HOSTS, else every interface.",
+    ),
+]
+
+
+def _ice(hosts: list[str] | None) -> IceConfig:
+    from parley.ice import IceConfig
+
+    return IceConfig.from_env(hosts=tuple(hosts or ()))
+
+
+@phone_app.command("call")
+def phone_call(
+    credentials: CredentialsOption,
+    peer: Annotated[str, typer.Argument(help="The identity id to call (or a proxy's app id).")],
+    play: PlayOption = "tone:440",
+    record: RecordOption = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option("--for", help="Hang up after this many seconds (default: Ctrl-C)."),
+    ] = None,
+    cid: Annotated[
+        str | None, typer.Option(help="Conversation id (a proxy finds the call by it).")
+    ] = None,
+    ice_host: IceHostOption = None,
+) -> None:
+    """Call PEER, show the call live, hang up after --for seconds or on Ctrl-C, print the
+    record. Exit 0 when the call connected and audio was received."""
+
+    async def work() -> bool:
+        from parley.media.console import run_call
+
+        return await run_call(
+            console, credentials, peer, play=play, record=record, seconds=seconds,
+            ice=_ice(ice_host), cid=cid,
+        )  # fmt: skip
+
+    if not _run(work):
+        raise typer.Exit(1)
+
+
+@phone_app.command("answer")
+def phone_answer(
+    credentials: CredentialsOption,
+    play: PlayOption = "tone:1000",
+    record: RecordOption = None,
+    calls: Annotated[
+        int | None,
+        typer.Option("--calls", min=1, help="Exit once this many calls ended (default: Ctrl-C)."),
+    ] = None,
+    ice_host: IceHostOption = None,
+) -> None:
+    """Answer every call (auto-answer), play --play, record what is heard (the second
+    call to FILE-2.wav, and so on). Exit 0 when every call connected with audio."""
+
+    async def work() -> bool:
+        from parley.media.console import run_answer
+
+        return await run_answer(
+            console, credentials, play=play, record=record, calls=calls, ice=_ice(ice_host)
+        )
+
+    if not _run(work):
+        raise typer.Exit(1)
+
+
+@phone_app.command("web")
+def phone_web(
+    credentials: CredentialsOption,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks a free one.")] = 0,
+    ice_host: IceHostOption = None,
+) -> None:
+    """Serve the browser softphone on 127.0.0.1 until Ctrl-C; prints the page's URL (with
+    its secret token) on a line of its own."""
+
+    async def work() -> None:
+        from parley.web.server import serve
+
+        await serve(credentials, port=port, ice=_ice(ice_host), on_ready=_print_url)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(work)
+
+
+def _print_url(url: str) -> None:
+    print(url, flush=True)
