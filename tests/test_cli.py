@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -106,12 +107,19 @@ async def test_missing_credentials_is_a_clear_error(tmp_path: Path) -> None:
     assert code == 1 and "CredentialsError" in err
 
 
-async def test_demo_accounts_for_every_message() -> None:
+async def test_demo_makes_a_real_call_and_accounts_for_every_message() -> None:
     code, out, err = await parley("demo", timeout=120)
     assert code == 0, out + err
     assert "all 5 forwarded messages accounted for" in out
     for typ in ("chat.voice.start", "chat.voice.accept", "chat.voice.stop", "chat.voice.busy"):
         assert typ in out
+    assert re.search(r"received start .* peer_info: \d+-byte SDP offer", out), out
+    assert re.search(r"received accept .* peer_info: \d+-byte SDP answer", out), out
+    # Each side names the frequency it measured in what it heard: the other side's tone.
+    heard = dict(re.findall(r"(operator|customer) heard ([\d.]+) Hz", out))
+    assert abs(float(heard["operator"]) - 1000) <= 5, out
+    assert abs(float(heard["customer"]) - 440) <= 5, out
+    assert "the operator's softphone: call ended, busy" in out
 
 
 async def test_a_port_in_use_and_an_unusable_store_are_one_line_errors(tmp_path: Path) -> None:
