@@ -179,7 +179,7 @@ async def test_in_a_browser_other_pages_cannot_drive_the_phone(
         assert outcome == "closed 1006"
         # The phone's own page, opened with its link, is connected and shows who it is.
         await page.goto(web.phone.url)
-        await page.wait_for_function("window.parleyPhone && window.parleyPhone.linked")
+        await page.wait_for_function("() => window.parleyPhone && window.parleyPhone.linked")
         assert await page.text_content("#identity") == web.id
         # Its view of the phone is read-only.
         await page.evaluate("() => { try { window.parleyPhone.state = 'connected'; } catch {} }")
