@@ -21,7 +21,9 @@ from tests.web.conftest import LOOPBACK, WebSide
 
 from parley.client import Client, IncomingCall
 from parley.media import Softphone
+from parley.protocol import session_description
 from parley.protocol.call import EndReason
+from parley.protocol.session_description import SdpType
 
 if TYPE_CHECKING:  # imported by tests.web.browser when there is a browser to drive
     from playwright.async_api import BrowserContext, Page
@@ -57,7 +59,9 @@ async def py(register: Register, web: WebSide) -> AsyncIterator[PySide]:
     phone = Softphone(client, source=f"tone:{PYTHON_TONE:g}", ice=LOOPBACK)
     await client.connect()
     # Each accepts messages only from identities it permitted.
-    await asyncio.gather(client.connections.permit(web.id), web.client.connections.permit(client.id))
+    await asyncio.gather(
+        client.connections.permit(web.id), web.client.connections.permit(client.id)
+    )
     try:
         yield PySide(client, phone)
     finally:
@@ -118,6 +122,11 @@ async def test_the_browser_calls_a_python_softphone_and_each_hears_the_other(
 
     incoming = await py.next_call()
     assert incoming.peer == web.id
+    # The page's offer, as the server passed it on: whole, and loopback candidates only.
+    offer = session_description.parse(incoming.peer_info, SdpType.OFFER).sdp
+    candidates = [line.split()[4] for line in offer.splitlines() if line.startswith("a=candidate:")]
+    assert candidates and set(candidates) == {"127.0.0.1"}, candidates
+    assert "a=end-of-candidates" in offer.splitlines()
     media = await py.phone.answer(incoming, record=tmp_path / "python-heard.wav")
     await reach(page, "connected")
     await media.wait_audio(timeout=20)

@@ -455,7 +455,7 @@
 
     const db = phone.level > 0 ? 20 * Math.log10(phone.level) : -Infinity;
     const width = Number.isFinite(db) ? Math.min(100, Math.max(0, ((db + 60) / 60) * 100)) : 0;
-    $("level-fill").style.width = `${width}%`;
+    $("level-mask").style.width = `${100 - width}%`;
     $("level-text").textContent = Number.isFinite(db) && db > -90 ? `${db.toFixed(0)} dBFS` : "silent";
     $("packets").textContent = `${phone.packetsReceived} packets`;
 
