@@ -83,6 +83,15 @@ class ChildProcess:
             tail = "\n".join(self.lines[-20:])
             ready.set_exception(ChildProcessFailed(f"{self.name} exited early:\n{tail}"))
 
+    async def wait(self) -> int | None:
+        """Until the process exits by itself; its exit code (its output read to the end)."""
+        if self._proc is None:
+            return None
+        code = await self._proc.wait()
+        if self._reader is not None:
+            await self._reader
+        return code
+
     async def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
         proc = self._proc

@@ -3,6 +3,7 @@ scripted machine on real clients over an in-memory relay."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TypeAlias, TypeVar
 
 import msgspec
@@ -222,3 +223,23 @@ async def test_a_peer_device_that_left_before_the_first_report_is_gone(world: Wo
     assert {(g.identity, g.device) for g in script.seen(PeerGone)} == {(bob.identity, bob.device)}
     assert script.seen(PeerBack) == []
     await runner.close()
+
+
+async def test_close_right_after_an_input_woke_the_ticker_returns(world: World) -> None:
+    """A cancel that comes as the ticker's wait ends is not lost (Python 3.11's wait_for
+    lost it, and close() waited forever)."""
+    alice = await world.identity("alice")
+    runner, script, _ = await runner_on(await world.connected(alice))
+    script.deadline = runner.now() + 60
+    await runner.feed(Go([]))  # the ticker now waits for the deadline, with a timeout
+    for _ in range(3):
+        await asyncio.sleep(0)
+    ticker = runner._ticker
+    assert ticker is not None
+    runner._wake.set()  # what every input does; the ticker is woken but has not run yet
+    closing = asyncio.ensure_future(runner.close())
+    done, _ = await asyncio.wait([closing], timeout=5)  # no cancel: it would hide the bug
+    if not done:
+        ticker.cancel()  # let the test end cleanly, then fail it
+        await closing
+    assert done, "close() waited on a ticker that swallowed its cancel"

@@ -269,8 +269,11 @@ class MachineRunner(Generic[E]):
             deadline = self._machine.next_deadline()
             self._wake.clear()
             delay = None if deadline is None else max(0.0, deadline - self.now())
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel
+            # that comes as the wait ends, and close() would wait on this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
                 continue  # woken by a new input: the deadline may have moved
             await self.feed(Tick(now=self.now()))
 

@@ -57,7 +57,8 @@ async def _show(console: Console, media: MediaCall, until: asyncio.Event) -> Med
 
     async def tick() -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(until.wait(), REFRESH)
+            async with asyncio.timeout(REFRESH):
+                await until.wait()
 
     if console.is_terminal:
         with Live(await update(), console=console, transient=True) as live:

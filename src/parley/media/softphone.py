@@ -267,7 +267,9 @@ class MediaCall:
         """Fail the call when the media does not come up, or stops, for media_timeout."""
         timeout = self._phone.media_timeout
         try:
-            await asyncio.wait_for(self._heard.wait(), timeout)
+            # Not wait_for: on Python 3.11 it can swallow the cancel of a teardown.
+            async with asyncio.timeout(timeout):
+                await self._heard.wait()
         except TimeoutError:
             await self._fail(f"no audio arrived within {timeout:g} s of the answer")
             return
