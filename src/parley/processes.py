@@ -12,7 +12,7 @@ import contextlib
 import re
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -29,8 +29,10 @@ class ChildProcess:
         on_line: Callable[[str], None] | None = None,
         ready_timeout: float = 20.0,
         cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.argv = list(argv)
+        self._env = None if env is None else dict(env)
         self.name = name
         self._ready_pattern = ready
         self._on_line = on_line
@@ -56,6 +58,7 @@ class ChildProcess:
             stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL,
             cwd=self._cwd,
+            env=self._env,
         )
         self._reader = asyncio.create_task(self._read(self._proc, self._ready))
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -121,7 +122,46 @@ async def voice_proxy(register: Register, tmp_path: Path) -> None:
     assert any("received start from" in line for line in proxy.lines)
 
 
-SCENARIOS: dict[str, Scenario] = {"voice_proxy.py": voice_proxy}
+async def softphone_call(register: Register, tmp_path: Path) -> None:
+    (_, alice_path), (bob, bob_path) = [await register(name) for name in ("alice", "bob")]
+    async with (
+        Client.from_credentials(alice_path) as alice,
+        Client.from_credentials(bob_path) as bob_client,
+    ):
+        await alice.connections.permit(bob.identity)
+        await bob_client.connections.permit(alice.id)
+    script = EXAMPLES / "softphone_call.py"
+    env = {**os.environ, "PARLEY_ICE_HOSTS": "127.0.0.1"}
+    answering = ChildProcess(
+        [sys.executable, str(script), "answer", str(bob_path), "--play", "tone:1000"],
+        re.compile(r"\[softphone\] ready"),
+        name="answering softphone",
+        env=env,
+    )
+    async with answering:
+        calling = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), "call", str(alice_path), bob.identity,
+            "--play", "tone:440", "--seconds", "1.5",
+            stdout=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(calling.communicate(), 60)
+        assert calling.returncode == 0
+        assert await asyncio.wait_for(answering.wait(), 30) == 0
+    assert "ended: hangup" in out.decode()
+    assert heard(out.decode()) == pytest.approx(1000, abs=5)
+    assert heard("\n".join(answering.lines)) == pytest.approx(440, abs=5)
+
+
+def heard(output: str) -> float:
+    match = re.search(r"heard ([\d.]+) Hz", output)
+    assert match, output
+    return float(match.group(1))
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "voice_proxy.py": voice_proxy,
+    "softphone_call.py": softphone_call,
+}
 
 
 def test_every_example_has_a_scenario() -> None:
