@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parley.errors import MediaError
+from parley.errors import MediaError, MediaUnavailable
 from parley.media.analysis import dominant_frequency
 from parley.media.sources import (
     FRAME_SAMPLES,
@@ -77,3 +77,13 @@ def test_a_missing_or_unreadable_file_is_a_typed_error(tmp_path: Path) -> None:
     junk.write_bytes(b"RIFF not really")
     with pytest.raises(MediaError):
         decode_file(junk)
+
+
+def test_the_microphone_is_a_track_or_a_typed_error_naming_the_machine() -> None:
+    try:
+        track = open_source("mic")
+    except MediaUnavailable as exc:
+        assert "no usable microphone" in str(exc)
+    else:
+        assert track.kind == "audio"
+        track.stop()

@@ -43,9 +43,12 @@ class WavRecorder:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         try:
-            self._file = wave.open(str(self.path), "wb")  # noqa: SIM115 - closed in close()
+            # Opened here, not by wave.open: a wave writer that failed to open its file
+            # raises again from its __del__.
+            self._raw = self.path.open("wb")
         except OSError as exc:
             raise MediaError(f"cannot record to {self.path}: {exc}") from None
+        self._file = wave.open(self._raw, "wb")  # noqa: SIM115
         self._file.setnchannels(1)
         self._file.setsampwidth(2)
         self._file.setframerate(RATE)
@@ -71,7 +74,11 @@ class WavRecorder:
 
     async def close(self) -> None:
         await self._flush()
-        await asyncio.to_thread(self._file.close)
+        await asyncio.to_thread(self._close_files)
+
+    def _close_files(self) -> None:
+        self._file.close()  # writes the header's final sizes
+        self._raw.close()
 
 
 class Speaker:
@@ -81,11 +88,18 @@ class Speaker:
         errors = []
         for fmt in ("pulse", "alsa"):
             try:
-                self._container = av.open("default", mode="w", format=fmt)
+                container = av.open("default", mode="w", format=fmt)
             except (av.FFmpegError, OSError, ValueError) as exc:
                 errors.append(f"{fmt}: {exc}")
                 continue
-            self._stream = self._container.add_stream("pcm_s16le", rate=RATE, layout="mono")
+            try:
+                self._stream = container.add_stream("pcm_s16le", rate=RATE, layout="mono")
+                container.start_encoding()  # opens the device now, not at the first frame
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                errors.append(f"{fmt}: {exc}")
+                container.close()
+                continue
+            self._container = container
             return
         raise MediaUnavailable("this machine has no usable speaker (" + "; ".join(errors) + ")")
 
