@@ -8,106 +8,33 @@ import asyncio
 import json
 import shutil
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from tests.conftest import Register
 from tests.media.helpers import TOLERANCE, assert_torn_down, heard_frequency
-from tests.web.browser import chromium
-from tests.web.conftest import LOOPBACK, WebSide
+from tests.web.calling import (
+    BROWSER_TONE,
+    PYTHON_TONE,
+    WAIT_MS,
+    PySide,
+    WebSide,
+    open_phone,
+    page_hears,
+    phone_state,
+    reach,
+)
 
-from parley.client import Client, IncomingCall
-from parley.media import Softphone
 from parley.protocol import session_description
 from parley.protocol.call import EndReason
 from parley.protocol.session_description import SdpType
 
 if TYPE_CHECKING:  # imported by tests.web.browser when there is a browser to drive
-    from playwright.async_api import BrowserContext, Page
+    from playwright.async_api import BrowserContext
 
 pytestmark = pytest.mark.e2e
 
-BROWSER_TONE = 1000.0  # what Chromium's fake microphone plays
-PYTHON_TONE = 440.0  # what the Python softphone plays
-WAIT_MS = 20_000
 SCREENSHOT = Path("/tmp/parley-web-connected.png")
-
-
-@dataclass
-class PySide:
-    client: Client
-    phone: Softphone
-
-    @property
-    def id(self) -> str:
-        return self.client.id
-
-    async def next_call(self) -> IncomingCall:
-        async with asyncio.timeout(WAIT_MS / 1000):
-            async for incoming in self.phone.incoming():
-                return incoming
-        raise AssertionError("the calls service closed")
-
-
-@pytest.fixture
-async def py(register: Register, web: WebSide) -> AsyncIterator[PySide]:
-    _, path = await register("py")
-    client = Client.from_credentials(path)
-    phone = Softphone(client, source=f"tone:{PYTHON_TONE:g}", ice=LOOPBACK)
-    await client.connect()
-    # Each accepts messages only from identities it permitted.
-    await asyncio.gather(
-        client.connections.permit(web.id), web.client.connections.permit(client.id)
-    )
-    try:
-        yield PySide(client, phone)
-    finally:
-        await phone.close()
-        await client.close()
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with chromium(tmp_path / "chromium", BROWSER_TONE) as context:
-        yield context
-
-
-async def open_phone(browser: BrowserContext, web: WebSide) -> Page:
-    page = await browser.new_page()
-    await page.goto(web.phone.url)
-    await page.wait_for_function("() => window.parleyPhone && window.parleyPhone.linked")
-    return page
-
-
-async def reach(page: Page, state: str) -> None:
-    await page.wait_for_function(
-        "(state) => window.parleyPhone.state === state", arg=state, timeout=WAIT_MS
-    )
-
-
-async def page_hears(page: Page, expected: float) -> float | None:
-    """The page's dominant frequency, once it is ``expected`` (or the last one measured,
-    for the failure message, after 15 s)."""
-    heard: float | None = None
-    async with asyncio.timeout(15):
-        while True:
-            heard = await page.evaluate("window.parleyPhone.dominantFrequency()")
-            if heard is not None and abs(heard - expected) <= TOLERANCE:
-                return heard
-            await asyncio.sleep(0.2)
-    return heard
-
-
-async def phone_state(page: Page) -> dict[str, object]:
-    return dict(
-        await page.evaluate(
-            """() => ({state: parleyPhone.state, lastEnded: parleyPhone.lastEnded,
-                       lastDetail: parleyPhone.lastDetail, mediaOpen: parleyPhone.mediaOpen})"""
-        )
-    )
 
 
 async def test_the_browser_calls_a_python_softphone_and_each_hears_the_other(

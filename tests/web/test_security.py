@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tests.web import raw_http
 from tests.web.browser import chromium
-from tests.web.conftest import LOOPBACK, WebSide
+from tests.web.calling import LOOPBACK, WebSide
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
