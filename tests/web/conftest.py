@@ -75,6 +75,16 @@ async def py(register: Register, web: WebSide) -> AsyncIterator[PySide]:
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    """Chromium whose microphone plays BROWSER_TONE."""
+    """Chromium whose microphone plays BROWSER_TONE; the test fails if a page's script
+    threw or logged an error."""
+    errors: list[str] = []
     async with chromium(tmp_path / "chromium", BROWSER_TONE) as context:
+        context.on("weberror", lambda error: errors.append(f"uncaught: {error.error}"))
+        context.on(
+            "console",
+            lambda message: (
+                errors.append(f"console: {message.text}") if message.type == "error" else None
+            ),
+        )
         yield context
+    assert errors == []

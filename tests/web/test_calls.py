@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # imported by tests.web.browser when there is a browser to dr
 pytestmark = pytest.mark.e2e
 
 SCREENSHOT = Path("/tmp/parley-web-connected.png")
+RINGING_SCREENSHOT = Path("/tmp/parley-web-ringing.png")
+ENDED_SCREENSHOT = Path("/tmp/parley-web-ended.png")
 
 
 async def test_the_browser_calls_a_python_softphone_and_each_hears_the_other(
@@ -90,6 +92,8 @@ async def test_a_python_softphone_calls_the_browser_which_answers_and_each_hears
     await reach(page, "ringing")
     assert await page.is_visible("#incoming")
     assert await page.text_content("#caller") == py.id
+    await page.screenshot(path=str(tmp_path / "ringing.png"), full_page=True)
+    shutil.copyfile(tmp_path / "ringing.png", RINGING_SCREENSHOT)
     await page.click("#accept")
 
     await reach(page, "connected")
@@ -105,6 +109,8 @@ async def test_a_python_softphone_calls_the_browser_which_answers_and_each_hears
     state = await phone_state(page)
     assert (state["lastEnded"], state["mediaOpen"]) == ("hangup", False)
     assert "hung up" in str(await page.text_content("#reason"))
+    await page.screenshot(path=str(tmp_path / "ended.png"), full_page=True)
+    shutil.copyfile(tmp_path / "ended.png", ENDED_SCREENSHOT)
     python_heard = heard_frequency(tmp_path / "python-heard.wav")
     assert abs(python_heard - BROWSER_TONE) <= TOLERANCE, python_heard
 

@@ -25,10 +25,11 @@ class Asset(NamedTuple):
 
 PHONE: Final = Asset("phone.html", "text/html; charset=utf-8")
 PUBLIC: Final = {
-    # The script and the style hold nothing secret: served without the token, so the
+    # The script, the style and the icon hold nothing secret: served without the token, so the
     # page can load them by plain URLs.
     "/phone.js": Asset("phone.js", "text/javascript; charset=utf-8"),
     "/phone.css": Asset("phone.css", "text/css; charset=utf-8"),
+    "/icon.svg": Asset("icon.svg", "image/svg+xml"),
 }
 
 FORBIDDEN_PAGE: Final = """<!doctype html>

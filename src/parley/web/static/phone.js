@@ -36,6 +36,7 @@
     linked: false,
     error: null,
     answering: false,
+    endedHere: false, // this page hung up or declined (else the other side, or the network)
     connectedAt: null,
     duration: 0,
   };
@@ -129,6 +130,7 @@
       return;
     }
     ringing = message;
+    phone.endedHere = false;
     phone.state = "ringing";
     phone.peer = message.peer;
     phone.callId = message.call_id;
@@ -189,6 +191,7 @@
 
   async function placeCall(peer) {
     phone.error = null;
+    phone.endedHere = false;
     phone.state = "dialing";
     phone.peer = peer;
     phone.callId = null;
@@ -249,10 +252,13 @@
   }
 
   function decline() {
-    if (ringing) send({ t: "decline", call_id: ringing.call_id });
+    if (!ringing) return;
+    phone.endedHere = true;
+    send({ t: "decline", call_id: ringing.call_id });
   }
 
   function hangup() {
+    phone.endedHere = true;
     if (phone.callId !== null) {
       send({ t: "hangup", call_id: phone.callId }); // the ended message follows
       closeMedia();
@@ -394,8 +400,10 @@
     ended: "Call ended",
   };
 
+  const HERE_TEXT = { hangup: "you hung up", declined: "you declined" };
+
   const REASON_TEXT = {
-    hangup: "hung up",
+    hangup: "the other side hung up",
     busy: "busy",
     declined: "declined",
     timeout: "nobody answered",
@@ -439,7 +447,8 @@
     const reason = $("reason");
     reason.hidden = phone.state !== "ended";
     if (phone.state === "ended") {
-      const text = REASON_TEXT[phone.lastEnded] || phone.lastEnded || "";
+      const here = phone.endedHere && HERE_TEXT[phone.lastEnded];
+      const text = here || REASON_TEXT[phone.lastEnded] || phone.lastEnded || "";
       reason.textContent = phone.lastDetail ? `${text}: ${phone.lastDetail}` : text;
     }
 
