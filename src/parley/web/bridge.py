@@ -10,6 +10,8 @@ checks every session description either way with ``protocol.session_description`
   ends the call ``failed`` (the peer gets a stop) and the page is told why.
 
 One call at a time is the page's: a call ringing while another is in progress gets busy.
+Should the page's call and the peer's cross (glare, DESIGN.md §3) and the peer's win,
+the page answers the peer's offer on its own connection: its offer is no answer to it.
 A call that rings while no page is open keeps ringing and is shown to the next page
 that connects. A page that goes away hangs up the call it was placing or in: its media
 went with it.
@@ -271,7 +273,11 @@ class PhoneBridge:
         call = self.current
         if call is None or self._send is None:
             raise StateError("no phone page is open to answer the call that won glare")
-        offer = session_description.parse(peer_info, SdpType.OFFER)
+        try:
+            offer = session_description.parse(peer_info, SdpType.OFFER)
+        except InvalidSessionDescription as exc:
+            self._details[call.call_id] = f"the offer that won glare is unusable: {exc}"
+            raise
         answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._glare[call.call_id] = answer
         await self._tell(
