@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -460,10 +461,17 @@ def phone_web(
     async def work() -> None:
         from parley.web.server import serve
 
-        await serve(credentials, port=port, ice=_ice(ice_host), on_ready=_print_url)
+        # Until SIGINT or SIGTERM; either hangs up a live call before the process ends.
+        serving = asyncio.ensure_future(
+            serve(credentials, port=port, ice=_ice(ice_host), on_ready=_print_url)
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, serving.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
 
-    with contextlib.suppress(KeyboardInterrupt):
-        _run(work)
+    _run(work)
 
 
 def _print_url(url: str) -> None:

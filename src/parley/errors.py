@@ -7,7 +7,8 @@ The tree::
     │   ├── MalformedFrame            a client <-> relay frame that does not decode
     │   ├── MalformedMessage          a payload (JWS) that does not decode
     │   ├── UnknownMessageType        a payload whose ``typ`` is not one we know
-    │   └── InvalidSessionDescription a ``peer_info`` that is not a usable offer or answer
+    │   ├── InvalidSessionDescription a ``peer_info`` that is not a usable offer or answer
+    │   └── MalformedPageMessage      what the browser softphone's page sent (``web.messages``)
     ├── VerificationError             a payload that decodes but must not be trusted
     │   ├── BadSignature
     │   ├── UnknownKey                ``kid`` is not a device key of the issuer
@@ -43,8 +44,12 @@ The tree::
     │   ├── UnknownCall               a command for a call_id the phone or proxy does not hold
     │   └── CallIdInUse               a call placed with a call_id this phone has already seen
     ├── ChildProcessFailed            a relay or proxy process Parley started did not run
+    ├── InvalidIceConfig              an ICE setting that does not parse (``parley.ice``)
     └── MediaError                    the media of a call (``parley.media``)
-        └── MediaUnavailable          the ``parley[media]`` extra or a device is missing
+        ├── MediaUnavailable          the ``parley[media]`` extra or a device is missing
+        └── WebPhoneError             the browser softphone cannot serve (``web.server``)
+
+The three classes marked with a module live there, beside what raises them.
 
 ``RelayError.from_code`` maps the wire error codes of ``protocol.frames.ErrorCode`` onto
 the classes above, so a refusal by the relay surfaces as the same type on every client.

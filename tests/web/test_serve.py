@@ -57,7 +57,8 @@ async def test_parley_phone_web_prints_the_pages_url_on_a_line_of_its_own(
         assert page.status == 200
         assert (await raw_http.get(port, "/", {"Host": f"127.0.0.1:{port}"})).status == 403
     finally:
-        await process.stop()
+        code = await process.stop()
+    assert code == 0, process.lines  # SIGTERM stops it cleanly, hanging up first
     assert sum(1 for line in process.lines if token in line) == 1  # printed once, logged never
 
 
