@@ -8,8 +8,8 @@ from parley.relay.config import RelayConfig
 from parley.relay.core import Relay
 from parley.relay.metrics import RelayMetrics
 from parley.relay.server import RelayServer, run_relay
-from parley.relay.sqlite import SqliteStore
 from parley.relay.store import RelayStore
+from parley.relay.store.sqlite import SqliteStore
 
 __all__ = [
     "Relay",

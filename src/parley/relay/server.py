@@ -24,7 +24,7 @@ from parley.protocol.frames import FRAME_OVERHEAD
 from parley.relay.config import RelayConfig
 from parley.relay.core import Relay
 from parley.relay.metrics import CONTENT_TYPE_LATEST
-from parley.relay.sqlite import SqliteStore
+from parley.relay.store.sqlite import SqliteStore
 from parley.transport.websocket import WebSocketTransport
 
 logger = logging.getLogger(__name__)

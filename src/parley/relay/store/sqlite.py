@@ -17,8 +17,7 @@ from pathlib import Path
 
 from parley.protocol.frames import Envelope
 from parley.protocol.keychain import ChainEntry, EntryBody, KeyOp
-from parley.relay.dbthread import SqliteThread
-from parley.relay.store import (
+from parley.relay.store.base import (
     Claim,
     IdentityKey,
     InboxItem,
@@ -27,6 +26,7 @@ from parley.relay.store import (
     StoreResult,
     StoreStatus,
 )
+from parley.relay.store.dbthread import SqliteThread
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identities (

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.relay.helpers import WAIT
 
-from parley.relay.dbthread import SqliteThread
-
-from .helpers import WAIT
+from parley.relay.store.dbthread import SqliteThread
 
 
 async def test_jobs_queued_together_share_one_commit(tmp_path: Path) -> None:

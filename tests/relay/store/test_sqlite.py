@@ -8,13 +8,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests.relay.helpers import Identity
 
 from parley.protocol.frames import Envelope
 from parley.protocol.keychain import KeyOp
 from parley.relay import SqliteStore
 from parley.relay.store import StoreStatus
-
-from .helpers import Identity
 
 NOW = 1000.0
 
