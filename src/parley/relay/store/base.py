@@ -1,6 +1,6 @@
 """What the relay needs from storage, as a structural protocol.
 
-:class:`~parley.relay.sqlite.SqliteStore` is the default backend; a PostgreSQL one only
+:class:`~parley.relay.store.sqlite.SqliteStore` is the default backend; a PostgreSQL one only
 has to provide the same coroutines. Every method that writes returns after the write
 is durable, which is what lets the relay acknowledge a Send only once it is stored.
 
