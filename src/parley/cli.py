@@ -29,6 +29,11 @@ app = typer.Typer(
 )
 identity_app = typer.Typer(help="Create identities and manage their devices.", no_args_is_help=True)
 app.add_typer(identity_app, name="identity")
+relay_app = typer.Typer(
+    help="Run a relay node: parley relay [--store URL] [--port P], until SIGINT or "
+    "SIGTERM; parley relay migrate --store URL sets up a PostgreSQL store first."
+)
+app.add_typer(relay_app, name="relay")
 proxy_app = typer.Typer(
     help="Run the calling proxy: parley proxy --credentials FILE, until SIGINT or "
     "SIGTERM. Bind calls to it with bind / bind-pool, also while it runs (it takes new "
@@ -88,13 +93,26 @@ def main(
     )
 
 
-@app.command()
+StoreLocationOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        envvar="PARLEY_STORE",
+        help="postgresql://USER@HOST:PORT/DB (shared by relay nodes) or sqlite:PATH; "
+        "default: SQLite in --data-dir.",
+    ),
+]
+
+
+@relay_app.callback(invoke_without_command=True)
 def relay(
+    ctx: typer.Context,
     data_dir: Annotated[
         Path, typer.Option(help="Where the relay keeps its SQLite database.")
     ] = Path("parley-data"),
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8765,
+    store: StoreLocationOption = None,
     rate: Annotated[
         float, typer.Option(help="Messages per second one connection may send, sustained.")
     ] = _DEFAULTS.rate_per_second,
@@ -105,15 +123,38 @@ def relay(
         _DEFAULTS.max_body
     ),
 ) -> None:
-    """Run a relay until SIGINT or SIGTERM."""
-    from parley.relay.server import run_relay
+    """Run a relay node until SIGINT or SIGTERM (parley relay migrate: set up its store)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from parley.relay.server import RelayServer, run_relay
 
-    def ready(url: str) -> None:
+    def ready(server: RelayServer) -> None:
         # One plain line with the URL: scripts and tests wait for it.
-        print(f"parley relay listening on {url}", flush=True)
+        print(f"parley relay listening on {server.url} node {server.node_id}", flush=True)
 
     config = RelayConfig(rate_per_second=rate, burst=burst, max_body=max_body)
-    _run(lambda: run_relay(data_dir, host, port, config, ready))
+    _run(lambda: run_relay(data_dir, host, port, config, ready, store=store))
+
+
+@relay_app.command("migrate")
+def relay_migrate(
+    store: StoreLocationOption = None,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the SQLite database is, without --store.")
+    ] = Path("parley-data"),
+) -> None:
+    """Create or upgrade the schema of the relay's store (PostgreSQL; SQLite upgrades
+    itself when the relay starts)."""
+    from parley.relay.store.location import backend, migrate, redacted
+
+    before, after = _run(lambda: migrate(store, data_dir))
+    where = redacted(store) if store else str(data_dir)
+    if backend(store) == "sqlite":
+        print(f"SQLite store in {where} is up to date")
+    elif before == after:
+        print(f"PostgreSQL store {where} is at schema version {after}; nothing to do")
+    else:
+        print(f"PostgreSQL store {where}: schema version {before} -> {after}")
 
 
 @identity_app.command("new")

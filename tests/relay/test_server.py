@@ -66,7 +66,12 @@ async def test_websocket_session_health_and_metrics(tmp_path: Path) -> None:
 
         status, kind, body = await asyncio.to_thread(http_get, server.http_url + "/health")
         assert (status, kind) == (200, "application/json")
-        assert json.loads(body) == {"status": "ok", "connections": 1}
+        assert json.loads(body) == {
+            "status": "ok",
+            "node": server.node_id,
+            "store": "sqlite",
+            "connections": 1,
+        }
         status, kind, body = await asyncio.to_thread(http_get, server.http_url + "/metrics")
         assert status == 200
         assert kind.startswith("text/plain")
@@ -108,9 +113,9 @@ async def test_a_restarted_server_keeps_the_inbox(tmp_path: Path) -> None:
 
 
 async def test_run_relay_stops_on_sigterm(tmp_path: Path) -> None:
-    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    ready: asyncio.Future[RelayServer] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(run_relay(tmp_path, "127.0.0.1", 0, RelayConfig(), ready.set_result))
-    url = await asyncio.wait_for(ready, WAIT)
+    url = (await asyncio.wait_for(ready, WAIT)).url
     assert url.startswith("ws://127.0.0.1:")
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(task, WAIT)

@@ -12,6 +12,7 @@ import contextlib
 import http
 import json
 import logging
+import secrets
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -24,27 +25,35 @@ from parley.protocol.frames import FRAME_OVERHEAD
 from parley.relay.config import RelayConfig
 from parley.relay.core import Relay
 from parley.relay.metrics import CONTENT_TYPE_LATEST
-from parley.relay.store.sqlite import SqliteStore
+from parley.relay.store.location import DB_NAME, backend, open_store, redacted
 from parley.transport.websocket import WebSocketTransport
 
 logger = logging.getLogger(__name__)
 
-DB_NAME = "relay.db"
-
 
 class RelayServer:
+    """One relay node. ``store``: where it keeps everything (``parley.relay.store
+    .location``; default SQLite in ``data_dir``); ``node_id``: its name in logs,
+    ``/health`` and metrics (default: a new random one)."""
+
     def __init__(
         self,
         data_dir: Path,
         host: str = "127.0.0.1",
         port: int = 0,
         config: RelayConfig | None = None,
+        *,
+        store: str | None = None,
+        node_id: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
         self.config = config or RelayConfig()
+        self.node_id = node_id or secrets.token_hex(4)
+        self.store_backend = backend(store)
+        self._store_description = str(self.data_dir / DB_NAME) if store is None else redacted(store)
         self._port = port
-        self.relay = Relay(SqliteStore(self.data_dir / DB_NAME), self.config)
+        self.relay = Relay(open_store(store, self.data_dir), self.config)
         self._server: Server | None = None
         self._closed = False
 
@@ -64,7 +73,8 @@ class RelayServer:
         return f"http://{self._authority()}"
 
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.store_backend == "sqlite":
+            self.data_dir.mkdir(parents=True, exist_ok=True)
         await self.relay.start()
         try:
             self._server = await serve(
@@ -80,7 +90,13 @@ class RelayServer:
         except BaseException:
             await self.relay.close()
             raise
-        logger.info("relay listening on %s (data in %s)", self.url, self.data_dir)
+        logger.info(
+            "relay %s listening on %s (%s store: %s)",
+            self.node_id,
+            self.url,
+            self.store_backend,
+            self._store_description,
+        )
 
     async def close(self) -> None:
         if self._closed:
@@ -126,7 +142,14 @@ class RelayServer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/health":
-            body = json.dumps({"status": "ok", "connections": self.relay.connection_count})
+            body = json.dumps(
+                {
+                    "status": "ok",
+                    "node": self.node_id,
+                    "store": self.store_backend,
+                    "connections": self.relay.connection_count,
+                }
+            )
             return _respond(conn, http.HTTPStatus.OK, body, "application/json")
         if path == "/metrics":
             text = self.relay.metrics.render().decode()
@@ -150,11 +173,13 @@ async def run_relay(
     host: str,
     port: int,
     config: RelayConfig,
-    on_ready: Callable[[str], None],
+    on_ready: Callable[[RelayServer], None],
+    *,
+    store: str | None = None,
 ) -> None:
     """Run a relay until SIGINT or SIGTERM, then shut it down cleanly.
 
-    ``on_ready`` gets the WebSocket URL once the relay is listening.
+    ``on_ready`` gets the server once it is listening (its ``url``, ``node_id``).
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -166,8 +191,8 @@ async def run_relay(
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     try:
-        async with RelayServer(data_dir, host, port, config) as server:
-            on_ready(server.url)
+        async with RelayServer(data_dir, host, port, config, store=store) as server:
+            on_ready(server)
             await stop.wait()
             logger.info("signal received; shutting down")
     finally:
