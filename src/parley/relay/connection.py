@@ -116,6 +116,14 @@ class Connection:
             self._deliveries.append(deliver)
         self._wake.set()
 
+    def wake_read(self) -> None:
+        """New rows may be in the store for this device (another node stored them, or
+        the bus lost track): read the inbox after ``cursor``."""
+        if not self._attached:
+            return
+        self._need_read = True
+        self._wake.set()
+
     def close_soon(self, code: int, reason: str) -> None:
         """Stop deliveries, write the replies already queued, then close.
 

@@ -52,6 +52,17 @@ from parley.protocol.frames import (
     Welcome,
 )
 from parley.protocol.keychain import ChainEntry, KeyOp
+from parley.relay.bus import Bus, LocalBus
+from parley.relay.bus.events import (
+    BusEvent,
+    ChainChanged,
+    KeysLow,
+    PermitsChanged,
+    PresenceChanged,
+    Revoked,
+    Rows,
+    SessionOpened,
+)
 from parley.relay.config import RelayConfig
 from parley.relay.connection import Connection, Context
 from parley.relay.directory import Directory, Registration
@@ -67,6 +78,7 @@ logger = logging.getLogger(__name__)
 CLOSE_REVOKED = 4001
 CLOSE_AUTH_FAILED = 4003
 CLOSE_AUTH_TIMEOUT = 4008
+CLOSE_REPLACED = 4009  # the device connected to another relay node
 CLOSE_GOING_AWAY = 1001  # RFC 6455 §7.4.1: the server is going down
 
 MAX_ENVELOPE_ID = 128
@@ -81,17 +93,19 @@ class Relay:
         config: RelayConfig | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        bus: Bus | None = None,
     ) -> None:
         self.config = config or RelayConfig()
         self.metrics = RelayMetrics()
         self._store = store
+        self._bus: Bus = bus or LocalBus()
         self._clock = clock
         self._directory = Directory(store)
         self._keys = KeyDirectory(store, self._directory)
         self._ctx = Context(self.config, store, self._directory, self.metrics, clock)
         # Authenticated connections by (identity, device): where deliveries are pushed.
         self._sessions: dict[tuple[str, str], set[Connection]] = {}
-        self._presence = PresenceBoard()
+        self._presence = PresenceBoard(self._bus.present)
         self._handlers: set[asyncio.Task[Any]] = set()
         self._connections: set[Connection] = set()
         # Store writes started by a connection's requests; they finish even if the
@@ -101,12 +115,22 @@ class Relay:
         self._closing = False
 
     @property
+    def node(self) -> str:
+        """This node's id on the bus."""
+        return self._bus.node
+
+    @property
     def connection_count(self) -> int:
         """Authenticated connections open now."""
         return sum(len(conns) for conns in self._sessions.values())
 
     async def start(self) -> None:
         await self._store.open()
+        try:
+            await self._bus.start(self._on_bus_event, self._on_bus_gap)
+        except BaseException:
+            await self._store.close()
+            raise
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="relay-sweeper")
 
     async def close(self) -> None:
@@ -126,6 +150,7 @@ class Relay:
             if pending:
                 logger.warning("%d connections did not close in time", len(pending))
         await asyncio.gather(*self._inflight, return_exceptions=True)
+        await self._bus.close()
         await self._store.close()
 
     async def sweep(self) -> int:
@@ -238,9 +263,11 @@ class Relay:
                     self._reject(conn, ref, ErrorCode.UNKNOWN_IDENTITY, f"no identity {peer!r}")
                     return
                 await self._directory.permit(identity, peer)
+                self._bus.publish(PermitsChanged(owner=identity))
                 conn.reply(Done(ref=ref))
             case Unpermit(ref=ref, identity=peer):
                 await self._directory.unpermit(identity, peer)
+                self._bus.publish(PermitsChanged(owner=identity))
                 self._presence.unwatch_by(peer, identity)
                 conn.reply(Done(ref=ref))
             case Watch(ref=ref, identities=watched):
@@ -323,7 +350,9 @@ class Relay:
         conn.reply(Welcome(identity=identity, device=device, resume_after=resume_after))
         conn.attach(identity, device, resume_after)
         self._sessions.setdefault((identity, device), set()).add(conn)
-        self._presence.connected(identity, device)
+        self._bus.publish(SessionOpened(identity=identity, device=device, node=self.node))
+        if self._presence.connected(identity, device):
+            self._publish_presence(identity)
         self.metrics.connections.inc()
         logger.info("%s: authenticated, resuming after %d", conn, resume_after)
         # Keys claimed while the device was away may have left it low, or handed out its
@@ -353,7 +382,8 @@ class Relay:
         conns.discard(conn)
         if not conns:
             del self._sessions[key]
-        self._presence.disconnected(conn.identity, conn.device)
+        if self._presence.disconnected(conn.identity, conn.device):
+            self._publish_presence(conn.identity)
         self.metrics.connections.dec()
 
     # -- requests ---------------------------------------------------------------------
@@ -445,6 +475,8 @@ class Relay:
                 target.push(
                     Deliver(offset=row.offset, envelope=envelope, sender_keys_version=version)
                 )
+            # The device may be connected to another node: that node reads the row.
+            self._bus.publish(Rows(identity=row.identity, device=row.device, offset=row.offset))
 
     def _confirm(self, conn: Connection, identity: str, offset: int) -> None:
         # A device cannot confirm (and so delete) what it has not been sent.
@@ -464,12 +496,17 @@ class Relay:
             return
         conn.reply(Done(ref=ref))
         logger.info("%s: key chain of %s now has %s %s", conn, identity, body.op, body.device)
+        self._bus.publish(ChainChanged(identity=identity))
         if body.op is KeyOp.REVOKE:
-            self._keys.forget(identity, body.device)
-            for target in list(self._sessions.get((identity, body.device), ())):
-                self._detach(target)
-                self._reject(target, None, ErrorCode.DEVICE_REVOKED, "this device was revoked")
-                target.close_soon(CLOSE_REVOKED, "device revoked")
+            self._bus.publish(Revoked(identity=identity, device=body.device))
+            self._revoked(identity, body.device)
+
+    def _revoked(self, identity: str, device: str) -> None:
+        self._keys.forget(identity, device)
+        for target in list(self._sessions.get((identity, device), ())):
+            self._detach(target)
+            self._reject(target, None, ErrorCode.DEVICE_REVOKED, "this device was revoked")
+            target.close_soon(CLOSE_REVOKED, "device revoked")
 
     async def _publish_keys(self, conn: Connection, identity: str, frame: PublishKeys) -> None:
         assert conn.device is not None
@@ -484,6 +521,7 @@ class Relay:
         except InvalidKeys as exc:
             self._reject(conn, frame.ref, ErrorCode.MALFORMED, str(exc))
             return
+        self._bus.publish(ChainChanged(identity=identity))  # its published keys changed
         conn.reply(
             KeyCount(
                 ref=frame.ref,
@@ -511,11 +549,85 @@ class Relay:
         for claim in claims:
             status = claim.status
             if status.one_time_keys < ONE_TIME_KEYS_LOW or claim.fallback:
-                count = KeyCount(
-                    one_time_keys=status.one_time_keys, fallback_key=status.fallback_key
+                self._keys_low(whose, claim.device, status.one_time_keys, status.fallback_key)
+                self._bus.publish(
+                    KeysLow(
+                        identity=whose,
+                        device=claim.device,
+                        one_time_keys=status.one_time_keys,
+                        fallback_key=status.fallback_key,
+                    )
                 )
-                for target in self._sessions.get((whose, claim.device), ()):
-                    target.reply(count)
+
+    def _keys_low(self, identity: str, device: str, one_time_keys: int, fallback: bool) -> None:
+        count = KeyCount(one_time_keys=one_time_keys, fallback_key=fallback)
+        for target in self._sessions.get((identity, device), ()):
+            target.reply(count)
+
+    # -- other nodes ------------------------------------------------------------------
+
+    def _publish_presence(self, identity: str) -> None:
+        devices = self._presence.local(identity)
+        self._bus.publish(PresenceChanged(identity=identity, node=self.node, devices=devices))
+
+    def _on_bus_event(self, event: BusEvent) -> None:
+        """What another node said. Runs in the bus's task: nothing here may block."""
+        match event:
+            case Rows(identity=identity, device=device):
+                for target in self._sessions.get((identity, device), ()):
+                    target.wake_read()
+            case Revoked(identity=identity, device=device):
+                self._spawn(self._refresh_then_revoke(identity, device))
+            case ChainChanged(identity=identity):
+                self._keys.invalidate(identity)
+                if self._directory.cached_chain(identity) is not None:
+                    self._spawn(self._refresh_chain(identity))
+            case PermitsChanged(owner=owner):
+                self._spawn(self._refresh_permits(owner))
+            case KeysLow(identity=identity, device=device):
+                self._keys_low(identity, device, event.one_time_keys, event.fallback_key)
+            case SessionOpened(identity=identity, device=device, node=node):
+                if node != self.node:
+                    for target in list(self._sessions.get((identity, device), ())):
+                        logger.info("%s: connected to node %s; closing this one", target, node)
+                        self._detach(target)
+                        target.close_soon(CLOSE_REPLACED, "connected to another relay node")
+            case PresenceChanged(identity=identity):
+                self._presence.remote_changed(identity)
+
+    def _on_bus_gap(self) -> None:
+        """The bus may have lost events: what we serve and cache comes from the store."""
+        logger.warning("the bus may have lost events; re-reading from the store")
+        for conns in list(self._sessions.values()):
+            for target in conns:
+                target.wake_read()
+        self._keys.invalidate()
+        self._directory.forget_permits()
+        for identity in self._directory.cached_identities():
+            self._spawn(self._refresh_chain(identity))
+        for identity in {identity for identity, _ in self._sessions}:
+            self._publish_presence(identity)
+            self._presence.remote_changed(identity)
+
+    async def _refresh_chain(self, identity: str) -> None:
+        chain = await self._directory.refresh_chain(identity)
+        if chain is None:
+            return
+        for (whose, device), _ in list(self._sessions.items()):
+            if whose == identity and device not in chain.active:
+                self._revoked(identity, device)
+
+    async def _refresh_then_revoke(self, identity: str, device: str) -> None:
+        await self._directory.refresh_chain(identity)
+        self._revoked(identity, device)
+
+    async def _refresh_permits(self, owner: str) -> None:
+        self._directory.forget_permits(owner)
+        permitted = await self._directory.permits(owner)
+        for watcher in self._presence.watchers_of(owner):
+            who = watcher.identity
+            if who is not None and who != owner and who not in permitted:
+                self._presence.unwatch_by(who, owner)
 
     # -- helpers ----------------------------------------------------------------------
 

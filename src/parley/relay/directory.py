@@ -1,9 +1,12 @@
 """Identities, their key chains and their permissions, cached in front of the store.
 
 Every Send needs the recipient's existence, its permissions and the sender's chain
-length; reading those from SQLite each time would put a database round trip in front
-of every message. This relay is the only writer of its store, and every write goes
-through here, so the caches are updated write-through and never go stale. Unknown
+length; reading those from the store each time would put a database round trip in
+front of every message. Writes through this node update the caches write-through;
+writes through another node reach here as bus events (``ChainChanged``,
+``PermitsChanged``), and :meth:`Directory.refresh_chain` / :meth:`Directory.forget_permits`
+bring the caches up to date. A chain is only ever extended after reading it from the
+store, so a stale cache can never make two nodes accept conflicting entries. Unknown
 identities are not cached, so probing random ids cannot grow memory.
 """
 
@@ -65,13 +68,37 @@ class Directory:
     async def append(self, identity: str, entry: ChainEntry) -> EntryBody:
         """Extend ``identity``'s chain with ``entry``; KeyChainError if it does not."""
         async with self._chain_lock:
-            chain = await self.chain(identity)
+            # From the store, not the cache: another node may have extended it.
+            chain = await self.refresh_chain(identity)
             if chain is None:
                 raise KeyChainError(f"unknown identity {identity!r}")
             body = chain.check(entry)
             await self._store.append_entry(identity, entry, body)
             chain.append(entry)
             return body
+
+    async def refresh_chain(self, identity: str) -> KeyChain | None:
+        """Read ``identity``'s chain from the store again and cache it."""
+        entries = await self._store.load_chain(identity)
+        if entries is None:
+            self._chains.pop(identity, None)
+            return None
+        chain = KeyChain.from_entries(identity, entries)
+        cached = self._chains.get(identity)
+        if cached is None or len(chain.entries) >= len(cached.entries):
+            self._chains[identity] = chain
+            return chain
+        return cached  # a longer one was cached while we read (a write of ours)
+
+    def cached_identities(self) -> list[str]:
+        return list(self._chains)
+
+    def forget_permits(self, owner: str | None = None) -> None:
+        """Drop the cached permits of ``owner`` (of everyone: None); read again on use."""
+        if owner is None:
+            self._permits.clear()
+        else:
+            self._permits.pop(owner, None)
 
     async def permits(self, owner: str) -> set[str]:
         """The identities ``owner`` accepts messages from (do not mutate)."""

@@ -135,6 +135,14 @@ class KeyDirectory:
             and {(r.identity, r.device, r.identity_key) for r in refs} == expected
         )
 
+    def invalidate(self, identity: str | None = None) -> None:
+        """Drop the cached identity keys of ``identity`` (of everyone: None): another
+        node published or dropped some."""
+        if identity is None:
+            self._keys.clear()
+        else:
+            self._keys.pop(identity, None)
+
     def forget(self, identity: str, device: str) -> None:
         """Drop a revoked device's keys from the cache (the store dropped them)."""
         cached = self._keys.get(identity)

@@ -1,0 +1,183 @@
+"""Two relay nodes on one store and a bus (MemoryHub): what one node does reaches the
+devices connected to the other — deliveries, revocation, presence, permissions, a
+device moving between nodes — and a node that lost bus events re-reads the store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from parley.protocol import frames
+from parley.protocol.frames import ErrorCode
+from parley.protocol.keychain import KeyOp
+from parley.relay import Relay, RelayConfig, SqliteStore
+from parley.relay.bus import MemoryHub
+from parley.relay.bus.events import BusEvent, Rows
+from parley.relay.core import CLOSE_REPLACED, CLOSE_REVOKED
+from parley.relay.store import RelayStore
+
+from .helpers import WAIT, FakeClock, Identity, Peer, enroll, online
+
+HOUR = 3600.0
+
+
+class SharedStore:
+    """One store opened once for several relays in one process, as a database server
+    is shared by several nodes."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._opened = 0
+
+    async def open(self) -> None:
+        if self._opened == 0:
+            await self._store.open()
+        self._opened += 1
+
+    async def close(self) -> None:
+        self._opened -= 1
+        if self._opened == 0:
+            await self._store.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path, clock: FakeClock) -> None:
+        self.hub = MemoryHub()
+        store = cast(RelayStore, SharedStore(SqliteStore(tmp_path / "relay.db")))
+        config = RelayConfig(sweep_interval=3600)
+        self.n1 = Relay(store, config, clock=clock, bus=self.hub.bus("n1"))
+        self.n2 = Relay(store, config, clock=clock, bus=self.hub.bus("n2"))
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Cluster]:
+    nodes = Cluster(tmp_path, clock)
+    await nodes.n1.start()
+    await nodes.n2.start()
+    yield nodes
+    await nodes.n2.close()
+    await nodes.n1.close()
+
+
+async def people(relay: Relay) -> tuple[Identity, Identity]:
+    """alice and bob, each accepting messages from the other."""
+    alice, bob = Identity.create("alice"), Identity.create("bob")
+    await enroll(relay, alice)
+    await enroll(relay, bob)
+    for me, other in ((alice, "bob"), (bob, "alice")):
+        peer = await online(relay, me)
+        assert isinstance(await peer.request(frames.Permit, identity=other), frames.Done)
+        await peer.close()
+    return alice, bob
+
+
+async def next_presence(peer: Peer, devices: list[str]) -> None:
+    async with asyncio.timeout(WAIT):
+        while True:
+            frame = await peer.recv()
+            if isinstance(frame, frames.Presence) and frame.devices == devices:
+                return
+
+
+async def test_a_message_stored_on_one_node_reaches_a_device_on_the_other(
+    cluster: Cluster, clock: FakeClock
+) -> None:
+    alice, bob = await people(cluster.n1)
+    alice_phone = await online(cluster.n2, alice)
+    bob_phone = await online(cluster.n1, bob)
+    for n in range(3):
+        reply = await bob_phone.send_to("alice", b"hi %d" % n, f"e{n}", clock() + HOUR)
+        assert isinstance(reply, frames.Ack)
+    bodies = [(await alice_phone.expect(frames.Deliver)).envelope.body for _ in range(3)]
+    assert bodies == [b"hi 0", b"hi 1", b"hi 2"]
+    await alice_phone.close()
+    await bob_phone.close()
+
+
+async def test_a_device_connecting_to_another_node_closes_its_older_connection(
+    cluster: Cluster,
+) -> None:
+    alice, _ = await people(cluster.n1)
+    first = await online(cluster.n1, alice)
+    second = await online(cluster.n2, alice)
+    assert await first.closed() == CLOSE_REPLACED
+    assert cluster.n1.connection_count == 0 and cluster.n2.connection_count == 1
+    await second.close()
+
+
+async def test_a_revocation_on_one_node_closes_the_device_on_the_other(
+    cluster: Cluster,
+) -> None:
+    alice, _ = await people(cluster.n1)
+    phone = await online(cluster.n1, alice)
+    add = alice.next_entry(KeyOp.ADD, "d2", signer="d1")
+    assert isinstance(await phone.request(frames.AppendKey, entry=add), frames.Done)
+    alice.chain.append(add)
+    laptop = await online(cluster.n2, alice, "d2")
+    revoke = alice.next_entry(KeyOp.REVOKE, "d2", signer="d1")
+    assert isinstance(await phone.request(frames.AppendKey, entry=revoke), frames.Done)
+    assert await laptop.closed() == CLOSE_REVOKED
+    await phone.close()
+
+
+async def test_presence_spans_the_nodes(cluster: Cluster) -> None:
+    alice, bob = await people(cluster.n1)
+    watcher = await online(cluster.n1, alice)
+    assert isinstance(await watcher.request(frames.Watch, identities=["bob"]), frames.Done)
+    await next_presence(watcher, [])
+    bob_phone = await online(cluster.n2, bob)
+    await next_presence(watcher, ["d1"])
+    await bob_phone.close()
+    await next_presence(watcher, [])
+    await watcher.close()
+
+
+async def test_a_permit_given_on_one_node_holds_on_the_other(
+    cluster: Cluster, clock: FakeClock
+) -> None:
+    alice, _ = await people(cluster.n1)
+    carol = Identity.create("carol")
+    await enroll(cluster.n1, carol)
+    carol_phone = await online(cluster.n2, carol)
+    refused = await carol_phone.send_to("alice", b"x", "c1", clock() + HOUR)
+    assert isinstance(refused, frames.Error) and refused.code is ErrorCode.NOT_PERMITTED
+    alice_phone = await online(cluster.n1, alice)
+    assert isinstance(await alice_phone.request(frames.Permit, identity="carol"), frames.Done)
+    for _ in range(500):  # until n2 has heard of the permit (milliseconds)
+        reply = await carol_phone.send_to("alice", b"x", "c1", clock() + HOUR)
+        if isinstance(reply, frames.Ack):
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("n2 never heard of the permit")
+    assert (await alice_phone.expect(frames.Deliver)).envelope.sender == "carol"
+    await alice_phone.close()
+    await carol_phone.close()
+
+
+async def test_a_node_that_lost_bus_events_reads_the_store_again(
+    cluster: Cluster, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = await people(cluster.n1)
+    alice_phone = await online(cluster.n2, alice)
+    bob_phone = await online(cluster.n1, bob)
+    deliver = cluster.hub._deliver
+
+    def lose_rows(sender: str, event: BusEvent) -> None:
+        if not isinstance(event, Rows):
+            deliver(sender, event)
+
+    monkeypatch.setattr(cluster.hub, "_deliver", lose_rows)
+    assert isinstance(await bob_phone.send_to("alice", b"lost", "e1", clock() + HOUR), frames.Ack)
+    monkeypatch.setattr(cluster.hub, "_deliver", deliver)
+    cluster.hub._buses["n2"].gap()  # the bus says it may have lost events
+    assert (await alice_phone.expect(frames.Deliver)).envelope.body == b"lost"
+    await alice_phone.close()
+    await bob_phone.close()
