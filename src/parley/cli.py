@@ -113,6 +113,15 @@ def relay(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on; 0 picks a free one.")] = 8765,
     store: StoreLocationOption = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(
+            "--bus",
+            envvar="PARLEY_BUS",
+            help="redis://HOST:PORT/N: the bus between the nodes of one PostgreSQL store; "
+            "default: none (this node is the only one).",
+        ),
+    ] = None,
     rate: Annotated[
         float, typer.Option(help="Messages per second one connection may send, sustained.")
     ] = _DEFAULTS.rate_per_second,
@@ -133,7 +142,7 @@ def relay(
         print(f"parley relay listening on {server.url} node {server.node_id}", flush=True)
 
     config = RelayConfig(rate_per_second=rate, burst=burst, max_body=max_body)
-    _run(lambda: run_relay(data_dir, host, port, config, ready, store=store))
+    _run(lambda: run_relay(data_dir, host, port, config, ready, store=store, bus=bus))
 
 
 @relay_app.command("migrate")

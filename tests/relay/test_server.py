@@ -70,6 +70,7 @@ async def test_websocket_session_health_and_metrics(tmp_path: Path) -> None:
             "status": "ok",
             "node": server.node_id,
             "store": "sqlite",
+            "bus": "local",
             "connections": 1,
         }
         status, kind, body = await asyncio.to_thread(http_get, server.http_url + "/metrics")

@@ -22,6 +22,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from parley.protocol.frames import FRAME_OVERHEAD
+from parley.relay.bus.location import InvalidBusLocation, open_bus
+from parley.relay.bus.location import backend as bus_backend
 from parley.relay.config import RelayConfig
 from parley.relay.core import Relay
 from parley.relay.metrics import CONTENT_TYPE_LATEST
@@ -44,6 +46,7 @@ class RelayServer:
         config: RelayConfig | None = None,
         *,
         store: str | None = None,
+        bus: str | None = None,
         node_id: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
@@ -52,8 +55,16 @@ class RelayServer:
         self.node_id = node_id or secrets.token_hex(4)
         self.store_backend = backend(store)
         self._store_description = str(self.data_dir / DB_NAME) if store is None else redacted(store)
+        self.bus_backend = bus_backend(bus)
+        if self.bus_backend != "local" and self.store_backend == "sqlite":
+            raise InvalidBusLocation(
+                "several relay nodes share one PostgreSQL store: --bus needs "
+                "--store postgresql://..."
+            )
         self._port = port
-        self.relay = Relay(open_store(store, self.data_dir), self.config)
+        self.relay = Relay(
+            open_store(store, self.data_dir), self.config, bus=open_bus(bus, self.node_id)
+        )
         self._server: Server | None = None
         self._closed = False
 
@@ -91,12 +102,18 @@ class RelayServer:
             await self.relay.close()
             raise
         logger.info(
-            "relay %s listening on %s (%s store: %s)",
+            "relay %s listening on %s (%s store: %s; %s bus)",
             self.node_id,
             self.url,
             self.store_backend,
             self._store_description,
+            self.bus_backend,
         )
+        if self.store_backend != "sqlite" and self.bus_backend == "local":
+            logger.warning(
+                "no --bus: this node assumes it is the only one on its store; run "
+                "several nodes on one store with --bus redis://..."
+            )
 
     async def close(self) -> None:
         if self._closed:
@@ -147,6 +164,7 @@ class RelayServer:
                     "status": "ok",
                     "node": self.node_id,
                     "store": self.store_backend,
+                    "bus": self.bus_backend,
                     "connections": self.relay.connection_count,
                 }
             )
@@ -176,6 +194,7 @@ async def run_relay(
     on_ready: Callable[[RelayServer], None],
     *,
     store: str | None = None,
+    bus: str | None = None,
 ) -> None:
     """Run a relay until SIGINT or SIGTERM, then shut it down cleanly.
 
@@ -191,7 +210,7 @@ async def run_relay(
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     try:
-        async with RelayServer(data_dir, host, port, config, store=store) as server:
+        async with RelayServer(data_dir, host, port, config, store=store, bus=bus) as server:
             on_ready(server)
             await stop.wait()
             logger.info("signal received; shutting down")

@@ -1,0 +1,49 @@
+"""Which bus a relay node uses, from one setting: ``--bus`` / ``PARLEY_BUS``.
+
+- none: :class:`~parley.relay.bus.memory.LocalBus`, for a node that is the only one;
+- ``redis://HOST:PORT/N`` (or ``rediss://``): Redis, between every node that shares one
+  PostgreSQL store (needs the ``parley[redis]`` extra).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Final
+from urllib.parse import urlsplit
+
+from parley.errors import ParleyError
+from parley.relay.bus.base import Bus
+from parley.relay.bus.memory import LocalBus
+
+BUS_VARIABLE: Final = "PARLEY_BUS"
+_REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+
+
+class InvalidBusLocation(ParleyError):
+    """A ``--bus`` that names no bus Parley has, or one whose extra is not installed."""
+
+
+def backend(location: str | None) -> str:
+    """``local`` or ``redis``."""
+    if not location:
+        return "local"
+    if urlsplit(location).scheme in _REDIS_SCHEMES:
+        return "redis"
+    raise InvalidBusLocation(
+        f"--bus {location!r}: expected redis://HOST:PORT/N (or nothing, for a single node)"
+    )
+
+
+def open_bus(location: str | None, node: str) -> Bus:
+    """The bus ``location`` names, for node ``node`` (not started: the relay starts it)."""
+    if backend(location) == "local":
+        return LocalBus(node)
+    try:
+        module = importlib.import_module("parley.relay.bus.redis")
+    except ImportError as exc:
+        raise InvalidBusLocation(
+            f"a Redis bus needs the redis extra ({exc.name} is missing): "
+            "pip install 'parley[redis]'"
+        ) from exc
+    bus: Bus = module.RedisBus(location, node=node)
+    return bus
