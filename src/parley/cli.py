@@ -168,7 +168,14 @@ def relay_migrate(
 
 @identity_app.command("new")
 def identity_new(
-    relay_url: Annotated[str, typer.Option("--relay", help="The relay's ws:// URL.")],
+    relay_url: Annotated[
+        str,
+        typer.Option(
+            "--relay",
+            help="The relay's ws:// URL; several, comma-separated, for a relay of several "
+            "nodes without a load balancer (the client fails over between them).",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Credentials file to write (0600).")],
     name: Annotated[str | None, typer.Option(help="A display name for the identity.")] = None,
     identity_id: Annotated[

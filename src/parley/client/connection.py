@@ -75,11 +75,43 @@ ReplyT = TypeVar("ReplyT", Ack, Done, Connections, KeyChainFrame, Registered, Ke
 _FATAL_CODES = frozenset({ErrorCode.AUTH_FAILED, ErrorCode.DEVICE_REVOKED})
 
 
+class InvalidRelayUrl(RelayConnectionError):
+    """A relay URL setting that names no relay."""
+
+
+def relay_urls(relay_url: str) -> list[str]:
+    """The relay nodes ``relay_url`` names: one URL, or several separated by commas
+    (``ws://a:8765,ws://b:8765``) for a relay of several nodes without a load balancer."""
+    urls = [url.strip() for url in relay_url.split(",") if url.strip()]
+    if not urls:
+        raise InvalidRelayUrl("no relay URL given")
+    return urls
+
+
 def websocket_connector(relay_url: str) -> Connector:
-    """The default connector: a new WebSocket to ``relay_url`` per attempt."""
+    """The default connector: a new WebSocket per attempt, to the node that answered
+    last; if it does not answer, to the next one of ``relay_url``'s (failover), each
+    tried once per attempt. A device resumes after its offset on whichever node it
+    reaches, so moving between nodes loses nothing."""
+    urls = relay_urls(relay_url)
+    current = 0
 
     async def connect() -> Transport:
-        return await connect_websocket(relay_url)
+        nonlocal current
+        failure: RelayConnectionError | None = None
+        for step in range(len(urls)):
+            index = (current + step) % len(urls)
+            try:
+                transport = await connect_websocket(urls[index])
+            except RelayConnectionError as exc:
+                failure = exc
+                if len(urls) > 1:
+                    log.info("relay node %s unreachable: %s", urls[index], exc)
+                continue
+            current = index
+            return transport
+        assert failure is not None
+        raise failure
 
     return connect
 
