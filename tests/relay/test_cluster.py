@@ -181,3 +181,28 @@ async def test_a_node_that_lost_bus_events_reads_the_store_again(
     assert (await alice_phone.expect(frames.Deliver)).envelope.body == b"lost"
     await alice_phone.close()
     await bob_phone.close()
+
+
+async def test_store_operations_and_bus_events_are_measured(
+    cluster: Cluster, clock: FakeClock
+) -> None:
+    alice, bob = await people(cluster.n1)
+    alice_phone = await online(cluster.n2, alice)
+    bob_phone = await online(cluster.n1, bob)
+    assert isinstance(await bob_phone.send_to("alice", b"m", "e1", clock() + HOUR), frames.Ack)
+    await alice_phone.expect(frames.Deliver)
+    n1, n2 = cluster.n1.metrics.registry, cluster.n2.metrics.registry
+    stored = n1.get_sample_value(
+        "parley_relay_store_seconds_count", {"backend": "sqlite", "operation": "store_envelope"}
+    )
+    assert stored == 1
+    read = n2.get_sample_value(
+        "parley_relay_store_seconds_count", {"backend": "sqlite", "operation": "read_inbox"}
+    )
+    assert read is not None and read >= 1  # n2 read the row n1 stored
+    sent = {"direction": "published", "kind": "Rows"}
+    got = {"direction": "received", "kind": "Rows"}
+    assert (n1.get_sample_value("parley_relay_bus_events_total", sent) or 0) >= 1
+    assert (n2.get_sample_value("parley_relay_bus_events_total", got) or 0) >= 1
+    await alice_phone.close()
+    await bob_phone.close()

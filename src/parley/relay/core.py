@@ -70,6 +70,7 @@ from parley.relay.metrics import RelayMetrics
 from parley.relay.prekeys import InvalidKeys, KeyDirectory, check_publish
 from parley.relay.presence import PresenceBoard
 from parley.relay.store import IdentityKey, InboxRow, RelayStore, StoreStatus
+from parley.relay.store.timed import timed_store
 from parley.transport import Transport
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class Relay:
     ) -> None:
         self.config = config or RelayConfig()
         self.metrics = RelayMetrics()
+        store = timed_store(store, self.metrics)
         self._store = store
         self._bus: Bus = bus or LocalBus()
         self._clock = clock
@@ -263,11 +265,11 @@ class Relay:
                     self._reject(conn, ref, ErrorCode.UNKNOWN_IDENTITY, f"no identity {peer!r}")
                     return
                 await self._directory.permit(identity, peer)
-                self._bus.publish(PermitsChanged(owner=identity))
+                self._publish(PermitsChanged(owner=identity))
                 conn.reply(Done(ref=ref))
             case Unpermit(ref=ref, identity=peer):
                 await self._directory.unpermit(identity, peer)
-                self._bus.publish(PermitsChanged(owner=identity))
+                self._publish(PermitsChanged(owner=identity))
                 self._presence.unwatch_by(peer, identity)
                 conn.reply(Done(ref=ref))
             case Watch(ref=ref, identities=watched):
@@ -350,7 +352,7 @@ class Relay:
         conn.reply(Welcome(identity=identity, device=device, resume_after=resume_after))
         conn.attach(identity, device, resume_after)
         self._sessions.setdefault((identity, device), set()).add(conn)
-        self._bus.publish(SessionOpened(identity=identity, device=device, node=self.node))
+        self._publish(SessionOpened(identity=identity, device=device, node=self.node))
         if self._presence.connected(identity, device):
             self._publish_presence(identity)
         self.metrics.connections.inc()
@@ -476,7 +478,7 @@ class Relay:
                     Deliver(offset=row.offset, envelope=envelope, sender_keys_version=version)
                 )
             # The device may be connected to another node: that node reads the row.
-            self._bus.publish(Rows(identity=row.identity, device=row.device, offset=row.offset))
+            self._publish(Rows(identity=row.identity, device=row.device, offset=row.offset))
 
     def _confirm(self, conn: Connection, identity: str, offset: int) -> None:
         # A device cannot confirm (and so delete) what it has not been sent.
@@ -496,9 +498,9 @@ class Relay:
             return
         conn.reply(Done(ref=ref))
         logger.info("%s: key chain of %s now has %s %s", conn, identity, body.op, body.device)
-        self._bus.publish(ChainChanged(identity=identity))
+        self._publish(ChainChanged(identity=identity))
         if body.op is KeyOp.REVOKE:
-            self._bus.publish(Revoked(identity=identity, device=body.device))
+            self._publish(Revoked(identity=identity, device=body.device))
             self._revoked(identity, body.device)
 
     def _revoked(self, identity: str, device: str) -> None:
@@ -521,7 +523,7 @@ class Relay:
         except InvalidKeys as exc:
             self._reject(conn, frame.ref, ErrorCode.MALFORMED, str(exc))
             return
-        self._bus.publish(ChainChanged(identity=identity))  # its published keys changed
+        self._publish(ChainChanged(identity=identity))  # its published keys changed
         conn.reply(
             KeyCount(
                 ref=frame.ref,
@@ -550,7 +552,7 @@ class Relay:
             status = claim.status
             if status.one_time_keys < ONE_TIME_KEYS_LOW or claim.fallback:
                 self._keys_low(whose, claim.device, status.one_time_keys, status.fallback_key)
-                self._bus.publish(
+                self._publish(
                     KeysLow(
                         identity=whose,
                         device=claim.device,
@@ -566,12 +568,17 @@ class Relay:
 
     # -- other nodes ------------------------------------------------------------------
 
+    def _publish(self, event: BusEvent) -> None:
+        self.metrics.bus_events.labels("published", type(event).__name__).inc()
+        self._bus.publish(event)
+
     def _publish_presence(self, identity: str) -> None:
         devices = self._presence.local(identity)
-        self._bus.publish(PresenceChanged(identity=identity, node=self.node, devices=devices))
+        self._publish(PresenceChanged(identity=identity, node=self.node, devices=devices))
 
     def _on_bus_event(self, event: BusEvent) -> None:
         """What another node said. Runs in the bus's task: nothing here may block."""
+        self.metrics.bus_events.labels("received", type(event).__name__).inc()
         match event:
             case Rows(identity=identity, device=device):
                 for target in self._sessions.get((identity, device), ()):
@@ -598,6 +605,7 @@ class Relay:
     def _on_bus_gap(self) -> None:
         """The bus may have lost events: what we serve and cache comes from the store."""
         logger.warning("the bus may have lost events; re-reading from the store")
+        self.metrics.bus_gaps.inc()
         for conns in list(self._sessions.values()):
             for target in conns:
                 target.wake_read()

@@ -6,7 +6,7 @@ process, as the tests and benchmarks run them, from counting into each other.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "RelayMetrics"]
@@ -44,6 +44,25 @@ class RelayMetrics:
             "parley_relay_rejected",
             "Requests refused, by reason (the wire error code).",
             ["reason"],
+            registry=self.registry,
+        )
+
+        self.store_seconds = Histogram(
+            "parley_relay_store_seconds",
+            "Time of each store operation, by backend and operation.",
+            ["backend", "operation"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.bus_events = Counter(
+            "parley_relay_bus_events",
+            "Events published to and received from other relay nodes, by kind.",
+            ["direction", "kind"],
+            registry=self.registry,
+        )
+        self.bus_gaps = Counter(
+            "parley_relay_bus_gaps",
+            "Times the bus may have lost events and this node re-read the store.",
             registry=self.registry,
         )
 

@@ -14,6 +14,7 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Final
 
 from parley.protocol.frames import Envelope
 from parley.protocol.keychain import ChainEntry, EntryBody, KeyOp
@@ -110,6 +111,8 @@ def _setup(conn: sqlite3.Connection) -> None:
 
 class SqliteStore:
     """:class:`~parley.relay.store.RelayStore` on one SQLite database file."""
+
+    backend: Final = "sqlite"
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
