@@ -58,16 +58,18 @@ class PresenceView:
     def replace(self, snapshot: Mapping[str, Mapping[str, Devices]]) -> list[PresenceChanged]:
         """Make the view ``snapshot`` (node -> identity -> devices); the events that
         turn the old view into it, for what differs only."""
-        changes: list[PresenceChanged] = []
-        for node in self._by_node.keys() - snapshot.keys():
-            changes += self.drop(node)
+        changes = [
+            PresenceChanged(identity=identity, node=node, devices=())
+            for node, identities in self._by_node.items()
+            for identity in identities.keys() - snapshot.get(node, {}).keys()
+        ]
         for node, identities in snapshot.items():
             known = self._by_node.get(node, {})
-            for identity in known.keys() - identities.keys():
-                changes.append(PresenceChanged(identity=identity, node=node, devices=()))
-            for identity, devices in identities.items():
-                if known.get(identity, ()) != devices:
-                    changes.append(PresenceChanged(identity=identity, node=node, devices=devices))
+            changes += [
+                PresenceChanged(identity=identity, node=node, devices=devices)
+                for identity, devices in identities.items()
+                if known.get(identity, ()) != devices
+            ]
         for event in changes:
             self.apply(event)
         return changes
