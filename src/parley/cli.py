@@ -35,9 +35,10 @@ relay_app = typer.Typer(
 )
 app.add_typer(relay_app, name="relay")
 proxy_app = typer.Typer(
-    help="Run the calling proxy: parley proxy --credentials FILE, until SIGINT or "
-    "SIGTERM. Bind calls to it with bind / bind-pool, also while it runs (it takes new "
-    "bindings up within half a second); parley calls prints its records."
+    help="Run the calling proxy: parley proxy --credentials FILE [--store FILE|URL], until "
+    "SIGINT or SIGTERM. Bind calls to it with bind / bind-pool, also while it runs (it "
+    "takes new bindings up within half a second on SQLite, at once on PostgreSQL); "
+    "parley calls prints its records."
 )
 app.add_typer(proxy_app, name="proxy")
 phone_app = typer.Typer(
@@ -58,11 +59,13 @@ CredentialsOption = Annotated[
 ]
 
 StoreOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--store",
-        help="The proxy's SQLite store of bindings and call records "
-        "(default: beside the credentials file, <stem>.proxy.db, e.g. app.proxy.db).",
+        envvar="PARLEY_PROXY_STORE",
+        help="The proxy's store of bindings and call records: a SQLite file, or "
+        "postgresql://USER@HOST:PORT/DB (default: beside the credentials file, "
+        "<stem>.proxy.db, e.g. app.proxy.db).",
     ),
 ]
 ProxyCredentialsOption = Annotated[
@@ -292,7 +295,9 @@ def demo(
     raise typer.Exit(0 if ok else 1)
 
 
-def _store_path(store: Path | None, credentials: Path | None) -> Path:
+def _store_path(store: str | None, credentials: Path | None) -> str | Path:
+    """Where the proxy's store is: ``--store`` as given (a file or a URL; the proxy's
+    location module tells which), else the file beside the credentials."""
     if store is not None:
         return store
     if credentials is None:
@@ -331,8 +336,8 @@ def proxy(
     from parley.proxy.serve import serve
 
     config = ProxyConfig(ring_lifetime=ring_lifetime, grace=grace)
-    path = _store_path(store, credentials)
-    _run(lambda: serve(credentials, path, config, lambda line: print(line, flush=True)))
+    where = _store_path(store, credentials)
+    _run(lambda: serve(credentials, where, config, lambda line: print(line, flush=True)))
 
 
 @proxy_app.command("bind")
@@ -349,7 +354,7 @@ def proxy_bind(
     """Bind CID: the operator's start goes on to the customer (writes the store only)."""
     from parley.ids import IdentityId
     from parley.protocol.proxy import Binding
-    from parley.proxy import SqliteProxyStore
+    from parley.proxy import open_proxy_store
 
     binding = Binding(
         cid=cid,
@@ -359,7 +364,7 @@ def proxy_bind(
     )
 
     async def work() -> None:
-        db = SqliteProxyStore(_store_path(store, credentials))
+        db = open_proxy_store(_store_path(store, credentials))
         try:
             await db.bind(binding)
         finally:
@@ -382,7 +387,7 @@ def proxy_bind_pool(
     """Bind CID to a hunt group: the customer's start rings every available operator."""
     from parley.ids import IdentityId
     from parley.protocol.proxy import Pool
-    from parley.proxy import SqliteProxyStore
+    from parley.proxy import open_proxy_store
 
     pool = Pool(
         cid=cid,
@@ -391,7 +396,7 @@ def proxy_bind_pool(
     )
 
     async def work() -> None:
-        db = SqliteProxyStore(_store_path(store, credentials))
+        db = open_proxy_store(_store_path(store, credentials))
         try:
             await db.bind_pool(pool)
         finally:
@@ -404,17 +409,23 @@ def proxy_bind_pool(
 @app.command()
 def calls(store: StoreOption = None, credentials: ProxyCredentialsOption = None) -> None:
     """Print the proxy's call records: one row per leg."""
-    from parley.proxy import SqliteProxyStore
+    from parley.proxy import open_proxy_store
+    from parley.proxy.location import InvalidProxyStoreLocation, sqlite_path
     from parley.proxy.records import LegRecord
     from parley.proxy.report import records_table
 
-    path = _store_path(store, credentials)
-    if not path.exists():
+    where = _store_path(store, credentials)
+    try:
+        path = sqlite_path(where)
+    except InvalidProxyStoreLocation as exc:
+        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    if path is not None and not path.exists():  # reading must not create an empty file
         err_console.print(f"[red]error:[/red] no proxy store at {path}")
         raise typer.Exit(1)
 
     async def work() -> list[LegRecord]:
-        db = SqliteProxyStore(path)
+        db = open_proxy_store(where)
         try:
             return await db.records()
         finally:

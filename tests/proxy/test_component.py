@@ -1,5 +1,5 @@
 """CallProxy on real clients and the relay core (in memory): forwarding, records, bindings
-from the store, restarts."""
+from the store, restarts; each on a SQLite store and on a PostgreSQL one."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from parley.client import Client
 from parley.credentials import Credentials
 from parley.errors import UnknownIdentity
 from parley.protocol.call import EndReason
-from parley.protocol.proxy import Binding, ProxyConfig
-from parley.proxy import CallProxy, Leg, LegRecord, Route, SqliteProxyStore
+from parley.protocol.proxy import Binding, Pool, ProxyConfig
+from parley.proxy import CallProxy, Leg, LegRecord, ProxyStore, Route, open_proxy_store
 
 
 class Setup:
-    def __init__(self, world: World, tmp_path: Path) -> None:
+    def __init__(self, world: World, tmp_path: Path, store_location: str) -> None:
         self.world = world
         self.tmp_path = tmp_path
-        self.store_path = tmp_path / "proxy.db"
+        self.store_location = store_location
         self.legs: list[LegRecord] = []
         self.routes: list[Route] = []
 
@@ -33,7 +33,11 @@ class Setup:
             found.append(Party(await self.world.connected(creds)))
         return found
 
-    def proxy(self, app: Credentials, store: SqliteProxyStore) -> CallProxy:
+    def store(self) -> ProxyStore:
+        """A store on this test's data, as a proxy or ``parley proxy bind`` opens it."""
+        return open_proxy_store(self.store_location, poll_interval=0.05)
+
+    def proxy(self, app: Credentials, store: ProxyStore) -> CallProxy:
         client = Client(app, state_path=self.world.state_path(app), connector=self.world.link)
         return CallProxy(
             client,
@@ -41,19 +45,19 @@ class Setup:
             ProxyConfig(ring_lifetime=30, grace=1),
             on_leg=self.legs.append,
             on_route=self.routes.append,
-            poll_interval=0.05,
+            retry_interval=0.05,
         )
 
 
 @pytest.fixture
-def setup(world: World, tmp_path: Path) -> Setup:
-    return Setup(world, tmp_path)
+def setup(world: World, tmp_path: Path, store_location: str) -> Setup:
+    return Setup(world, tmp_path, store_location)
 
 
 async def test_accept_and_hangup_are_forwarded_and_both_legs_recorded(setup: Setup) -> None:
     app = await setup.world.identity("app")
     operator, customer = await setup.parties(app, "olga", "cust")
-    store = SqliteProxyStore(setup.store_path)
+    store = setup.store()
     async with setup.proxy(app, store) as proxy:
         await proxy.bind("conv", operator=operator.id, customer=customer.id, operator_name="Olga")
         await operator.voice.start(app.identity, "conv", "k1", "offer", {})
@@ -85,7 +89,7 @@ async def test_accept_and_hangup_are_forwarded_and_both_legs_recorded(setup: Set
 async def test_customer_busy_reaches_the_operator(setup: Setup) -> None:
     app = await setup.world.identity("app")
     operator, customer = await setup.parties(app, "olga", "cust")
-    store = SqliteProxyStore(setup.store_path)
+    store = setup.store()
     async with setup.proxy(app, store) as proxy:
         await proxy.bind("conv", operator=operator.id, customer=customer.id)
         await operator.voice.start(app.identity, "conv", "k1", "offer", {})
@@ -102,8 +106,8 @@ async def test_customer_busy_reaches_the_operator(setup: Setup) -> None:
 async def test_a_binding_written_elsewhere_is_taken_up_while_running(setup: Setup) -> None:
     app = await setup.world.identity("app")
     operator, customer = await setup.parties(app, "olga", "cust")
-    store = SqliteProxyStore(setup.store_path)
-    cli = SqliteProxyStore(setup.store_path)  # what ``parley proxy bind`` does
+    store = setup.store()
+    cli = setup.store()  # what ``parley proxy bind`` does
     binding = Binding(
         cid="conv", operator=operator.client.id, operator_name="Olga", customer=customer.client.id
     )
@@ -122,7 +126,7 @@ async def test_a_binding_written_elsewhere_is_taken_up_while_running(setup: Setu
 async def test_a_restarted_proxy_takes_up_its_bindings_and_missed_starts(setup: Setup) -> None:
     app = await setup.world.identity("app")
     operator, customer = await setup.parties(app, "olga", "cust")
-    store = SqliteProxyStore(setup.store_path)
+    store = setup.store()
     async with setup.proxy(app, store) as proxy:
         await proxy.bind("conv", operator=operator.id, customer=customer.id)
     # The proxy is down when the operator calls: the start waits at the relay.
@@ -139,9 +143,62 @@ async def test_a_restarted_proxy_takes_up_its_bindings_and_missed_starts(setup: 
 async def test_binding_an_unknown_identity_is_refused_and_not_stored(setup: Setup) -> None:
     app = await setup.world.identity("app")
     (operator,) = await setup.parties(app, "olga")
-    store = SqliteProxyStore(setup.store_path)
+    store = setup.store()
     async with setup.proxy(app, store) as proxy:
         with pytest.raises(UnknownIdentity):
             await proxy.bind("conv", operator=operator.id, customer="nobody-here")
     assert await store.routes() == []
+    await store.close()
+
+
+class FlakyReads:
+    """A store whose next ``routes()`` fails once ``fail_next`` is set (the database
+    gone for a moment); everything else goes to ``store``."""
+
+    def __init__(self, store: ProxyStore) -> None:
+        self.store = store
+        self.fail_next = False
+        self.failed = 0
+
+    async def routes(self) -> list[Route]:
+        if self.fail_next:
+            self.fail_next = False
+            self.failed += 1
+            raise OSError("the store is gone for a moment")
+        return await self.store.routes()
+
+    async def bind(self, binding: Binding) -> None:
+        await self.store.bind(binding)
+
+    async def bind_pool(self, pool: Pool) -> None:
+        await self.store.bind_pool(pool)
+
+    async def wait_changed(self) -> None:
+        await self.store.wait_changed()
+
+    async def record(self, leg: LegRecord) -> None:
+        await self.store.record(leg)
+
+    async def records(self) -> list[LegRecord]:
+        return await self.store.records()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+async def test_a_change_whose_read_failed_is_read_again_without_another_change(
+    setup: Setup,
+) -> None:
+    app = await setup.world.identity("app")
+    operator, customer = await setup.parties(app, "olga", "cust")
+    store, cli = FlakyReads(setup.store()), setup.store()
+    binding = Binding(
+        cid="conv", operator=operator.client.id, operator_name="Olga", customer=customer.client.id
+    )
+    async with setup.proxy(app, store):
+        store.fail_next = True
+        await cli.bind(binding)  # the one change: its first read fails
+        await eventually(lambda: binding in setup.routes)
+    assert store.failed == 1
+    await cli.close()
     await store.close()

@@ -1,9 +1,18 @@
-"""The proxy's SQLite store: bindings and pools by cid, leg records, other writers seen."""
+"""The proxy's stores, each test on SQLite and on PostgreSQL: bindings and pools by cid,
+leg records, other writers' changes seen (and one's own not). Then what only PostgreSQL
+does: notification instead of polling, a lost listener, its schema version."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from pathlib import Path
 
+import asyncpg
+import msgspec
+import pytest
+
+from parley.errors import SchemaMismatch
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call import CallRecord, EndReason, Role
 from parley.proxy import (
@@ -11,14 +20,31 @@ from parley.proxy import (
     Leg,
     LegRecord,
     Pool,
-    SqliteProxyStore,
+    ProxyStore,
     default_store_path,
+    open_proxy_store,
 )
+from parley.proxy.postgres import PostgresProxyStore
 from parley.proxy.records import parties
 
 APP, OLGA, CUST = IdentityId("app"), IdentityId("olga"), IdentityId("cust")
 BINDING = Binding(cid="conv", operator=OLGA, operator_name="Olga", customer=CUST)
 POOL = Pool(cid="sales", customer=CUST, operators=(IdentityId("al"), IdentityId("cy")))
+POLL = 0.05  # SQLite's poll interval in these tests
+QUIET = 0.3  # long enough to be sure nothing is coming: several SQLite polls
+
+
+def opened(location: str) -> ProxyStore:
+    return open_proxy_store(location, poll_interval=POLL)
+
+
+async def returns_within(seconds: float, waiting: Awaitable[None]) -> bool:
+    try:
+        async with asyncio.timeout(seconds):
+            await waiting
+    except TimeoutError:
+        return False
+    return True
 
 
 def record(role: Role, peer: IdentityId, answered: float | None = 12.0) -> CallRecord:
@@ -54,8 +80,8 @@ def test_a_leg_record_names_both_ends_of_the_leg() -> None:
     assert inbound.duration == 30.0 and outbound.duration == 0.0
 
 
-async def test_bindings_pools_and_records_survive_reopening(tmp_path: Path) -> None:
-    store = SqliteProxyStore(tmp_path / "proxy.db")
+async def test_bindings_pools_and_records_survive_reopening(store_location: str) -> None:
+    store = opened(store_location)
     await store.bind(BINDING)
     await store.bind_pool(POOL)
     legs = [
@@ -67,7 +93,7 @@ async def test_bindings_pools_and_records_survive_reopening(tmp_path: Path) -> N
     await store.record(legs[0])  # recorded twice, kept once
     await store.close()
 
-    again = SqliteProxyStore(tmp_path / "proxy.db")
+    again = opened(store_location)
     routes = await again.routes()
     assert routes == [BINDING, POOL]
     assert parties(routes) == {OLGA, CUST, IdentityId("al"), IdentityId("cy")}
@@ -75,29 +101,130 @@ async def test_bindings_pools_and_records_survive_reopening(tmp_path: Path) -> N
     await again.close()
 
 
-async def test_a_cid_is_either_bound_or_pooled(tmp_path: Path) -> None:
-    store = SqliteProxyStore(tmp_path / "proxy.db")
+async def test_records_come_in_the_order_the_legs_ended(store_location: str) -> None:
+    store = opened(store_location)
+    late = msgspec.structs.replace(
+        LegRecord.of(record(Role.CALLEE, OLGA), APP), call_id="k2", ended=50.0
+    )
+    early = LegRecord.of(record(Role.CALLEE, OLGA), APP)
+    tie = msgspec.structs.replace(early, call_id="k3")
+    for leg in (late, early, tie):
+        await store.record(leg)
+    assert await store.records() == [early, tie, late]  # a tie: the order recorded
+    await store.close()
+
+
+async def test_a_cid_is_either_bound_or_pooled(store_location: str) -> None:
+    store = opened(store_location)
     await store.bind(BINDING)
     await store.bind_pool(Pool(cid="conv", customer=CUST, operators=(OLGA,)))
     assert await store.routes() == [Pool(cid="conv", customer=CUST, operators=(OLGA,))]
     await store.bind(BINDING)
     assert await store.routes() == [BINDING]
+    renamed = Binding(cid="conv", operator=OLGA, operator_name="Olga K.", customer=CUST)
+    await store.bind(renamed)  # replaced, not added
+    assert await store.routes() == [renamed]
     await store.close()
 
 
-async def test_changed_sees_other_connections_writes_only(tmp_path: Path) -> None:
-    proxy = SqliteProxyStore(tmp_path / "proxy.db")
-    cli = SqliteProxyStore(tmp_path / "proxy.db")  # as ``parley proxy bind`` opens it
-    assert not await proxy.changed()
+async def test_wait_changed_returns_on_others_writes_only(store_location: str) -> None:
+    proxy = opened(store_location)
+    cli = opened(store_location)  # as ``parley proxy bind`` opens it
+    assert await proxy.routes() == []  # opened: changes from here on count
+    assert not await returns_within(QUIET, proxy.wait_changed())
+    await proxy.bind_pool(POOL)
     await proxy.record(LegRecord.of(record(Role.CALLEE, OLGA), APP))
-    assert not await proxy.changed()  # its own write
+    assert not await returns_within(QUIET, proxy.wait_changed())  # its own writes
     await cli.bind(BINDING)
-    assert await proxy.changed()
-    assert not await proxy.changed()  # reported once
-    assert await proxy.routes() == [BINDING]
+    assert await returns_within(5, proxy.wait_changed())
+    assert not await returns_within(QUIET, proxy.wait_changed())  # reported once
+    assert await proxy.routes() == [BINDING, POOL]
+    await cli.bind_pool(Pool(cid="more", customer=CUST, operators=(OLGA,)))
+    assert await returns_within(5, proxy.wait_changed())  # pools too
     await cli.close()
     await proxy.close()
 
 
 def test_the_default_store_sits_beside_the_credentials(tmp_path: Path) -> None:
     assert default_store_path(tmp_path / "app.json") == tmp_path / "app.proxy.db"
+
+
+# -- PostgreSQL only ----------------------------------------------------------------------
+
+
+async def test_a_binding_wakes_another_store_at_once_without_polling(
+    postgres_database: str,
+) -> None:
+    proxy, cli = PostgresProxyStore(postgres_database), PostgresProxyStore(postgres_database)
+    await proxy.routes()
+    await cli.routes()
+    waiting = asyncio.create_task(proxy.wait_changed())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await cli.bind(BINDING)
+    # Well inside the 0.5 s a poll would take: only a notification can be this quick.
+    done, _ = await asyncio.wait({waiting}, timeout=0.25)
+    assert waiting in done
+    assert await proxy.routes() == [BINDING]
+    await cli.close()
+    await proxy.close()
+
+
+async def test_after_losing_its_listener_a_store_reconnects_and_reports_a_change_once(
+    postgres_database: str,
+) -> None:
+    proxy = PostgresProxyStore(postgres_database)
+    cli = PostgresProxyStore(postgres_database)
+    await proxy.routes()
+    # The server ends every connection of the proxy's (as a restart or a failover does).
+    admin = await asyncpg.connect(postgres_database)
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await admin.close()
+    assert killed >= 2  # the pool's connection and the listening one
+    # Nothing was written, but while nobody listened something might have been.
+    assert await returns_within(5, proxy.wait_changed())
+    assert not await returns_within(QUIET, proxy.wait_changed())
+    await cli.bind(BINDING)  # heard again: listening on the new connection
+    assert await returns_within(5, proxy.wait_changed())
+    assert await proxy.routes() == [BINDING]  # and the pool has connected again
+    await cli.close()
+    await proxy.close()
+
+
+async def test_the_proxy_tables_share_a_database_with_the_relay_store(
+    postgres_dsn: str,  # migrated by the relay's store
+) -> None:
+    store = PostgresProxyStore(postgres_dsn)
+    await store.bind(BINDING)
+    assert await store.routes() == [BINDING]
+    await store.close()
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        ours = await admin.fetch(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE 'proxy%' ORDER BY 1"
+        )
+    finally:
+        await admin.close()
+    names = [row["tablename"] for row in ours]
+    assert names == ["proxy_bindings", "proxy_legs", "proxy_pools", "proxy_schema_version"]
+
+
+async def test_a_newer_schema_is_refused(postgres_database: str) -> None:
+    store = PostgresProxyStore(postgres_database)
+    await store.routes()  # at our version
+    await store.close()
+    admin = await asyncpg.connect(postgres_database)
+    try:
+        await admin.execute("INSERT INTO proxy_schema_version VALUES (99)")
+    finally:
+        await admin.close()
+    newer = PostgresProxyStore(postgres_database)
+    with pytest.raises(SchemaMismatch, match="upgrade Parley") as refused:
+        await newer.routes()
+    assert (refused.value.found, refused.value.expected) == (99, 1)
+    await newer.close()

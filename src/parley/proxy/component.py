@@ -8,8 +8,9 @@ in and out). Around that it only keeps the books:
 - bindings and pools come from the store, and the parties are permitted (an identity
   only accepts messages from identities it permits) and their presence followed, so a
   leg whose party disappears ends ``gone`` and an away operator is not hunted;
-- bindings written by another process (``parley proxy bind``) are picked up within
-  ``poll_interval``: the store says when someone else wrote;
+- bindings written by another process (``parley proxy bind``) are picked up as soon as
+  the store says someone else wrote (:meth:`ProxyStore.wait_changed`: SQLite within its
+  poll interval, PostgreSQL when notified);
 - every leg that ends is recorded in the store before anything is sent about it.
 """
 
@@ -42,7 +43,8 @@ class CallProxy:
     connects, so a start that arrived while the proxy was down is still handled.
     :meth:`close` closes the client; the store stays open (it is the caller's).
     ``on_leg`` hears of every leg recorded, ``on_route`` of every binding or pool taken
-    up (at start and later).
+    up (at start and later). ``retry_interval``: how soon a party that could not be
+    permitted (the relay unreachable), or a store that could not be read, is tried again.
     """
 
     def __init__(
@@ -53,14 +55,14 @@ class CallProxy:
         *,
         on_leg: Callable[[LegRecord], None] | None = None,
         on_route: Callable[[Route], None] | None = None,
-        poll_interval: float = 0.5,
+        retry_interval: float = 0.5,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._store = store
         self._on_leg = on_leg
         self._on_route = on_route
-        self._poll_interval = poll_interval
+        self._retry_interval = retry_interval
         self.core = Proxy(client.id, client.device, config=config)
         self._runner: MachineRunner[Fail] = MachineRunner(
             client, self.core, self._event, clock=clock
@@ -69,10 +71,10 @@ class CallProxy:
         self._permitted: set[IdentityId] = set()
         self._refused: set[IdentityId] = set()  # the relay will not permit them: no retries
         self._unobserve: Callable[[], None] | None = None
-        self._poller: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Take up the stored bindings, connect, permit the parties, start polling."""
+        """Take up the stored bindings, connect, permit the parties, follow the store."""
         for route in await self._store.routes():
             self._take_up(route)
         self._unobserve = self._client.observe(self._observed)
@@ -83,14 +85,14 @@ class CallProxy:
         except BaseException:
             await self.close()
             raise
-        self._poller = asyncio.create_task(self._poll(), name="parley-proxy-poll")
+        self._follower = asyncio.create_task(self._follow(), name="parley-proxy-follow")
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
+        if self._follower is not None:
+            self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-            self._poller = None
+                await self._follower
+            self._follower = None
         if self._unobserve is not None:
             self._unobserve()
             self._unobserve = None
@@ -158,7 +160,7 @@ class CallProxy:
 
     async def _permit_all(self, parties: Iterable[IdentityId], *, strict: bool) -> None:
         """Permit and watch each new party. ``strict``: a refusal raises; otherwise it
-        is logged, and a party that could not be reached is tried again next poll."""
+        is logged, and a party that could not be reached is tried again (_follow)."""
         todo = set(parties) - self._permitted
         for party in sorted(todo if strict else todo - self._refused):
             try:
@@ -179,16 +181,33 @@ class CallProxy:
             # its next message (_observed) and when a call with it connects.
             await self._runner.watch(party)
 
-    async def _poll(self) -> None:
+    async def _follow(self) -> None:
+        """Take up routes as the store changes; retry parties not permitted yet."""
+        stale = False  # a change whose routes could not be read: read without waiting
         while True:
-            await asyncio.sleep(self._poll_interval)
             try:
-                if await self._store.changed():
+                if stale or await self._next_change():
+                    stale = True
                     for route in await self._store.routes():
                         self._take_up(route)
+                    stale = False
                 await self._permit_all(parties(self._routes.values()), strict=False)
             except Exception:
                 log.exception("reading the proxy store failed; trying again")
+                await asyncio.sleep(self._retry_interval)
+
+    async def _next_change(self) -> bool:
+        """Wait for the store to change (True); while some party still waits to be
+        permitted, at most ``retry_interval`` (False: time to try it again)."""
+        if not parties(self._routes.values()) - self._permitted - self._refused:
+            await self._store.wait_changed()
+            return True
+        try:
+            async with asyncio.timeout(self._retry_interval):
+                await self._store.wait_changed()
+        except TimeoutError:
+            return False
+        return True
 
     # -- what the runner reports --------------------------------------------------------
 

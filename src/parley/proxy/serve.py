@@ -15,18 +15,20 @@ from pathlib import Path
 from parley.client.client import Client
 from parley.protocol.proxy import Binding, ProxyConfig
 from parley.proxy.component import CallProxy
+from parley.proxy.location import describe, open_proxy_store
 from parley.proxy.records import LegRecord, Route
-from parley.proxy.store import SqliteProxyStore
 
 
 async def serve(
-    credentials: Path, store_path: Path, config: ProxyConfig, say: Callable[[str], None]
+    credentials: Path, store_at: str | Path, config: ProxyConfig, say: Callable[[str], None]
 ) -> None:
+    """Run the proxy of ``credentials`` on the store at ``store_at`` (a file path or a
+    ``postgresql://`` URL, as :func:`~parley.proxy.location.open_proxy_store` takes)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    store = SqliteProxyStore(store_path)
+    store = open_proxy_store(store_at)
     client = Client.from_credentials(credentials)
     try:
         async with CallProxy(
@@ -36,7 +38,7 @@ async def serve(
             on_leg=lambda leg: say(leg_line(leg)),
             on_route=lambda route: say(route_line(route)),
         ):
-            say(f"parley proxy ready as {client.id} (store {store_path})")
+            say(f"parley proxy ready as {client.id} (store {describe(store_at)})")
             await stopping.wait()
     finally:
         await store.close()

@@ -1,13 +1,17 @@
 """Where the calling proxy keeps its bindings and the records of its legs.
 
-:class:`SqliteProxyStore` is one SQLite file in WAL mode, shared by processes: the
-running proxy reads bindings and writes records while ``parley proxy bind`` adds
-bindings and ``parley calls`` reads records. :meth:`ProxyStore.changed` is how the
-running proxy learns that another process wrote (SQLite's ``PRAGMA data_version``
-moves only on other connections' commits).
+A store is shared by processes: the running proxy reads bindings and writes records
+while ``parley proxy bind`` adds bindings and ``parley calls`` reads records.
+:meth:`ProxyStore.wait_changed` is how the running proxy learns that another process
+wrote. Two backends (:mod:`parley.proxy.location` picks one from ``--store``):
 
-Every method is one short statement or transaction, run in a worker thread so the
-event loop never waits on the disk.
+- :class:`SqliteProxyStore` here, one SQLite file in WAL mode. SQLite cannot tell a
+  connection about other connections' commits, so it polls ``PRAGMA data_version``
+  (which moves only on other connections' commits) every ``poll_interval``. Every
+  method is one short statement or transaction, run in a worker thread so the event
+  loop never waits on the disk.
+- :class:`~parley.proxy.postgres.PostgresProxyStore`, tables in a PostgreSQL database
+  (which it may share with a relay's store): writes notify, nothing polls.
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ class ProxyStore(Protocol):
     async def routes(self) -> list[Route]:
         """Every binding, then every pool, each by cid."""
 
-    async def changed(self) -> bool:
-        """Whether someone else wrote since the last call (the first call: since opening)."""
+    async def wait_changed(self) -> None:
+        """Return when someone else may have changed the bindings: since the last return
+        (the first call: since the store was opened). A store's own writes do not count.
+        It may return without a change (the caller reads the routes again, which is
+        cheap) but never misses one, also when cancelled while waiting."""
 
     async def record(self, leg: LegRecord) -> None:
         """Keep ``leg``; the same leg recorded twice is kept once."""
@@ -107,8 +114,12 @@ _LEG_COLUMNS = ", ".join(_LEG_FIELDS)
 
 
 class SqliteProxyStore:
-    def __init__(self, path: str | Path) -> None:
+    """The store in the SQLite file ``path`` (created if missing). :meth:`wait_changed`
+    notices other processes' writes within ``poll_interval`` seconds."""
+
+    def __init__(self, path: str | Path, *, poll_interval: float = 0.5) -> None:
         self.path = Path(path)
+        self.poll_interval = poll_interval
         # Used from worker threads, one at a time (the lock): never two at once.
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
@@ -185,10 +196,16 @@ class SqliteProxyStore:
 
         return await self._do(work)
 
-    async def changed(self) -> bool:
-        version = await self._do(lambda _: self._data_version())
-        moved, self._version = version != self._version, version
-        return moved
+    async def wait_changed(self) -> None:
+        # Look first, then sleep: a caller that gives up after a while (asyncio.timeout)
+        # still gets one look per call. The version is compared and kept here, after the
+        # read returns, so a cancellation during the read forgets nothing.
+        while True:
+            version = await self._do(lambda _: self._data_version())
+            if version != self._version:
+                self._version = version
+                return
+            await asyncio.sleep(self.poll_interval)
 
     async def record(self, leg: LegRecord) -> None:
         row = msgspec.to_builtins(msgspec.structs.astuple(leg))
