@@ -15,6 +15,7 @@ import pytest
 from tests.client.helpers import eventually
 from tests.conftest import Register
 from tests.proxy.helpers import Party
+from tests.proxy.pg import postgres_database, postgres_server
 
 from parley.client import Client
 from parley.credentials import Credentials
@@ -23,11 +24,12 @@ from parley.protocol.call import EndReason
 from parley.proxy import Leg, LegRecord, SqliteProxyStore
 
 pytestmark = pytest.mark.e2e
+__all__ = ["postgres_database", "postgres_server"]  # fixtures, for pytest
 
 LONG = {"lifetime": 30}  # for calls that are answered: never a timeout under load
 
 
-async def parley(*args: str) -> str:
+async def parley(*args: str, env: dict[str, str] | None = None) -> str:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -35,7 +37,7 @@ async def parley(*args: str) -> str:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "240"},  # a table as wide as its rows
+        env={**os.environ, "COLUMNS": "240", **(env or {})},  # a table as wide as its rows
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, out.decode()
@@ -220,3 +222,72 @@ async def test_a_binding_added_while_the_proxy_runs(scene: Scene) -> None:
     assert ring["data"]["operator_name"] == al.id
     await olga.voice.busy(app, "later", "k7")
     await al.next("busy")
+
+
+async def test_the_proxy_on_postgresql_takes_up_a_binding_at_once_and_records_the_call(
+    register: Register, postgres_database: str
+) -> None:
+    dsn = postgres_database
+    app, app_path = await register("app")
+
+    async def party(name: str) -> Party:
+        _, path = await register(name)
+        client = Client.from_credentials(path)
+        await client.connect()
+        await client.connections.permit(app.identity)
+        return Party(client)
+
+    olga, cust = await party("olga"), await party("cust")
+    proxy = ChildProcess(
+        [sys.executable, "-m", "parley", "proxy", "-c", str(app_path), "--store", dsn],
+        re.compile(r"parley proxy ready as (\S+) \(store (\S+)\)"),
+        name="parley proxy",
+    )
+    ready = await proxy.start()
+    try:
+        assert ready.groups() == (app.identity, dsn)
+        # Bound while it runs, by another process: the proxy hears of it by notification.
+        await parley(
+            "proxy", "bind", "--store", dsn, "conv",
+            "--operator", olga.id, "--customer", cust.id, "--operator-name", "Olga",
+        )  # fmt: skip
+        await eventually(
+            lambda: any(line.startswith("parley proxy bound conv") for line in proxy.lines)
+        )
+        await olga.voice.start(app.identity, "conv", "k1", "offer", LONG)
+        ring = await cust.next("start")
+        assert (ring["call_id"], ring["data"]["operator_name"]) == ("k1", "Olga")
+        await cust.voice.accept(app.identity, "conv", "k1", "answer")
+        assert (await olga.next("accept"))["peer_info"] == "answer"
+        await olga.voice.stop(app.identity, "conv", "k1")
+        assert (await cust.next("stop"))["data"]["reason"] == "hangup"
+        await eventually(
+            lambda: sum(line.startswith("parley proxy leg ended: k1") for line in proxy.lines) == 2
+        )
+        # The store named by the environment this time, as a deployment would.
+        table = await parley("calls", env={"PARLEY_PROXY_STORE": dsn})
+        for text in ("conv", "k1", "inbound", "outbound", olga.id, cust.id, "hangup"):
+            assert text in table
+    finally:
+        assert await proxy.stop() == 0
+        for each in (olga, cust):
+            await each.client.close()
+    assert "parley proxy stopped" in proxy.lines
+
+
+async def test_an_unusable_proxy_store_is_a_one_line_error() -> None:
+    for store in ("postgresql://postgres:hunter2@127.0.0.1:1/parley", "redis://127.0.0.1/0"):
+        for command in (
+            ("calls",),
+            ("proxy", "bind", "c1", "--operator", "a1", "--customer", "b1"),
+        ):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "parley", *command, "--store", store,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "COLUMNS": "240"},
+            )  # fmt: skip
+            _, err = await asyncio.wait_for(proc.communicate(), 60)
+            text = err.decode()
+            assert proc.returncode == 1, text
+            assert text.startswith("error: ") and text.count("\n") == 1, text
+            assert "Traceback" not in text and "hunter2" not in text
