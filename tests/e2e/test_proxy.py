@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 from tests.client.helpers import eventually
 from tests.conftest import Register
@@ -268,6 +269,24 @@ async def test_the_proxy_on_postgresql_takes_up_a_binding_at_once_and_records_th
         table = await parley("calls", env={"PARLEY_PROXY_STORE": dsn})
         for text in ("conv", "k1", "inbound", "outbound", olga.id, cust.id, "hangup"):
             assert text in table
+
+        # The server drops the proxy's connections (a restart, a failover): it reconnects
+        # and listens again, and a binding written after that is taken up.
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        await eventually(lambda: any("listening again" in line for line in proxy.lines))
+        await parley(
+            "proxy", "bind", "--store", dsn, "later", "--operator", cust.id, "--customer", olga.id
+        )  # fmt: skip
+        await eventually(
+            lambda: any(line.startswith("parley proxy bound later") for line in proxy.lines)
+        )
     finally:
         assert await proxy.stop() == 0
         for each in (olga, cust):

@@ -26,7 +26,7 @@ from types import TracebackType
 from parley.client.client import Client
 from parley.client.handlers import Observed
 from parley.client.machine import Event, MachineRunner
-from parley.errors import ParleyError, RelayError
+from parley.errors import ParleyError, RelayError, StoreError
 from parley.ids import IdentityId
 from parley.protocol.call_io import Ended, Fail
 from parley.protocol.proxy import Binding, Pool, Proxy, ProxyConfig
@@ -192,6 +192,9 @@ class CallProxy:
                         self._take_up(route)
                     stale = False
                 await self._permit_all(parties(self._routes.values()), strict=False)
+            except StoreError as exc:  # its database away for a while: no traceback
+                log.warning("reading the proxy store failed, trying again: %s", exc)
+                await asyncio.sleep(self._retry_interval)
             except Exception:
                 log.exception("reading the proxy store failed; trying again")
                 await asyncio.sleep(self._retry_interval)
