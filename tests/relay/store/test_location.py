@@ -57,3 +57,10 @@ def test_a_bus_needs_a_shared_store(tmp_path: Path) -> None:
 
     with pytest.raises(InvalidBusLocation, match="postgresql"):
         RelayServer(tmp_path, bus="redis://127.0.0.1:6379/0")
+
+
+def test_a_bus_url_may_name_its_key_prefix() -> None:
+    from parley.relay.bus.location import split_prefix
+
+    assert split_prefix("redis://h:6379/0") == ("redis://h:6379/0", "parley")
+    assert split_prefix("redis://h:6379/0?prefix=test-1&x=y") == ("redis://h:6379/0?x=y", "test-1")

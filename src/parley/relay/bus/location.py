@@ -2,14 +2,15 @@
 
 - none: :class:`~parley.relay.bus.memory.LocalBus`, for a node that is the only one;
 - ``redis://HOST:PORT/N`` (or ``rediss://``): Redis, between every node that shares one
-  PostgreSQL store (needs the ``parley[redis]`` extra).
+  PostgreSQL store (needs the ``parley[redis]`` extra). ``?prefix=NAME`` names the keys
+  and channel (default ``parley``), so several relays can share one Redis.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from parley.errors import ParleyError
 from parley.relay.bus.base import Bus
@@ -45,5 +46,17 @@ def open_bus(location: str | None, node: str) -> Bus:
             f"a Redis bus needs the redis extra ({exc.name} is missing): "
             "pip install 'parley[redis]'"
         ) from exc
-    bus: Bus = module.RedisBus(location, node=node)
+    url, prefix = split_prefix(location)
+    bus: Bus = module.RedisBus(url, node=node, prefix=prefix)
     return bus
+
+
+def split_prefix(location: str) -> tuple[str, str]:
+    """The Redis URL without its ``prefix`` parameter, and the prefix."""
+    parts = urlsplit(location)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((value for key, value in query if key == "prefix"), "parley")
+    if not prefix:
+        raise InvalidBusLocation("--bus ...?prefix= needs a name")
+    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    return parts._replace(query=rest).geturl(), prefix
