@@ -22,6 +22,7 @@ The tree::
     │       ├── NoKeyForDevice        ... it carries no key for this device
     │       └── Tampered              ... it was altered or moved to another envelope
     ├── KeyChainError                 a key chain entry that does not extend the chain
+    │   └── ChainConflict             ... any more: another relay node appended first
     ├── CredentialsError              a credentials file that is missing or invalid
     ├── RelayError                    the relay refused a request (``code`` says why)
     │   ├── AuthenticationFailed
@@ -39,6 +40,9 @@ The tree::
     │   ├── NotConnected
     │   └── TransportClosed
     ├── DeliveryTimeout               the relay did not acknowledge in time
+    ├── StoreError                    the relay's store of record cannot serve
+    │   ├── StoreUnavailable          its database cannot be reached or refused the login
+    │   └── SchemaMismatch            its schema is missing or at a version this relay does not run
     ├── StateError                    an operation that the current state does not allow
     │   ├── IllegalTransition         a call event its state has no transition for (nothing changes)
     │   ├── UnknownCall               a command for a call_id the phone or proxy does not hold
@@ -145,6 +149,11 @@ class KeyChainError(ParleyError):
     """A key chain entry that does not validly extend an identity's chain."""
 
 
+class ChainConflict(KeyChainError):
+    """The store already holds an entry at this position of the chain: another relay
+    node appended one after this node read the chain. Read the chain again."""
+
+
 class CredentialsError(ParleyError):
     """A credentials file that is missing, unreadable or invalid."""
 
@@ -231,6 +240,28 @@ class TransportClosed(RelayConnectionError):
 
 class DeliveryTimeout(ParleyError):
     """The relay did not acknowledge a request within the timeout."""
+
+
+class StoreError(ParleyError):
+    """The relay's store of record (``relay.store``) cannot serve."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's database cannot be reached, or refused the connection (unknown
+    database, wrong password, too many connections, shutting down)."""
+
+
+class SchemaMismatch(StoreError):
+    """The store's schema is missing or at a version this relay does not run.
+
+    ``found`` is the version the database is at (0: no schema), ``expected`` the one this
+    relay runs; the message says what to do (migrate, or upgrade Parley).
+    """
+
+    def __init__(self, message: str, *, found: int, expected: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.expected = expected
 
 
 class StateError(ParleyError):

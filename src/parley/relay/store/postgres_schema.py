@@ -50,9 +50,6 @@ CREATE TABLE devices (
     -- The offset of the device's newest inbox row: taken and raised under this row's
     -- lock, so a device's offsets are consecutive and in commit order.
     last_offset bigint NOT NULL DEFAULT 0,
-    -- Which store call took last_offset (random, per call): lets a node return its own
-    -- calls in offset order (see PostgresStore.store_envelope).
-    last_writer uuid,
     PRIMARY KEY (identity, device)
 );
 CREATE TABLE permits (
@@ -166,6 +163,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,  # includes a connection lost mid-query
+    # A query made in the instant between the server's "terminating connection" and
+    # the socket closing: asyncpg's protocol is still consuming the error.
+    asyncpg.exceptions.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # unknown role, password

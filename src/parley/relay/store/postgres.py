@@ -1,0 +1,636 @@
+"""The relay store on PostgreSQL: one database shared by several relay nodes.
+
+It stores what the SQLite backend (``sqlite``) stores and answers the same way. What
+differs is that many transactions write at once, from several processes, so every rule
+SQLite gets from its single writer thread is taken here from row locks:
+
+- A device's inbox offsets come from a counter on its ``devices`` row, raised under that
+  row's lock in the transaction that inserts the inbox row. The lock is held to commit,
+  so one device's offsets commit in offset order: a reader that has seen offset N has
+  seen every row below it. A global sequence would not do: numbers taken in one order
+  commit in another, and a reader that moved past the higher one never sees the lower.
+  A fan-out locks its devices in (identity, device) order, so two fan-outs to
+  overlapping devices cannot deadlock.
+- Envelope ids are unique in the database. A retry racing its original waits on the
+  original's uncommitted row, then finds it: DUPLICATE, stored once.
+- A one-time key is deleted by the claim that locks it first; other claims skip locked
+  keys (``FOR UPDATE SKIP LOCKED``), so no key is handed out twice.
+- Key chain appends lock the identity row; an entry another node appended first at the
+  same position raises :class:`~parley.errors.ChainConflict`.
+- confirm, drop_rows, revoke and publish_keys lock the device row first, so they queue
+  behind (and ahead of) each other and store_envelope for that device.
+- A body is cleared under its message row's lock: two devices confirming the same
+  message at once would otherwise each still see the other's row, and keep the body.
+
+Transactions run at READ COMMITTED: each statement sees what committed before it, which
+the lock-then-read steps above rely on. Every write returns once its transaction has
+committed with ``synchronous_commit`` on (set per connection, whatever the server's
+default), as SQLite's return after their fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+import asyncpg
+
+from parley.errors import ChainConflict
+from parley.protocol.frames import Envelope
+from parley.protocol.keychain import ChainEntry, EntryBody, KeyOp
+from parley.relay.store.base import (
+    Claim,
+    IdentityKey,
+    InboxItem,
+    InboxRow,
+    KeyStatus,
+    StoreResult,
+    StoreStatus,
+)
+from parley.relay.store.postgres_schema import (
+    CONNECTION_ERRORS,
+    SCHEMA_VERSION,
+    Connection,
+    Record,
+    check_version,
+    migrate,
+    read_version,
+    unavailable,
+)
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore", "migrate"]
+
+T = TypeVar("T")
+
+# Should not happen with the lock order above, but a deadlock or serialization failure
+# rolls the whole transaction back, so running it again is always safe.
+_RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+_ATTEMPTS = 3
+_CLOSE_TIMEOUT = 10.0
+
+_SERVER_SETTINGS = {
+    # The relay acknowledges a Send once it is stored: commit must mean on disk.
+    "synchronous_commit": "on",
+    "application_name": "parley-relay",
+}
+
+
+@dataclass(eq=False)
+class _Call:
+    """One store_envelope call, for the calls made after it (see there)."""
+
+    # Holds its devices' locks, or will never take them.
+    locked: asyncio.Event = field(default_factory=asyncio.Event)
+    returned: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class PostgresStore:
+    """:class:`~parley.relay.store.RelayStore` on a PostgreSQL database (asyncpg pool).
+
+    ``dsn`` is a ``postgresql://`` (or ``postgres://``) URL. The schema must be at
+    :data:`SCHEMA_VERSION` (:func:`migrate` puts it there); :meth:`open` refuses anything
+    else with :class:`~parley.errors.SchemaMismatch`, and an unreachable server with
+    :class:`~parley.errors.StoreUnavailable`, as is any connection lost later.
+    """
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: Any = None
+        # The latest store_envelope call of this store for each identity it involves.
+        self._latest: dict[str, _Call] = {}
+
+    async def open(self) -> None:
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                server_settings=_SERVER_SETTINGS,
+            )
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(self.dsn, exc) from exc
+        try:
+            found = await read_version(cast(Connection, pool))
+        except CONNECTION_ERRORS as exc:
+            await pool.close()
+            raise unavailable(self.dsn, exc) from exc
+        except BaseException:
+            await pool.close()
+            raise
+        try:
+            check_version(found, self.dsn)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await pool.close()
+        except TimeoutError:
+            # A query that never finishes must not keep the relay from exiting.
+            pool.terminate()
+
+    # -- directory --------------------------------------------------------------------
+
+    async def create_identity(
+        self, identity: str, name: str | None, genesis: ChainEntry, body: EntryBody, now: float
+    ) -> bool:
+        async def job(conn: Connection) -> bool:
+            created = await conn.fetchval(
+                "INSERT INTO identities (id, name, created_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (id) DO NOTHING RETURNING true",
+                identity,
+                None if name is None else name.encode(),
+                now,
+            )
+            if not created:
+                return False
+            await _insert_entry(conn, identity, genesis, body)
+            return True
+
+        return await self._run(job)
+
+    async def load_chain(self, identity: str) -> list[ChainEntry] | None:
+        rows = await self._fetch(
+            "SELECT body, signature FROM chain WHERE identity = $1 ORDER BY seq", identity
+        )
+        return [ChainEntry(body=bytes(b), signature=bytes(s)) for b, s in rows] or None
+
+    async def append_entry(self, identity: str, entry: ChainEntry, body: EntryBody) -> None:
+        async def job(conn: Connection) -> None:
+            # One append per identity at a time, whichever node makes it: the next one
+            # sees this one's entry and device rows.
+            await conn.execute("SELECT 1 FROM identities WHERE id = $1 FOR UPDATE", identity)
+            await _insert_entry(conn, identity, entry, body)
+
+        await self._run(job)
+
+    async def load_permits(self, owner: str) -> set[str]:
+        rows = await self._fetch("SELECT peer FROM permits WHERE owner = $1", owner)
+        return {str(peer) for (peer,) in rows}
+
+    async def permit(self, owner: str, peer: str) -> None:
+        await self._execute(
+            "INSERT INTO permits (owner, peer) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            owner,
+            peer,
+        )
+
+    async def unpermit(self, owner: str, peer: str) -> None:
+        await self._execute("DELETE FROM permits WHERE owner = $1 AND peer = $2", owner, peer)
+
+    # -- envelopes and inboxes --------------------------------------------------------
+
+    async def store_envelope(self, envelope: Envelope) -> StoreResult:
+        # Calls of this store that may share a device (they share the sender or the
+        # recipient) take their offsets in the order they were made, and return in that
+        # order, as they do from SQLite's single writer:
+        # - taken in call order, so one connection's Sends reach each device in the
+        #   order they were sent: a call locks its devices only once the calls before it
+        #   hold theirs (it waits without a pool connection, so waiting cannot starve
+        #   the pool);
+        # - returned in that same order, which is commit order: the relay pushes each
+        #   stored envelope to the devices connected here as the call returns, and a
+        #   connection skips any offset at or below the last one it sent, so a reply
+        #   read off one pool connection before an earlier commit's reply off another
+        #   would lose the earlier one.
+        # Other nodes' calls need none of this: their rows reach this node's devices
+        # through reads, and reads see offsets in commit order.
+        call = _Call()
+        identities = {envelope.sender, envelope.recipient}
+        before = {self._latest[i] for i in identities if i in self._latest}
+        for identity in identities:
+            self._latest[identity] = call
+        try:
+            for earlier in before:
+                await earlier.locked.wait()
+            result = await self._run(lambda conn: self._store_envelope(conn, envelope, call))
+            for earlier in before:
+                await earlier.returned.wait()
+            return result
+        finally:
+            call.locked.set()
+            call.returned.set()
+            for identity in identities:
+                if self._latest.get(identity) is call:
+                    del self._latest[identity]
+
+    async def _store_envelope(
+        self, conn: Connection, envelope: Envelope, call: _Call
+    ) -> StoreResult:
+        envelope_id = envelope.id.encode()
+        while True:
+            # A concurrent transaction inserting the same id makes this wait for its
+            # outcome: then the id is either taken (nothing inserted) or free.
+            seq = await conn.fetchval(
+                "INSERT INTO messages"
+                " (id, sender, sender_device, recipient, body, sent_at, expires_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING seq",
+                envelope_id,
+                envelope.sender,
+                envelope.sender_device,
+                envelope.recipient,
+                envelope.body,
+                envelope.sent_at,
+                envelope.expires_at,
+            )
+            if seq is not None:
+                break
+            sender = await conn.fetchval("SELECT sender FROM messages WHERE id = $1", envelope_id)
+            if sender is not None:
+                status = (
+                    StoreStatus.DUPLICATE if sender == envelope.sender else StoreStatus.CONFLICT
+                )
+                return StoreResult(status)
+            # The envelope it collided with expired and was swept just now: try again.
+        rows = await self._add_inbox_rows(conn, int(seq), envelope, call)
+        return StoreResult(StoreStatus.STORED, rows)
+
+    async def _add_inbox_rows(
+        self, conn: Connection, message: int, envelope: Envelope, call: _Call
+    ) -> tuple[InboxRow, ...]:
+        """Insert the message's inbox rows, each at its device's next offset."""
+        # Lock the target devices, in key order. The target set is read under the locks
+        # that the rows are written under, so a device revoked concurrently is wholly in
+        # (its revoke then drops the row) or wholly out, as on SQLite.
+        targets = await conn.fetch(
+            "SELECT identity, device FROM devices"
+            " WHERE NOT revoked AND (identity = $1 OR (identity = $2 AND device <> $3))"
+            " ORDER BY identity, device FOR NO KEY UPDATE",
+            envelope.recipient,
+            envelope.sender,
+            envelope.sender_device,
+        )
+        call.locked.set()
+        if not targets:
+            return ()
+        # A new statement, after the locks are held: it sees the counters as the last
+        # holder of each lock committed them.
+        inserted = await conn.fetch(
+            "WITH taken AS ("
+            " UPDATE devices d SET last_offset = d.last_offset + 1"
+            " FROM unnest($1::text[], $2::text[]) AS t (identity, device)"
+            " WHERE d.identity = t.identity AND d.device = t.device"
+            " RETURNING d.identity, d.device, d.last_offset)"
+            " INSERT INTO inbox (identity, device, pos, message, expires_at)"
+            " SELECT identity, device, last_offset, $3, $4 FROM taken"
+            " RETURNING identity, device, pos",
+            [t[0] for t in targets],
+            [t[1] for t in targets],
+            message,
+            envelope.expires_at,
+        )
+        rows = sorted(
+            (InboxRow(identity=i, device=d, offset=int(p)) for i, d, p in inserted),
+            key=lambda row: (row.identity, row.device),
+        )
+        return tuple(rows)
+
+    async def stored_from(self, sender: str, envelope_id: str) -> bool:
+        return bool(
+            await self._fetchval(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND sender = $2)",
+                envelope_id.encode(),
+                sender,
+            )
+        )
+
+    async def read_inbox(
+        self, identity: str, device: str, after: int, limit: int
+    ) -> list[InboxItem]:
+        rows = await self._fetch(
+            "SELECT i.pos, m.id, m.sender, m.sender_device, m.recipient, m.body,"
+            " m.sent_at, m.expires_at"
+            " FROM inbox i JOIN messages m ON m.seq = i.message"
+            " WHERE i.identity = $1 AND i.device = $2 AND i.pos > $3"
+            " ORDER BY i.pos LIMIT $4",
+            identity,
+            device,
+            after,
+            # SQLite reads a negative LIMIT as none.
+            limit if limit >= 0 else None,
+        )
+        return [
+            InboxItem(
+                offset=int(pos),
+                envelope=Envelope(
+                    id=bytes(id_).decode(),
+                    sender=sender,
+                    sender_device=sender_device,
+                    recipient=recipient,
+                    body=bytes(body),
+                    sent_at=sent_at,
+                    expires_at=expires_at,
+                ),
+            )
+            for pos, id_, sender, sender_device, recipient, body, sent_at, expires_at in rows
+        ]
+
+    async def confirmed_offset(self, identity: str, device: str) -> int:
+        confirmed = await self._fetchval(
+            "SELECT confirmed FROM devices WHERE identity = $1 AND device = $2", identity, device
+        )
+        return 0 if confirmed is None else int(confirmed)
+
+    async def confirm(self, identity: str, device: str, offset: int) -> None:
+        async def job(conn: Connection) -> None:
+            # The update locks the device row before its inbox rows are deleted.
+            await conn.execute(
+                "UPDATE devices SET confirmed = GREATEST(confirmed, $3)"
+                " WHERE identity = $1 AND device = $2",
+                identity,
+                device,
+                offset,
+            )
+            released = await conn.fetch(
+                "DELETE FROM inbox WHERE identity = $1 AND device = $2 AND pos <= $3"
+                " RETURNING message",
+                identity,
+                device,
+                offset,
+            )
+            await _release_bodies(conn, (m for (m,) in released))
+
+        await self._run(job)
+
+    async def drop_rows(self, identity: str, device: str, offsets: list[int]) -> int:
+        async def job(conn: Connection) -> int:
+            await _lock_device(conn, identity, device)
+            released = await conn.fetch(
+                "DELETE FROM inbox WHERE identity = $1 AND device = $2"
+                " AND pos = ANY($3::bigint[]) RETURNING message",
+                identity,
+                device,
+                offsets,
+            )
+            await _release_bodies(conn, (m for (m,) in released))
+            return len(released)
+
+        return await self._run(job)
+
+    # -- end-to-end encryption keys ---------------------------------------------------
+
+    async def load_identity_keys(self, identity: str) -> dict[str, IdentityKey]:
+        rows = await self._fetch(
+            "SELECT device, key, signature FROM identity_keys WHERE identity = $1", identity
+        )
+        return {str(d): IdentityKey(bytes(k), bytes(s)) for d, k, s in rows}
+
+    async def publish_keys(
+        self,
+        identity: str,
+        device: str,
+        identity_key: IdentityKey,
+        one_time_keys: list[bytes],
+        fallback_key: bytes | None,
+    ) -> KeyStatus:
+        async def job(conn: Connection) -> KeyStatus:
+            # Under the device row's lock: a revoke (which drops the keys) is wholly
+            # before this publish or wholly after it, and so is another publish.
+            active = await conn.fetchval(
+                "SELECT NOT revoked FROM devices WHERE identity = $1 AND device = $2"
+                " FOR NO KEY UPDATE",
+                identity,
+                device,
+            )
+            if not active:
+                # Revoked since the relay accepted the request: its keys stay dropped.
+                return KeyStatus(one_time_keys=0, fallback_key=False)
+            current = await conn.fetchval(
+                "SELECT key FROM identity_keys WHERE identity = $1 AND device = $2",
+                identity,
+                device,
+            )
+            if current is None or bytes(current) != identity_key.key:
+                # One-time and fallback keys belong to an Olm account; a new account makes
+                # them useless.
+                await _drop_device_keys(conn, identity, device)
+                await conn.execute(
+                    "INSERT INTO identity_keys (identity, device, key, signature)"
+                    " VALUES ($1, $2, $3, $4)",
+                    identity,
+                    device,
+                    identity_key.key,
+                    identity_key.signature,
+                )
+            if one_time_keys:
+                # In the order given, so "oldest first" means what it means on SQLite.
+                await conn.execute(
+                    "INSERT INTO one_time_keys (identity, device, key)"
+                    " SELECT $1, $2, k FROM unnest($3::bytea[]) WITH ORDINALITY AS u (k, n)"
+                    " ORDER BY n ON CONFLICT (identity, device, key) DO NOTHING",
+                    identity,
+                    device,
+                    one_time_keys,
+                )
+            if fallback_key is not None:
+                # A retry of the same publish must not hide that the key was handed out.
+                await conn.execute(
+                    "INSERT INTO fallback_keys (identity, device, key) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (identity, device) DO UPDATE SET key = excluded.key,"
+                    " claimed = fallback_keys.claimed AND fallback_keys.key = excluded.key",
+                    identity,
+                    device,
+                    fallback_key,
+                )
+            return await _key_status(conn, identity, device)
+
+        return await self._run(job)
+
+    async def key_status(self, identity: str, device: str) -> KeyStatus:
+        return await _key_status(self._queryable(), identity, device)
+
+    async def claim_keys(self, identity: str, devices: list[str]) -> list[Claim]:
+        async def job(conn: Connection) -> list[Claim]:
+            claims: dict[int, Claim] = {}
+            # Devices in one fixed order, so two claims waiting on each other's fallback
+            # rows cannot deadlock; the answer keeps the order asked for.
+            for index in sorted(range(len(devices)), key=devices.__getitem__):
+                device = devices[index]
+                # A key another claim has locked (is deleting) is skipped, not waited for
+                # and then handed out again.
+                key = await conn.fetchval(
+                    "DELETE FROM one_time_keys WHERE seq = ("
+                    " SELECT seq FROM one_time_keys WHERE identity = $1 AND device = $2"
+                    " ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING key",
+                    identity,
+                    device,
+                )
+                fallback = key is None
+                if fallback:
+                    key = await conn.fetchval(
+                        "UPDATE fallback_keys SET claimed = true"
+                        " WHERE identity = $1 AND device = $2 RETURNING key",
+                        identity,
+                        device,
+                    )
+                status = await _key_status(conn, identity, device)
+                one_time_key = None if key is None else bytes(key)
+                claims[index] = Claim(device, one_time_key, fallback and key is not None, status)
+            return [claims[index] for index in range(len(devices))]
+
+        return await self._run(job)
+
+    async def expire(self, now: float) -> int:
+        async def job(conn: Connection) -> int:
+            # Rows another transaction holds are skipped, not waited for: a confirm is
+            # deleting them anyway, or another node's sweep is doing this same work; a
+            # row that stays is swept next time.
+            deleted = await conn.fetchval(
+                "WITH gone AS (DELETE FROM inbox WHERE (identity, device, pos) IN ("
+                " SELECT identity, device, pos FROM inbox WHERE expires_at <= $1"
+                " FOR UPDATE SKIP LOCKED) RETURNING 1)"
+                " SELECT count(*) FROM gone",
+                now,
+            )
+            # Inbox rows share their envelope's expiry, so none refers to these any more.
+            await conn.execute(
+                "DELETE FROM messages WHERE seq IN ("
+                " SELECT seq FROM messages WHERE expires_at <= $1 FOR UPDATE SKIP LOCKED)",
+                now,
+            )
+            return int(deleted)
+
+        return await self._run(job)
+
+    # -- running statements -------------------------------------------------------------
+
+    def _queryable(self) -> Connection:
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL store is not open")
+        return cast(Connection, self._pool)
+
+    async def _run(self, job: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run ``job`` in one transaction on a pooled connection; returns after commit."""
+        pool = self._queryable()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with cast(Any, pool).acquire() as conn, conn.transaction():
+                    return await job(cast(Connection, conn))
+            except _RETRYABLE:
+                if attempt >= _ATTEMPTS:
+                    raise
+            except CONNECTION_ERRORS as exc:
+                # Lost during COMMIT, the outcome is unknown: the relay answers with an
+                # error, and the client's retry (same envelope id) settles it.
+                raise unavailable(self.dsn, exc) from exc
+
+    # One statement outside a transaction block commits on its own before it returns.
+
+    async def _execute(self, query: str, *args: object) -> None:
+        try:
+            await self._queryable().execute(query, *args)
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(self.dsn, exc) from exc
+
+    async def _fetch(self, query: str, *args: object) -> list[Record]:
+        try:
+            return await self._queryable().fetch(query, *args)
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(self.dsn, exc) from exc
+
+    async def _fetchval(self, query: str, *args: object) -> Any:
+        try:
+            return await self._queryable().fetchval(query, *args)
+        except CONNECTION_ERRORS as exc:
+            raise unavailable(self.dsn, exc) from exc
+
+
+async def _insert_entry(
+    conn: Connection, identity: str, entry: ChainEntry, body: EntryBody
+) -> None:
+    try:
+        await conn.execute(
+            "INSERT INTO chain (identity, seq, body, signature) VALUES ($1, $2, $3, $4)",
+            identity,
+            body.seq,
+            entry.body,
+            entry.signature,
+        )
+        if body.op is KeyOp.ADD:
+            await conn.execute(
+                "INSERT INTO devices (identity, device) VALUES ($1, $2)", identity, body.device
+            )
+            return
+    except asyncpg.exceptions.UniqueViolationError as exc:
+        # The relay checked the entry against the chain it read; another node appended
+        # in between. Nothing of this entry is kept (the transaction rolls back).
+        raise ChainConflict(
+            f"the key chain of {identity!r} changed: it has an entry {body.seq}"
+            f" or a device {body.device!r} already"
+        ) from exc
+    await conn.execute(
+        "UPDATE devices SET revoked = true WHERE identity = $1 AND device = $2",
+        identity,
+        body.device,
+    )
+    await _drop_device_keys(conn, identity, body.device)
+    released = await conn.fetch(
+        "DELETE FROM inbox WHERE identity = $1 AND device = $2 RETURNING message",
+        identity,
+        body.device,
+    )
+    await _release_bodies(conn, (m for (m,) in released))
+
+
+async def _lock_device(conn: Connection, identity: str, device: str) -> None:
+    await conn.execute(
+        "SELECT 1 FROM devices WHERE identity = $1 AND device = $2 FOR NO KEY UPDATE",
+        identity,
+        device,
+    )
+
+
+async def _drop_device_keys(conn: Connection, identity: str, device: str) -> None:
+    await conn.execute(
+        "DELETE FROM identity_keys WHERE identity = $1 AND device = $2", identity, device
+    )
+    await conn.execute(
+        "DELETE FROM one_time_keys WHERE identity = $1 AND device = $2", identity, device
+    )
+    await conn.execute(
+        "DELETE FROM fallback_keys WHERE identity = $1 AND device = $2", identity, device
+    )
+
+
+async def _key_status(conn: Connection, identity: str, device: str) -> KeyStatus:
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM one_time_keys WHERE identity = $1 AND device = $2),"
+        " EXISTS (SELECT 1 FROM fallback_keys"
+        " WHERE identity = $1 AND device = $2 AND NOT claimed)",
+        identity,
+        device,
+    )
+    assert row is not None  # a SELECT without FROM returns one row
+    return KeyStatus(one_time_keys=int(row[0]), fallback_key=bool(row[1]))
+
+
+async def _release_bodies(conn: Connection, messages: Iterable[int]) -> None:
+    """Clear the bodies of these messages that no inbox row refers to any more."""
+    ids = sorted(set(messages))
+    if not ids:
+        return
+    # Lock the messages first (in seq order, so two releases cannot deadlock): another
+    # device's confirm of the same message then checks after this one commits, and sees
+    # this device's row gone.
+    await conn.execute(
+        "SELECT 1 FROM messages WHERE seq = ANY($1::bigint[]) ORDER BY seq FOR NO KEY UPDATE",
+        ids,
+    )
+    await conn.execute(
+        "UPDATE messages SET body = NULL"
+        " WHERE seq = ANY($1::bigint[]) AND body IS NOT NULL"
+        " AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.message = messages.seq)",
+        ids,
+    )
