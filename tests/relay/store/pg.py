@@ -161,7 +161,7 @@ def _bindir() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -191,7 +191,7 @@ def start_private() -> PrivateInstance:
         for path in (root, root / "sock"):
             os.chown(path, user.pw_uid, user.pw_gid)
     instance = PrivateInstance(root, bindir, user)
-    port = _free_port()
+    port = free_port()
     (root / _PORT_FILE).write_text(str(port))
     options = (
         f"-p {port} -k {root / 'sock'} -c listen_addresses=127.0.0.1"

@@ -20,7 +20,7 @@ from tests.relay.store.helpers import (
     one_time_keys,
     revoke_device,
 )
-from tests.relay.store.pg import _free_port
+from tests.relay.store.pg import free_port
 
 from parley.errors import ChainConflict, SchemaMismatch, StoreUnavailable
 from parley.protocol.frames import Envelope
@@ -70,7 +70,7 @@ async def opened(*stores: PostgresStore) -> AsyncIterator[None]:
             await store.close()
 
 
-async def nodes(dsn: str, count: int = 2) -> list[PostgresStore]:
+def nodes(dsn: str, count: int = 2) -> list[PostgresStore]:
     """``count`` stores on one database, each with its own pool: relay nodes."""
     return [PostgresStore(dsn, max_size=4) for _ in range(count)]
 
@@ -82,8 +82,8 @@ async def wait_until(check: Callable[[], Awaitable[bool]]) -> None:
             await asyncio.sleep(0.005)
 
 
-async def backends_waiting(dsn: str, events: tuple[str, ...]) -> int:
-    """How many of the relay's backends on this database wait on one of these locks."""
+async def waiting(dsn: str, *events: str) -> bool:
+    """Whether one of the relay's backends on this database waits on one of these locks."""
     rows = await sql(
         dsn,
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
@@ -91,7 +91,7 @@ async def backends_waiting(dsn: str, events: tuple[str, ...]) -> int:
         " AND wait_event = ANY($1::text[])",
         list(events),
     )
-    return int(rows[0][0])
+    return int(rows[0][0]) >= 1
 
 
 async def add_people(store: RelayStore, devices: int = 2) -> tuple[Identity, Identity]:
@@ -164,7 +164,7 @@ async def test_an_upgrade_runs_only_the_versions_after_the_current_one(
 
 
 async def test_an_unreachable_server_is_store_unavailable(postgres_dsn: str) -> None:
-    nowhere = f"postgresql://postgres:hunter2@127.0.0.1:{_free_port()}/parley"
+    nowhere = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/parley"
     for attempt in (PostgresStore(nowhere).open(), migrate(nowhere)):
         with pytest.raises(StoreUnavailable) as caught:
             await attempt
@@ -295,11 +295,11 @@ async def test_a_reader_never_skips_a_row_committed_late(postgres_dsn: str, desi
         await add_people(node_a, devices=1)  # bob d1 -> alice d1: one target
         await control.execute("SELECT pg_advisory_lock(1)")
         slow = asyncio.create_task(node_a.store_envelope(envelope("slow")))
-        await wait_until(lambda: _waiting(postgres_dsn, "advisory"))
+        await wait_until(lambda: waiting(postgres_dsn, "advisory"))
         fast = asyncio.create_task(node_b.store_envelope(envelope("fast")))
         if design == "device counter":
             # B waits for the device row A holds: it cannot take an offset yet.
-            await wait_until(lambda: _waiting(postgres_dsn, "transactionid", "tuple"))
+            await wait_until(lambda: waiting(postgres_dsn, "transactionid", "tuple"))
         else:
             await fast  # B took a higher number and committed first
         seen = await reader.read_inbox("alice", "d1", 0, 10)
@@ -314,10 +314,6 @@ async def test_a_reader_never_skips_a_row_committed_late(postgres_dsn: str, desi
         return
     assert ids == ["slow", "fast"]
     assert [item.offset for item in seen] == [1, 2]
-
-
-async def _waiting(dsn: str, *events: str) -> bool:
-    return await backends_waiting(dsn, events) >= 1
 
 
 async def read_everything(
@@ -340,6 +336,9 @@ async def read_everything(
 
 @pytest.mark.parametrize("design", STORES)
 async def test_concurrent_writers_on_two_nodes_and_a_reader(postgres_dsn: str, design: str) -> None:
+    """The same race left to chance: two nodes store for one device at once (each insert
+    held up to 2 ms, so commits could overtake each other), a third node's reader keeps
+    reading after the last offset it saw. Every row must be read, in offset order."""
     await script(postgres_dsn, _HOLD)
     node_a, node_b, reader = [STORES[design](postgres_dsn, max_size=4) for _ in range(3)]
     count = 120
@@ -372,7 +371,7 @@ async def test_concurrent_writers_on_two_nodes_and_a_reader(postgres_dsn: str, d
 
 
 async def test_a_retry_racing_its_original_is_stored_once(postgres_dsn: str) -> None:
-    node_a, node_b = await nodes(postgres_dsn)
+    node_a, node_b = nodes(postgres_dsn)
     async with opened(node_a, node_b):
         await add_people(node_a)
         for i in range(30):
@@ -393,7 +392,7 @@ async def test_a_retry_racing_its_original_is_stored_once(postgres_dsn: str) -> 
 
 
 async def test_one_time_keys_are_never_handed_out_twice(postgres_dsn: str) -> None:
-    node_a, node_b = await nodes(postgres_dsn)
+    node_a, node_b = nodes(postgres_dsn)
     async with opened(node_a, node_b):
         await add_people(node_a)
         for device, n in (("d1", 1), ("d2", 2)):
@@ -416,7 +415,7 @@ async def test_one_time_keys_are_never_handed_out_twice(postgres_dsn: str) -> No
 
 
 async def test_chain_appends_from_two_nodes_are_serialized(postgres_dsn: str) -> None:
-    node_a, node_b = await nodes(postgres_dsn)
+    node_a, node_b = nodes(postgres_dsn)
     async with opened(node_a, node_b):
         for n in range(10):
             ident = Identity.create(f"id{n}")
@@ -433,7 +432,7 @@ async def test_chain_appends_from_two_nodes_are_serialized(postgres_dsn: str) ->
 
 
 async def test_an_append_that_lost_the_race_is_a_chain_conflict(postgres_dsn: str) -> None:
-    node_a, node_b = await nodes(postgres_dsn)
+    node_a, node_b = nodes(postgres_dsn)
     async with opened(node_a, node_b):
         await add_people(node_a, devices=1)
         alice = Identity.create("carol")
@@ -458,7 +457,7 @@ async def test_an_append_that_lost_the_race_is_a_chain_conflict(postgres_dsn: st
 
 
 async def test_fan_outs_both_ways_between_nodes_do_not_deadlock(postgres_dsn: str) -> None:
-    node_a, node_b = await nodes(postgres_dsn)
+    node_a, node_b = nodes(postgres_dsn)
     async with opened(node_a, node_b):
         await add_people(node_a, devices=3)
         # alice -> bob locks bob's devices and alice d2, d3; bob -> alice the reverse.
@@ -477,7 +476,7 @@ async def test_fan_outs_both_ways_between_nodes_do_not_deadlock(postgres_dsn: st
 
 
 async def test_a_revoke_racing_stores_leaves_the_device_nothing(postgres_dsn: str) -> None:
-    node_a, node_b = await nodes(postgres_dsn)
+    node_a, node_b = nodes(postgres_dsn)
     async with opened(node_a, node_b):
         alice, _ = await add_people(node_a)
         await node_a.publish_keys("alice", "d2", identity_key(2), one_time_keys(2, 5), b"F")
@@ -495,7 +494,7 @@ async def test_a_revoke_racing_stores_leaves_the_device_nothing(postgres_dsn: st
 
 
 async def test_devices_confirming_one_message_at_once_release_its_body(postgres_dsn: str) -> None:
-    node_a, node_b = await nodes(postgres_dsn)
+    node_a, node_b = nodes(postgres_dsn)
     async with opened(node_a, node_b):
         await add_people(node_a)
         # bob d1 -> alice: copies for alice d1, alice d2 and bob d2.
@@ -509,7 +508,7 @@ async def test_devices_confirming_one_message_at_once_release_its_body(postgres_
 
 
 async def test_two_sweeps_at_once_expire_each_row_once(postgres_dsn: str) -> None:
-    node_a, node_b = await nodes(postgres_dsn)
+    node_a, node_b = nodes(postgres_dsn)
     async with opened(node_a, node_b):
         await add_people(node_a)
         for i in range(50):

@@ -21,6 +21,8 @@ SQLite gets from its single writer thread is taken here from row locks:
   behind (and ahead of) each other and store_envelope for that device.
 - A body is cleared under its message row's lock: two devices confirming the same
   message at once would otherwise each still see the other's row, and keep the body.
+- One store's own store_envelope calls take offsets in the order they were made and
+  return in that order, as they do from SQLite's writer thread (see there for why).
 
 Transactions run at READ COMMITTED: each statement sees what committed before it, which
 the lock-then-read steps above rely on. Every write returns once its transaction has
@@ -33,7 +35,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 
@@ -70,8 +72,11 @@ _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.Seria
 _ATTEMPTS = 3
 _CLOSE_TIMEOUT = 10.0
 
+# Sent when each connection starts, so they outlast the RESET ALL a pool runs between
+# uses (a SET would not).
 _SERVER_SETTINGS = {
-    # The relay acknowledges a Send once it is stored: commit must mean on disk.
+    # The relay acknowledges a Send once it is stored: a commit must be on disk when it
+    # returns (and on any synchronous standby), even where the database default is off.
     "synchronous_commit": "on",
     "application_name": "parley-relay",
 }
@@ -95,6 +100,8 @@ class PostgresStore:
     :class:`~parley.errors.StoreUnavailable`, as is any connection lost later.
     """
 
+    backend: Final = "postgresql"
+
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self.dsn = dsn
         self._min_size = min_size
@@ -104,6 +111,8 @@ class PostgresStore:
         self._latest: dict[str, _Call] = {}
 
     async def open(self) -> None:
+        if self._pool is not None:
+            return
         try:
             pool = await asyncpg.create_pool(
                 self.dsn,
@@ -114,17 +123,11 @@ class PostgresStore:
         except CONNECTION_ERRORS as exc:
             raise unavailable(self.dsn, exc) from exc
         try:
-            found = await read_version(cast(Connection, pool))
-        except CONNECTION_ERRORS as exc:
+            check_version(await read_version(cast(Connection, pool)), self.dsn)
+        except BaseException as exc:
             await pool.close()
-            raise unavailable(self.dsn, exc) from exc
-        except BaseException:
-            await pool.close()
-            raise
-        try:
-            check_version(found, self.dsn)
-        except BaseException:
-            await pool.close()
+            if isinstance(exc, CONNECTION_ERRORS):
+                raise unavailable(self.dsn, exc) from exc
             raise
         self._pool = pool
 
