@@ -2,8 +2,8 @@
 ``Bus.present``, kept apart from any transport so its bookkeeping is a plain unit test.
 
 Every change returns the :class:`PresenceChanged` events that describe it, so a bus
-that learns presence some other way than by an event (a node found dead, a snapshot
-reloaded after a gap) can tell the relay exactly what changed.
+that learns presence some other way than by an event (a node found dead, a node's
+presence reloaded after a gap) can tell the relay exactly what changed.
 """
 
 from __future__ import annotations
@@ -55,21 +55,19 @@ class PresenceView:
             self.apply(event)
         return gone
 
-    def replace(self, snapshot: Mapping[str, Mapping[str, Devices]]) -> list[PresenceChanged]:
-        """Make the view ``snapshot`` (node -> identity -> devices); the events that
+    def set_node(self, node: str, identities: Mapping[str, Devices]) -> list[PresenceChanged]:
+        """Make ``node``'s presence ``identities`` (identity -> devices); the events that
         turn the old view into it, for what differs only."""
+        known = self._by_node.get(node, {})
         changes = [
             PresenceChanged(identity=identity, node=node, devices=())
-            for node, identities in self._by_node.items()
-            for identity in identities.keys() - snapshot.get(node, {}).keys()
+            for identity in known.keys() - identities.keys()
         ]
-        for node, identities in snapshot.items():
-            known = self._by_node.get(node, {})
-            changes += [
-                PresenceChanged(identity=identity, node=node, devices=devices)
-                for identity, devices in identities.items()
-                if known.get(identity, ()) != devices
-            ]
+        changes += [
+            PresenceChanged(identity=identity, node=node, devices=devices)
+            for identity, devices in identities.items()
+            if known.get(identity, ()) != devices
+        ]
         for event in changes:
             self.apply(event)
         return changes

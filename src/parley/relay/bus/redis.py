@@ -30,7 +30,7 @@ import enum
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 _BACKOFF_FIRST: Final = 0.05
 _BACKOFF_MAX: Final = 2.0
-_COMMAND_TIMEOUT: Final = 2.0  # connect / reply, on every connection but the subscriber's reads
+_COMMAND_TIMEOUT: Final = 2.0  # to connect, and for a reply (the subscriber's own reads aside)
 _CLOSE_TIMEOUT: Final = 2.0  # how long close() tries to flush when Redis is away
 _BATCH: Final = 256  # events per MULTI
 _SEQ_FIELD: Final = "@seq"  # never an identity: those start with a letter or digit
@@ -92,6 +92,10 @@ end
 return out
 """
 )
+
+
+# node -> (its last event's (incarnation, seq) if Redis has its hash, identity -> devices)
+Snapshot: TypeAlias = dict[str, tuple[tuple[int, int] | None, dict[str, Devices]]]
 
 
 class BusError(ParleyError):
@@ -193,7 +197,9 @@ class RedisBus:
             # know events may be lost and say so (on_gap), and log it once.
             retry=Retry(NoBackoff(), 0),
             socket_connect_timeout=_COMMAND_TIMEOUT,
-            socket_timeout=_COMMAND_TIMEOUT,
+            # No socket_timeout: redis-py applies it to writes with asyncio.wait_for,
+            # which on Python 3.11 can swallow a cancellation (close() would hang).
+            # Each call here is bounded by asyncio.timeout instead (_replied).
         )
         self._heartbeat_script = self._redis.register_script(_HEARTBEAT)
         self._snapshot_script = self._redis.register_script(_SNAPSHOT)
@@ -204,12 +210,19 @@ class RedisBus:
         self._writer_backoff = _Backoff()
         self._beat_lock = asyncio.Lock()
         self._beaten = False
+        self._grace_until = 0.0  # loop time before which no node is given up
+        self._connected = False
         self._started = False
         self._closed = False
 
     @property
     def node(self) -> str:
         return self._node
+
+    @property
+    def connected(self) -> bool:
+        """Whether this node hears the others now (for ``/health``)."""
+        return self._connected
 
     # -- the Bus protocol ---------------------------------------------------------------
 
@@ -224,13 +237,13 @@ class RedisBus:
             await self._clear_previous_run()
             await self._beat()
             pubsub = await self._subscribe()
-            self._replace_view(await self._snapshot(), announce=False)
+            self._load(await self._snapshot(), announce=False)
         except (*_FAILURES, RedisError) as exc:
             await _close_quietly(pubsub)
             await self._redis.aclose()
             self._closed = True
             raise BusError(f"cannot use Redis at {_redacted(self._url)}: {exc}") from exc
-        self._started = True
+        self._started = self._connected = True
         self._writer = asyncio.create_task(self._write_forever(), name=f"bus-write:{self._node}")
         self._watchers = [
             asyncio.create_task(self._listen_forever(pubsub), name=f"bus-listen:{self._node}"),
@@ -243,9 +256,8 @@ class RedisBus:
         if self._closed:
             return
         self._closed = True
-        for task in self._watchers:
-            task.cancel()
-        await asyncio.gather(*self._watchers, return_exceptions=True)
+        await _stop(*self._watchers)
+        self._connected = False
         self._view = PresenceView()
         if self._writer is not None:
             for identity in list(self._mine):
@@ -258,10 +270,9 @@ class RedisBus:
                     _redacted(self._url),
                     self._queue.qsize(),
                 )
-                self._writer.cancel()
-                await asyncio.gather(self._writer, return_exceptions=True)
+            await _stop(self._writer)
             try:
-                async with asyncio.timeout(_CLOSE_TIMEOUT), self._redis.pipeline() as pipe:
+                async with _replied(), self._redis.pipeline() as pipe:
                     pipe.delete(self._presence_key)
                     pipe.zrem(self._nodes_key, self._node)
                     await pipe.execute()
@@ -357,7 +368,7 @@ class RedisBus:
     async def _send(self, batch: list[_Outgoing]) -> None:
         rewrite, self._dirty = self._dirty, False
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
+            async with _replied(), self._redis.pipeline(transaction=True) as pipe:
                 if rewrite:
                     pipe.delete(self._presence_key)
                     if self._mine:
@@ -391,15 +402,23 @@ class RedisBus:
 
     async def _beat(self) -> None:
         async with self._beat_lock:
-            added, kept, live = await self._heartbeat_script(
-                keys=[self._nodes_key, self._presence_key], args=[self._node, self._ttl_ms]
-            )
+            async with _replied():
+                added, kept, live = await self._heartbeat_script(
+                    keys=[self._nodes_key, self._presence_key], args=[self._node, self._ttl_ms]
+                )
+            now = asyncio.get_running_loop().time()
             if self._beaten and (added or not kept):
                 # Redis forgot this node (it restarted, or this node was so late that
                 # others gave it up): their views must hear our presence again.
                 logger.info("bus: Redis had lost node %s; announcing its presence", self._node)
                 self._announce()
+                if added:
+                    # Most likely Redis restarted and forgot every node: give them a
+                    # ttl to beat again before taking their absence for death.
+                    self._grace_until = now + self._ttl
             self._beaten = True
+            if now < self._grace_until:
+                return
             alive = {bytes(node).decode() for node in live}
             for node in self._view.nodes() - alive:
                 logger.info("bus: node %s stopped without closing; its devices are gone", node)
@@ -410,7 +429,7 @@ class RedisBus:
     async def _clear_previous_run(self) -> None:
         """A node restarted under this id may have left presence behind (it was killed):
         tell the others those devices are gone, and start this node's hash afresh."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with _replied(), self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self._presence_key)
             pipe.delete(self._presence_key)
             pipe.hset(self._presence_key, _SEQ_FIELD, f"{self._incarnation}:0")
@@ -421,31 +440,34 @@ class RedisBus:
             if identity != _SEQ_FIELD:
                 self._enqueue(PresenceChanged(identity=identity, node=self._node, devices=()))
 
-    async def _snapshot(self) -> dict[str, tuple[tuple[int, int] | None, dict[str, Devices]]]:
+    async def _snapshot(self) -> Snapshot:
         """Every other live node: (incarnation, seq) of its last event, its presence."""
-        flat = await self._snapshot_script(keys=[self._nodes_key], args=[self._presence_prefix])
-        snapshot: dict[str, tuple[tuple[int, int] | None, dict[str, Devices]]] = {}
+        async with _replied():
+            flat = await self._snapshot_script(keys=[self._nodes_key], args=[self._presence_prefix])
+        snapshot: Snapshot = {}
         for node_raw, fields in zip(flat[::2], flat[1::2], strict=True):
             node = bytes(node_raw).decode()
             if node != self._node:
                 snapshot[node] = _decode_presence(node, fields)
         return snapshot
 
-    def _replace_view(
-        self,
-        snapshot: dict[str, tuple[tuple[int, int] | None, dict[str, Devices]]],
-        *,
-        announce: bool,
-    ) -> None:
-        self._heard = {node: cut for node, (cut, _) in snapshot.items() if cut is not None}
-        changes = self._view.replace({node: devices for node, (_, devices) in snapshot.items()})
-        if announce:
-            for event in changes:
-                self._deliver(event)
+    def _load(self, snapshot: Snapshot, *, announce: bool) -> None:
+        """Take in the snapshot's nodes, and from now on count their events from its
+        cut. A live node it has no hash of (Redis restarted, and the node has not
+        written it again yet) keeps what we heard: it will say it again, and the
+        heartbeat tells whether it is alive. So does a node not in the snapshot."""
+        self._heard = {}
+        for node, (cut, identities) in snapshot.items():
+            if cut is None:
+                continue
+            self._heard[node] = cut
+            for event in self._view.set_node(node, identities):
+                if announce:
+                    self._deliver(event)
 
     async def _resync(self) -> None:
         """After events may have been lost: the presence from Redis, then ``on_gap``."""
-        self._replace_view(await self._snapshot(), announce=True)
+        self._load(await self._snapshot(), announce=True)
         if self._on_gap is not None:
             try:
                 self._on_gap()
@@ -472,10 +494,12 @@ class RedisBus:
                                 loop.time() - down_since,
                             )
                         down_since = None
+                        self._connected = True
                         backoff.reset()
                         self._writer_backoff.poke()
                     await self._listen(pubsub)
                 except Exception as exc:
+                    self._connected = False
                     if down_since is None:
                         down_since = loop.time()
                         if isinstance(exc, _FAILURES):
@@ -495,10 +519,10 @@ class RedisBus:
     async def _subscribe(self) -> PubSub:
         pubsub = self._redis.pubsub()
         try:
-            await pubsub.subscribe(self._channel)
             # Once Redis confirms, every event published reaches us: a snapshot read
             # after this point misses nothing.
-            async with asyncio.timeout(_COMMAND_TIMEOUT):
+            async with _replied():
+                await pubsub.subscribe(self._channel)
                 while True:
                     message = await pubsub.get_message(timeout=_COMMAND_TIMEOUT)
                     if message is not None and message["type"] == "subscribe":
@@ -523,7 +547,8 @@ class RedisBus:
             if now - heard > max(self._ttl, 1.0):
                 raise RedisConnectionError(f"no reply from Redis for {now - heard:.1f} s")
             if now - pinged >= interval:
-                await pubsub.ping()
+                async with _replied():
+                    await pubsub.ping()
                 pinged = now
 
     def _receive(self, data: bytes) -> bool:
@@ -603,6 +628,21 @@ def _decode_presence(
         except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
             logger.warning("bus: ignoring %s=%r in node %s's presence", name, value, node)
     return cut, presence
+
+
+def _replied() -> asyncio.Timeout:
+    """The bound on one call to Redis: past it, Redis counts as away."""
+    return asyncio.timeout(_COMMAND_TIMEOUT)
+
+
+async def _stop(*tasks: asyncio.Task[None]) -> None:
+    """Cancel ``tasks`` and wait until they are done, cancelling again should one
+    swallow it (a library's race with its own timeout)."""
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _close_quietly(pubsub: PubSub | None) -> None:
