@@ -148,7 +148,7 @@ def describe_dsn(dsn: str) -> str:
         return "(a DSN that does not parse)"
     if user:
         netloc = f"{user}@{netloc}"
-    return parts._replace(netloc=netloc, query=urlencode(query), fragment="").geturl()
+    return parts._replace(netloc=netloc, query=urlencode(query, safe="/"), fragment="").geturl()
 
 
 def unavailable(dsn: str, exc: BaseException) -> StoreUnavailable:
