@@ -161,7 +161,6 @@ async def test_gap_calls_on_gap(make_node: MakeNode) -> None:
 # each is reported rather than fixed here (memory.py belongs to the relay's owners).
 
 
-@pytest.mark.xfail(strict=True, reason="MemoryBus: a node that joins late knows nobody's presence")
 async def test_a_node_that_joins_late_sees_the_presence_already_there(
     make_node: MakeNode,
 ) -> None:
@@ -172,7 +171,6 @@ async def test_a_node_that_joins_late_sees_the_presence_already_there(
     assert b.present("alice") == {"d-1"}  # RedisBus loads it from Redis at start
 
 
-@pytest.mark.xfail(strict=True, reason="MemoryBus: a closed node still publishes")
 async def test_a_closed_node_publishes_nothing(make_node: MakeNode) -> None:
     a, _ = await make_node("a")
     _, heard = await make_node("b")
@@ -184,7 +182,6 @@ async def test_a_closed_node_publishes_nothing(make_node: MakeNode) -> None:
     assert rows(1) not in heard.events
 
 
-@pytest.mark.xfail(strict=True, reason="MemoryBus: a handler's exception ends its pump task")
 async def test_a_failing_handler_does_not_stop_the_bus(hub: MemoryHub) -> None:
     a = hub.bus("a")
     b = hub.bus("b")

@@ -46,6 +46,7 @@ def open_bus(location: str | None, node: str) -> Bus:
             f"a Redis bus needs the redis extra ({exc.name} is missing): "
             "pip install 'parley[redis]'"
         ) from exc
+    assert location is not None  # backend() said redis
     url, prefix = split_prefix(location)
     bus: Bus = module.RedisBus(url, node=node, prefix=prefix)
     return bus

@@ -10,10 +10,13 @@ behaviour of the relay is a plain unit test.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 
 from parley.relay.bus.base import EventHandler, GapHandler
 from parley.relay.bus.events import BusEvent, PresenceChanged
+
+log = logging.getLogger(__name__)
 
 
 class LocalBus:
@@ -58,6 +61,15 @@ class MemoryHub:
     def _leave(self, node: str) -> None:
         self._buses.pop(node, None)
 
+    def _presence_of_others(self, node: str) -> dict[str, dict[str, tuple[str, ...]]]:
+        """What a joining node must know: every other node's devices, by identity."""
+        view: dict[str, dict[str, tuple[str, ...]]] = {}
+        for other, bus in self._buses.items():
+            if other != node:
+                for identity, devices in bus._mine.items():
+                    view.setdefault(identity, {})[other] = devices
+        return view
+
 
 class MemoryBus:
     """One node on a :class:`MemoryHub`. Events go through the event loop (as over a
@@ -73,6 +85,7 @@ class MemoryBus:
         # identity -> node -> devices connected there
         self._presence: dict[str, dict[str, tuple[str, ...]]] = {}
         self._mine: dict[str, tuple[str, ...]] = {}
+        self._closed = False
 
     @property
     def node(self) -> str:
@@ -80,17 +93,22 @@ class MemoryBus:
 
     async def start(self, on_event: EventHandler, on_gap: GapHandler) -> None:
         self._on_event, self._on_gap = on_event, on_gap
+        # As a bus across processes reads presence from its server when it joins.
+        self._presence = self._hub._presence_of_others(self._node)
         self._pump = asyncio.create_task(self._run(), name=f"memory-bus:{self._node}")
 
     async def close(self) -> None:
         for identity in list(self._mine):
             self.publish(PresenceChanged(identity=identity, node=self._node, devices=()))
+        self._closed = True
         self._hub._leave(self._node)
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
 
     def publish(self, event: BusEvent) -> None:
+        if self._closed:
+            return
         if isinstance(event, PresenceChanged):
             self._mine[event.identity] = event.devices
             if not event.devices:
@@ -121,4 +139,7 @@ class MemoryBus:
                     if not nodes:
                         del self._presence[event.identity]
             assert self._on_event is not None
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception:  # a handler's bug must not stop the bus for this node
+                log.exception("bus handler failed on %s", type(event).__name__)
