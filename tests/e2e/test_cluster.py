@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tests.e2e.test_security import _until
 from tests.proxy.helpers import Party
-from tests.redis_server import RedisTarget, redis_for_test
+from tests.redis_server import RedisServer, RedisTarget, redis_for_test
 from tests.relay.store.pg import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
 from parley.client import Client
@@ -218,3 +218,65 @@ async def test_chaos_nodes_killed_under_load_lose_nothing_and_repeat_nothing(
     assert len(acked) == total
     assert duplicates == []
     assert set(handled) == set(acked)
+
+
+async def test_a_redis_restart_mid_stream_loses_nothing(
+    postgres_dsn: str,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """The bus goes away and comes back empty while messages stream from a sender on
+    one node to a receiver on another: nodes re-read the store, delivery resumes."""
+    with RedisServer(tmp_path / "redis") as redis_server:
+        nodes = Cluster(postgres_dsn, redis_server.url, tmp_path)
+        await nodes.start(2)
+        try:
+            (receiver_creds, receiver_path), (_, sender_path) = (
+                await nodes.register("receiver", 1),
+                await nodes.register("sender", 0),
+            )
+            handled: list[int] = []
+            receiver = Client.from_credentials(receiver_path)
+            receiver.voice().on_summary(lambda issuer, p: handled.append(int(p["call_id"])))
+            async with receiver, Client.from_credentials(sender_path) as sender:
+                await receiver.connections.permit(sender.id)
+                for n in range(600):
+                    if n == 200:
+                        redis_server.stop(kill=True)
+                    if n == 350:
+                        await asyncio.to_thread(redis_server.start)
+                    await sender.voice().summary(receiver_creds.identity, "c", str(n))
+                    if n % 50 == 0:
+                        await asyncio.sleep(0.05)
+                await _until(lambda: len(handled) >= 600, timeout=60)
+            assert handled == list(range(600))  # in order, each once
+        finally:
+            await nodes.stop()
+
+
+async def test_presence_and_revocation_across_nodes(cluster: Cluster) -> None:
+    (alice, alice_path), (bob, bob_path) = (
+        await cluster.register("alice", 0),
+        await cluster.register("bob", 1),
+    )
+    laptop = await add_device(bob)
+    laptop_path = cluster.tmp / "bob-laptop.json"
+    Credentials(
+        identity=laptop.identity,
+        device=laptop.device,
+        secret_key=laptop.secret_key,
+        relay_url=cluster.urls(2),
+    ).save(laptop_path)
+    async with Client.from_credentials(alice_path) as watcher:
+        async with Client.from_credentials(bob_path) as bob_phone:
+            await bob_phone.connections.permit(alice.identity)
+            await watcher.presence.watch(bob.identity)
+            await _until(lambda: watcher.presence.devices(bob.identity) == {bob.device})
+            laptop_client = Client.from_credentials(laptop_path)
+            async with laptop_client:
+                await _until(
+                    lambda: watcher.presence.devices(bob.identity) == {bob.device, laptop.device}
+                )
+                # Revoked from the phone (node 1): the laptop on node 2 is disconnected.
+                await bob_phone.revoke_device(laptop.device)
+                await _until(lambda: watcher.presence.devices(bob.identity) == {bob.device})
+        await _until(lambda: watcher.presence.devices(bob.identity) == frozenset())
