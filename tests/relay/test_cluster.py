@@ -206,3 +206,41 @@ async def test_store_operations_and_bus_events_are_measured(
     assert (n2.get_sample_value("parley_relay_bus_events_total", got) or 0) >= 1
     await alice_phone.close()
     await bob_phone.close()
+
+
+async def test_a_push_never_overtakes_a_row_another_node_committed_first(
+    cluster: Cluster, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """n1 stores a row for alice, but its wake-up has not reached n2 when n2 stores the
+    next one and would push it to alice's connection there: alice must still get both,
+    in offset order (a push straight through would move her cursor past n1's row)."""
+    alice, bob = await people(cluster.n1)
+    carol = Identity.create("carol")
+    await enroll(cluster.n1, carol)
+    alice_phone = await online(cluster.n2, alice)
+    assert isinstance(await alice_phone.request(frames.Permit, identity="carol"), frames.Done)
+    bob_phone = await online(cluster.n1, bob)
+    carol_phone = await online(cluster.n2, carol)
+    deliver = cluster.hub._deliver
+    held: list[tuple[str, BusEvent]] = []
+
+    def hold_n1(sender: str, event: BusEvent) -> None:
+        if sender == "n1":
+            held.append((sender, event))
+        else:
+            deliver(sender, event)
+
+    monkeypatch.setattr(cluster.hub, "_deliver", hold_n1)
+    assert isinstance(await bob_phone.send_to("alice", b"first", "e1", clock() + HOUR), frames.Ack)
+    assert isinstance(
+        await carol_phone.send_to("alice", b"second", "e2", clock() + HOUR), frames.Ack
+    )
+    first = await alice_phone.expect(frames.Deliver)
+    second = await alice_phone.expect(frames.Deliver)
+    assert [first.envelope.body, second.envelope.body] == [b"first", b"second"]
+    assert first.offset < second.offset
+    monkeypatch.setattr(cluster.hub, "_deliver", deliver)
+    for sender, event in held:
+        deliver(sender, event)
+    for peer in (alice_phone, bob_phone, carol_phone):
+        await peer.close()

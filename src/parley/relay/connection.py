@@ -11,7 +11,10 @@ twice, whichever of the two sources it comes from.
 Why no offset is missed: a live push happens only after its row is committed, and the
 store runs jobs in order. A catch-up read therefore either sees a row, or the row was
 committed after the read was queued and its push lands in the queue (or overflows it,
-which schedules another read).
+which schedules another read). Where several nodes write one store, a push that is not
+the next offset is not written: the writer reads the inbox instead
+(``push_in_sequence``), since a lower offset another node committed first may not have
+been announced yet.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ class Context:
     directory: Directory
     metrics: RelayMetrics
     clock: Callable[[], float]
+    # Several nodes write the store: a push may overtake a lower offset that another
+    # node committed first (its wake-up not heard yet). Then only the next offset is
+    # written straight from a push; anything further on is read from the store, in
+    # commit order. (One node alone pushes in commit order already.)
+    push_in_sequence: bool = False
 
 
 class Connection:
@@ -198,6 +206,10 @@ class Connection:
                     await self._write(item.offset, item.envelope, None)
             elif self._deliveries:
                 deliver = self._deliveries.popleft()
+                if self._ctx.push_in_sequence and deliver.offset > self.cursor + 1:
+                    self._deliveries.clear()
+                    self._need_read = True
+                    continue
                 await self._write(deliver.offset, deliver.envelope, deliver)
             else:
                 return

@@ -104,7 +104,14 @@ class Relay:
         self._clock = clock
         self._directory = Directory(store)
         self._keys = KeyDirectory(store, self._directory)
-        self._ctx = Context(self.config, store, self._directory, self.metrics, clock)
+        self._ctx = Context(
+            self.config,
+            store,
+            self._directory,
+            self.metrics,
+            clock,
+            push_in_sequence=not isinstance(self._bus, LocalBus),
+        )
         # Authenticated connections by (identity, device): where deliveries are pushed.
         self._sessions: dict[tuple[str, str], set[Connection]] = {}
         self._presence = PresenceBoard(self._bus.present)
