@@ -77,6 +77,17 @@ class Cluster:
             await node.stop()
 
 
+def reaching(creds: Credentials, relay_url: str, path: Path) -> Path:
+    """``creds`` saved to ``path`` with another relay URL (the same device, other nodes)."""
+    Credentials(
+        identity=creds.identity,
+        device=creds.device,
+        secret_key=creds.secret_key,
+        relay_url=relay_url,
+    ).save(path)
+    return path
+
+
 @pytest.fixture
 async def cluster(
     postgres_dsn: str,  # noqa: F811 - the fixture imported above
@@ -126,14 +137,7 @@ async def test_every_device_on_every_node_receives_and_resumes_elsewhere(
         await cluster.register("alice", 0),
         await cluster.register("bob", 2),
     )
-    laptop_creds = await add_device(alice)
-    laptop_path = cluster.tmp / "laptop.json"
-    Credentials(
-        identity=laptop_creds.identity,
-        device=laptop_creds.device,
-        secret_key=laptop_creds.secret_key,
-        relay_url=cluster.urls(1),
-    ).save(laptop_path)
+    laptop_path = reaching(await add_device(alice), cluster.urls(1), cluster.tmp / "laptop.json")
     got: dict[str, list[str]] = {"phone": [], "laptop": []}
 
     def device(path: Path, name: str) -> Client:
@@ -148,13 +152,7 @@ async def test_every_device_on_every_node_receives_and_resumes_elsewhere(
             await _until(lambda: got["phone"] == ["m1"] and got["laptop"] == ["m1"])
         # Both devices offline: stored; the phone comes back on another node.
         await bob.voice().summary(alice.identity, "c", "m2")
-        moved = cluster.tmp / "phone-elsewhere.json"
-        Credentials(
-            identity=alice.identity,
-            device=alice.device,
-            secret_key=alice.secret_key,
-            relay_url=cluster.urls(1),
-        ).save(moved)
+        moved = reaching(alice, cluster.urls(1), cluster.tmp / "phone-elsewhere.json")
         state = alice_path.with_suffix(".state.db")
         phone_again = Client.from_credentials(moved, state_path=state)
         phone_again.voice().on_summary(lambda issuer, p: got["phone"].append(p["call_id"]))
@@ -259,13 +257,7 @@ async def test_presence_and_revocation_across_nodes(cluster: Cluster) -> None:
         await cluster.register("bob", 1),
     )
     laptop = await add_device(bob)
-    laptop_path = cluster.tmp / "bob-laptop.json"
-    Credentials(
-        identity=laptop.identity,
-        device=laptop.device,
-        secret_key=laptop.secret_key,
-        relay_url=cluster.urls(2),
-    ).save(laptop_path)
+    laptop_path = reaching(laptop, cluster.urls(2), cluster.tmp / "bob-laptop.json")
     async with Client.from_credentials(alice_path) as watcher:
         async with Client.from_credentials(bob_path) as bob_phone:
             await bob_phone.connections.permit(alice.identity)
