@@ -157,8 +157,7 @@ async def test_gap_calls_on_gap(make_node: MakeNode) -> None:
     assert heard.gaps == 1
 
 
-# What MemoryBus does differently from RedisBus (and from a bus between processes):
-# each is reported rather than fixed here (memory.py belongs to the relay's owners).
+# Where MemoryBus once differed from a bus between processes (RedisBus does each).
 
 
 async def test_a_node_that_joins_late_sees_the_presence_already_there(
