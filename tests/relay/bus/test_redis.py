@@ -18,6 +18,7 @@ import redis.asyncio
 from tests.redis_server import RedisServer, RedisTarget, free_port
 
 from parley.errors import ParleyError
+from parley.relay.bus import Bus
 from parley.relay.bus.events import (
     BusEvent,
     ChainChanged,
@@ -174,6 +175,12 @@ async def test_a_missing_number_is_a_gap_and_foreign_messages_are_ignored(
         assert heard.gaps == 1
     finally:
         await client.aclose()
+
+
+async def test_redis_bus_is_a_bus(redis_target: RedisTarget) -> None:
+    bus: Bus = RedisBus(redis_target.url)  # mypy checks RedisBus against the protocol here
+    assert not bus.connected  # not started
+    await bus.close()
 
 
 async def test_start_fails_clearly_when_redis_is_not_there() -> None:
