@@ -14,7 +14,11 @@ What lives in Redis (``P`` is the prefix, ``parley`` by default):
 - ``P:nodes``, a sorted set: NODE -> the time (Redis's clock, ms) its presence expires.
   Each node's heartbeat (every ``presence_ttl / 3``) moves its own deadline on, removes
   the nodes whose deadline passed, and drops those from the node's view, telling the
-  relay that their devices are gone.
+  relay that their devices are gone (after a Redis restart, only once every node had a
+  ttl to beat again). Every node should run with the same ``presence_ttl``.
+
+``on_event`` gets a ``PresenceChanged`` only when it changes what ``present`` says.
+Needs Redis 5 or newer (scripts that read ``TIME`` before writing).
 
 Three background tasks: the subscriber (reconnects with a bounded backoff forever and
 calls ``on_gap`` each time it is back), the writer (one, so a node's events keep their
