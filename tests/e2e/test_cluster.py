@@ -4,9 +4,11 @@ nodes, each party on a node of its own, nodes killed and restarted under load.""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import sys
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -272,3 +274,14 @@ async def test_presence_and_revocation_across_nodes(cluster: Cluster) -> None:
                 await bob_phone.revoke_device(laptop.device)
                 await _until(lambda: watcher.presence.devices(bob.identity) == {bob.device})
         await _until(lambda: watcher.presence.devices(bob.identity) == frozenset())
+
+
+async def test_health_of_a_node_names_its_store_and_bus(cluster: Cluster) -> None:
+    def get() -> dict[str, object]:
+        with urllib.request.urlopen(cluster.nodes[1].http_url + "/health", timeout=5) as r:
+            return dict(json.loads(r.read()))
+
+    report = await asyncio.to_thread(get)
+    assert report["status"] == "ok"
+    assert report["store"] == "postgresql" and report["bus"] == "redis"
+    assert report["store_reachable"] is True and report["bus_reachable"] is True

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import pytest
 
+from parley.errors import StoreUnavailable
 from parley.protocol import frames
 from parley.protocol.frames import ErrorCode
 from parley.protocol.keychain import KeyOp
@@ -244,3 +245,29 @@ async def test_a_push_never_overtakes_a_row_another_node_committed_first(
         deliver(sender, event)
     for peer in (alice_phone, bob_phone, carol_phone):
         await peer.close()
+
+
+async def test_health_says_whether_store_and_bus_answer(tmp_path: Path) -> None:
+    class Unreachable(SharedStore):
+        down = False
+
+        async def ping(self) -> None:
+            if self.down:
+                raise StoreUnavailable("the database went away")
+            await self._store.ping()
+
+    store = Unreachable(SqliteStore(tmp_path / "relay.db"))
+    relay = Relay(
+        cast(RelayStore, store), RelayConfig(sweep_interval=3600), bus=MemoryHub().bus("n1")
+    )
+    await relay.start()
+    try:
+        report = await relay.health()
+        assert report["status"] == "ok" and report["node"] == "n1"
+        assert report["store_reachable"] is True and report["bus_reachable"] is True
+        store.down = True
+        report = await relay.health()
+        assert report["status"] == "degraded" and report["store_reachable"] is False
+        assert report["store_error"] == "the database went away"
+    finally:
+        await relay.close()

@@ -71,6 +71,8 @@ async def test_websocket_session_health_and_metrics(tmp_path: Path) -> None:
             "node": server.node_id,
             "store": "sqlite",
             "bus": "local",
+            "store_reachable": True,
+            "bus_reachable": True,
             "connections": 1,
         }
         status, kind, body = await asyncio.to_thread(http_get, server.http_url + "/metrics")

@@ -162,6 +162,26 @@ class Relay:
         await self._bus.close()
         await self._store.close()
 
+    async def health(self, timeout: float = 2.0) -> dict[str, object]:
+        """What ``/health`` says: this node, its store and bus, and whether each answers."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._store.ping()
+            store_ok, store_error = True, None
+        except Exception as exc:  # a probe: whatever went wrong, the store did not answer
+            store_ok, store_error = False, str(exc) or type(exc).__name__
+        bus_ok = self._bus.connected
+        report: dict[str, object] = {
+            "status": "ok" if store_ok and bus_ok else "degraded",
+            "node": self.node,
+            "store_reachable": store_ok,
+            "bus_reachable": bus_ok,
+            "connections": self.connection_count,
+        }
+        if store_error is not None:
+            report["store_error"] = store_error
+        return report
+
     async def sweep(self) -> int:
         """Delete expired inbox rows and envelopes now; returns the rows deleted."""
         expired = await self._store.expire(self._clock())

@@ -156,19 +156,15 @@ class RelayServer:
     async def _serve_connection(self, ws: ServerConnection) -> None:
         await self.relay.handle(WebSocketTransport(ws))
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/health":
-            body = json.dumps(
-                {
-                    "status": "ok",
-                    "node": self.node_id,
-                    "store": self.store_backend,
-                    "bus": self.bus_backend,
-                    "connections": self.relay.connection_count,
-                }
-            )
-            return _respond(conn, http.HTTPStatus.OK, body, "application/json")
+            report = await self.relay.health()
+            report["store"] = self.store_backend
+            report["bus"] = self.bus_backend
+            ok = report["status"] == "ok"
+            status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
+            return _respond(conn, status, json.dumps(report), "application/json")
         if path == "/metrics":
             text = self.relay.metrics.render().decode()
             return _respond(conn, http.HTTPStatus.OK, text, CONTENT_TYPE_LATEST)

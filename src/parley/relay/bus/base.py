@@ -43,6 +43,11 @@ class Bus(Protocol):
         """Send ``event`` to every other node; never blocks."""
         ...
 
+    @property
+    def connected(self) -> bool:
+        """Whether the bus reaches the other nodes now (for ``/health``)."""
+        ...
+
     def present(self, identity: str) -> frozenset[str]:
         """The devices of ``identity`` connected to *other* nodes, as last heard."""
         ...

@@ -29,6 +29,10 @@ class LocalBus:
     def node(self) -> str:
         return self._node
 
+    @property
+    def connected(self) -> bool:
+        return True  # there is nobody to reach
+
     async def start(self, on_event: EventHandler, on_gap: GapHandler) -> None:
         pass
 
@@ -90,6 +94,10 @@ class MemoryBus:
     @property
     def node(self) -> str:
         return self._node
+
+    @property
+    def connected(self) -> bool:
+        return not self._closed
 
     async def start(self, on_event: EventHandler, on_gap: GapHandler) -> None:
         self._on_event, self._on_gap = on_event, on_gap

@@ -83,6 +83,11 @@ class RelayStore(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """Return once the store answered a trivial query; raise
+        :class:`~parley.errors.StoreError` if it cannot (for ``/health``)."""
+        ...
+
     async def create_identity(
         self, identity: str, name: str | None, genesis: ChainEntry, body: EntryBody, now: float
     ) -> bool:

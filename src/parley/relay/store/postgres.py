@@ -142,6 +142,12 @@ class PostgresStore:
             # A query that never finishes must not keep the relay from exiting.
             pool.terminate()
 
+    async def ping(self) -> None:
+        async def job(conn: Connection) -> None:
+            await conn.fetchval("SELECT 1")
+
+        await self._run(job)
+
     # -- directory --------------------------------------------------------------------
 
     async def create_identity(

@@ -124,6 +124,12 @@ class SqliteStore:
     async def close(self) -> None:
         await self._db.stop()
 
+    async def ping(self) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT 1").fetchone()
+
+        await self._db.run(job)
+
     # -- directory --------------------------------------------------------------------
 
     async def create_identity(
