@@ -7,7 +7,11 @@ what they share lives here so every one of them measures the same thing the same
 from __future__ import annotations
 
 import asyncio
+import math
+import statistics
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,9 @@ class Result:
     name: str
     messages: int
     seconds: float
+    # From the same start until the relay had acknowledged (stored) every message, where
+    # the load knows it; ``seconds`` runs until every one was handled.
+    stored_seconds: float | None = None
 
     @property
     def rate(self) -> float:
@@ -35,12 +42,56 @@ class Result:
         )
 
 
+@dataclass(frozen=True)
+class Latency:
+    """Latency samples of one mode, in seconds: p50 is their median, p99 by nearest
+    rank."""
+
+    name: str
+    samples: Sequence[float]
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.samples)
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p99(self) -> float:
+        return self.percentile(0.99)
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<10} p50 {self.p50 * 1000:7.2f} ms  p99 {self.p99 * 1000:7.2f} ms"
+            f"  (n={len(self.samples)})"
+        )
+
+
 async def voice_pairs(
     name: str, relay_url: str, workdir: Path, *, senders: int, messages: int, window: int
 ) -> Result:
     """``senders`` new identities each send ``messages`` starts to their own receiver,
     at most ``window`` unacknowledged at a time; timed until every one was handled."""
-    total = senders * messages
+    placement = [(relay_url, relay_url)] * senders
+    return await placed_voice_pairs(name, placement, workdir, messages=messages, window=window)
+
+
+async def placed_voice_pairs(
+    name: str,
+    placement: Sequence[tuple[str, str]],
+    workdir: Path,
+    *,
+    messages: int,
+    window: int,
+    around: Callable[[], AbstractAsyncContextManager[object]] | None = None,
+) -> Result:
+    """:func:`voice_pairs` with one pair per ``(sender URL, receiver URL)`` of
+    ``placement``: each identity is registered on, and connects to, its own relay node.
+    ``around``, if given, makes a context entered just before the timed part and left
+    just after it (to sample what the timed part cost, say)."""
+    total = len(placement) * messages
     received = 0
     done = asyncio.Event()
 
@@ -52,9 +103,9 @@ async def voice_pairs(
 
     pairs: list[tuple[Client, Client]] = []
     try:
-        for _ in range(senders):
-            sender = await register_identity(relay_url)
-            receiver = await register_identity(relay_url)
+        for sender_url, receiver_url in placement:
+            sender = await register_identity(sender_url)
+            receiver = await register_identity(receiver_url)
             rx = Client(receiver, state_path=workdir / f"{receiver.identity}.db")
             tx = Client(sender, state_path=workdir / f"{sender.identity}.db")
             pairs.append((tx, rx))
@@ -73,10 +124,13 @@ async def voice_pairs(
 
             await asyncio.gather(*(one(i) for i in range(messages)))
 
-        start = time.perf_counter()
-        await asyncio.gather(*(send(tx, rx.id) for tx, rx in pairs))
-        await asyncio.wait_for(done.wait(), 300)
-        return Result(name, total, time.perf_counter() - start)
+        async with nullcontext() if around is None else around():
+            start = time.perf_counter()
+            await asyncio.gather(*(send(tx, rx.id) for tx, rx in pairs))
+            stored = time.perf_counter() - start
+            await asyncio.wait_for(done.wait(), 300)
+            elapsed = time.perf_counter() - start
+        return Result(name, total, elapsed, stored)
     finally:
         for tx, rx in pairs:
             await tx.close()
