@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from parley.ice import IceConfig, IceServer, InvalidIceConfig, restrict_candidates
+from parley.errors import InvalidIceConfig
+from parley.ice import IceConfig, IceServer, restrict_candidates
 
 
 def test_nothing_set_means_no_servers_and_every_host() -> None:

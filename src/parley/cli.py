@@ -409,8 +409,9 @@ def proxy_bind_pool(
 @app.command()
 def calls(store: StoreOption = None, credentials: ProxyCredentialsOption = None) -> None:
     """Print the proxy's call records: one row per leg."""
+    from parley.errors import InvalidProxyStoreLocation
     from parley.proxy import open_proxy_store
-    from parley.proxy.location import InvalidProxyStoreLocation, sqlite_path
+    from parley.proxy.location import sqlite_path
     from parley.proxy.records import LegRecord
     from parley.proxy.report import records_table
 

@@ -48,12 +48,18 @@ The tree::
     │   ├── UnknownCall               a command for a call_id the phone or proxy does not hold
     │   └── CallIdInUse               a call placed with a call_id this phone has already seen
     ├── ChildProcessFailed            a relay or proxy process Parley started did not run
-    ├── InvalidIceConfig              an ICE setting that does not parse (``parley.ice``)
+    ├── ConfigurationError            a setting that names nothing usable
+    │   ├── InvalidIceConfig          an ICE address or server that does not parse
+    │   ├── InvalidRelayUrl           a relay URL (list) that names no relay
+    │   ├── InvalidStoreLocation      a relay ``--store`` that names no usable backend
+    │   ├── InvalidBusLocation        a relay ``--bus`` that names no usable bus
+    │   └── InvalidProxyStoreLocation a proxy ``--store`` that names no backend
+    ├── BusError                      the bus between relay nodes cannot start (Redis away)
     └── MediaError                    the media of a call (``parley.media``)
         ├── MediaUnavailable          the ``parley[media]`` extra or a device is missing
         └── WebPhoneError             the browser softphone cannot serve (``web.server``)
 
-The three classes marked with a module live there, beside what raises them.
+The two classes marked with a module live there, beside what raises them.
 
 ``RelayError.from_code`` maps the wire error codes of ``protocol.frames.ErrorCode`` onto
 the classes above, so a refusal by the relay surfaces as the same type on every client.
@@ -294,3 +300,32 @@ class MediaError(ParleyError):
 class MediaUnavailable(MediaError):
     """Media was asked for where it cannot run: the ``parley[media]`` extra is not
     installed, or the machine has no such device (microphone, speaker)."""
+
+
+class ConfigurationError(ParleyError):
+    """A setting (flag, environment variable, argument) that names nothing usable."""
+
+
+class InvalidIceConfig(ConfigurationError):
+    """An ICE setting that cannot be used (an address or server URL that does not parse)."""
+
+
+class InvalidRelayUrl(ConfigurationError):
+    """A relay URL setting that names no relay."""
+
+
+class InvalidStoreLocation(ConfigurationError):
+    """A relay ``--store`` that names no backend Parley has, or a backend not installed."""
+
+
+class InvalidBusLocation(ConfigurationError):
+    """A relay ``--bus`` that names no bus Parley has, or one whose extra is not installed."""
+
+
+class InvalidProxyStoreLocation(ConfigurationError):
+    """A proxy ``--store`` that names no backend Parley has, or one not installed."""
+
+
+class BusError(ParleyError):
+    """The bus between relay nodes cannot start: its server cannot be reached, or is not
+    what it should be."""

@@ -25,17 +25,13 @@ from typing import Any
 
 import msgspec
 
-from parley.errors import ParleyError
+from parley.errors import InvalidIceConfig
 
 HOSTS_VARIABLE = "PARLEY_ICE_HOSTS"
 SERVERS_VARIABLE = "PARLEY_ICE_SERVERS"
 RELAY_ONLY_VARIABLE = "PARLEY_ICE_RELAY_ONLY"
 
 _SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
-
-
-class InvalidIceConfig(ParleyError):
-    """An ICE setting that cannot be used (an address or server URL that does not parse)."""
 
 
 class IceServer(msgspec.Struct, frozen=True, kw_only=True):

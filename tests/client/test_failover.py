@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from parley.client.connection import InvalidRelayUrl, relay_urls, websocket_connector
-from parley.errors import TransportClosed
+from parley.client.connection import relay_urls, websocket_connector
+from parley.errors import InvalidRelayUrl, TransportClosed
 from parley.relay.server import RelayServer
 
 

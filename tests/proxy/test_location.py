@@ -8,14 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from parley.errors import StoreUnavailable
+from parley.errors import InvalidProxyStoreLocation, StoreUnavailable
 from parley.proxy import SqliteProxyStore, open_proxy_store
-from parley.proxy.location import (
-    InvalidProxyStoreLocation,
-    backend,
-    describe,
-    sqlite_path,
-)
+from parley.proxy.location import backend, describe, sqlite_path
 from parley.proxy.postgres import PostgresProxyStore
 
 

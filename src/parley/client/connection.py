@@ -31,6 +31,7 @@ from parley.errors import (
     AuthenticationFailed,
     DeliveryTimeout,
     DeviceRevoked,
+    InvalidRelayUrl,
     MalformedFrame,
     NotConnected,
     ProtocolError,
@@ -73,10 +74,6 @@ ReplyT = TypeVar("ReplyT", Ack, Done, Connections, KeyChainFrame, Registered, Ke
 
 # The relay refuses these for good; retrying would only be refused again.
 _FATAL_CODES = frozenset({ErrorCode.AUTH_FAILED, ErrorCode.DEVICE_REVOKED})
-
-
-class InvalidRelayUrl(RelayConnectionError):
-    """A relay URL setting that names no relay."""
 
 
 def relay_urls(relay_url: str) -> list[str]:

@@ -17,16 +17,12 @@ from pathlib import Path
 from typing import Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from parley.errors import ParleyError
+from parley.errors import InvalidProxyStoreLocation
 from parley.proxy.store import ProxyStore, SqliteProxyStore
 
 STORE_VARIABLE: Final = "PARLEY_PROXY_STORE"
 _POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
 _URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-class InvalidProxyStoreLocation(ParleyError):
-    """A proxy ``--store`` that names no backend Parley has, or one not installed."""
 
 
 def backend(location: str | Path) -> Literal["sqlite", "postgresql"]:

@@ -21,9 +21,10 @@ from types import TracebackType
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from parley.errors import InvalidBusLocation
 from parley.protocol.frames import FRAME_OVERHEAD
-from parley.relay.bus.location import InvalidBusLocation, open_bus
 from parley.relay.bus.location import backend as bus_backend
+from parley.relay.bus.location import open_bus
 from parley.relay.config import RelayConfig
 from parley.relay.core import Relay
 from parley.relay.metrics import CONTENT_TYPE_LATEST

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio
 from tests.redis_server import RedisServer, RedisTarget, free_port
 
-from parley.errors import ParleyError
+from parley.errors import BusError, ParleyError
 from parley.relay.bus import Bus
 from parley.relay.bus.events import (
     BusEvent,
@@ -30,7 +30,7 @@ from parley.relay.bus.events import (
     SessionOpened,
     encode,
 )
-from parley.relay.bus.redis import BusError, RedisBus
+from parley.relay.bus.redis import RedisBus
 
 from .helpers import WAIT, Recorder, eventually
 

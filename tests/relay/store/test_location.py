@@ -6,12 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from parley.relay.store.location import (
-    InvalidStoreLocation,
-    backend,
-    open_store,
-    redacted,
-)
+from parley.errors import InvalidStoreLocation
+from parley.relay.store.location import backend, open_store, redacted
 from parley.relay.store.sqlite import SqliteStore
 
 
@@ -42,7 +38,7 @@ def test_passwords_never_show() -> None:
 
 
 def test_a_bus_is_named_by_a_redis_url_or_nothing() -> None:
-    from parley.relay.bus.location import InvalidBusLocation
+    from parley.errors import InvalidBusLocation
     from parley.relay.bus.location import backend as bus_backend
 
     assert bus_backend(None) == "local"
@@ -52,7 +48,7 @@ def test_a_bus_is_named_by_a_redis_url_or_nothing() -> None:
 
 
 def test_a_bus_needs_a_shared_store(tmp_path: Path) -> None:
-    from parley.relay.bus.location import InvalidBusLocation
+    from parley.errors import InvalidBusLocation
     from parley.relay.server import RelayServer
 
     with pytest.raises(InvalidBusLocation, match="postgresql"):

@@ -12,16 +12,12 @@ import importlib
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from parley.errors import ParleyError
+from parley.errors import InvalidBusLocation
 from parley.relay.bus.base import Bus
 from parley.relay.bus.memory import LocalBus
 
 BUS_VARIABLE: Final = "PARLEY_BUS"
 _REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
-
-
-class InvalidBusLocation(ParleyError):
-    """A ``--bus`` that names no bus Parley has, or one whose extra is not installed."""
 
 
 def backend(location: str | None) -> str:

@@ -47,7 +47,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
-from parley.errors import ParleyError
+from parley.errors import BusError
 from parley.relay.bus.base import EventHandler, GapHandler
 from parley.relay.bus.events import BusEvent, PresenceChanged, decode, encode
 from parley.relay.bus.presence_view import Devices, PresenceView
@@ -100,10 +100,6 @@ return out
 
 # node -> (its last event's (incarnation, seq) if Redis has its hash, identity -> devices)
 Snapshot: TypeAlias = dict[str, tuple[tuple[int, int] | None, dict[str, Devices]]]
-
-
-class BusError(ParleyError):
-    """The Redis bus cannot start: its server cannot be reached, or is not Redis."""
 
 
 class _Envelope(msgspec.Struct, array_like=True, frozen=True):

@@ -16,16 +16,12 @@ from types import ModuleType
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
-from parley.errors import ParleyError
+from parley.errors import InvalidStoreLocation
 from parley.relay.store.base import RelayStore
 
 STORE_VARIABLE: Final = "PARLEY_STORE"
 DB_NAME: Final = "relay.db"
 _POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
-
-
-class InvalidStoreLocation(ParleyError):
-    """A ``--store`` that names no backend Parley has, or a backend not installed."""
 
 
 def backend(location: str | None) -> str:
