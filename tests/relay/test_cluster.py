@@ -17,7 +17,7 @@ from parley.protocol.frames import ErrorCode
 from parley.protocol.keychain import KeyOp
 from parley.relay import Relay, RelayConfig, SqliteStore
 from parley.relay.bus import MemoryHub
-from parley.relay.bus.events import BusEvent, Rows
+from parley.relay.bus.events import BusEvent, Rows, SessionOpened
 from parley.relay.core import CLOSE_REPLACED, CLOSE_REVOKED
 from parley.relay.store import RelayStore
 
@@ -271,3 +271,26 @@ async def test_health_says_whether_store_and_bus_answer(tmp_path: Path) -> None:
         assert report["store_error"] == "the database went away"
     finally:
         await relay.close()
+
+
+async def test_after_a_gap_a_device_on_two_nodes_keeps_only_its_newer_connection(
+    cluster: Cluster, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, _ = await people(cluster.n1)
+    older = await online(cluster.n1, alice)
+    deliver = cluster.hub._deliver
+
+    def lose_sessions(sender: str, event: BusEvent) -> None:
+        if not isinstance(event, SessionOpened):
+            deliver(sender, event)
+
+    monkeypatch.setattr(cluster.hub, "_deliver", lose_sessions)
+    clock.advance(1)
+    newer = await online(cluster.n2, alice)  # n1 never hears of it
+    monkeypatch.setattr(cluster.hub, "_deliver", deliver)
+    assert cluster.n1.connection_count == 1 and cluster.n2.connection_count == 1
+    for bus in cluster.hub._buses.values():
+        bus.gap()  # both nodes say again when their connections began
+    assert await older.closed() == CLOSE_REPLACED
+    assert cluster.n2.connection_count == 1
+    await newer.close()

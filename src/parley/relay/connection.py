@@ -63,6 +63,7 @@ class Connection:
         )
         self.identity: str | None = None
         self.device: str | None = None
+        self.authenticated_at = 0.0
         # The highest offset written to this connection (or skipped as expired).
         self.cursor = 0
         self._replies: deque[bytes] = deque()
@@ -107,6 +108,7 @@ class Connection:
     def attach(self, identity: str, device: str, resume_after: int) -> None:
         """Start delivering this device's inbox after ``resume_after``, then live."""
         self.identity, self.device = identity, device
+        self.authenticated_at = self._ctx.clock()
         self.cursor = resume_after
         self._attached = True
         self._need_read = True

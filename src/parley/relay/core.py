@@ -379,7 +379,11 @@ class Relay:
         conn.reply(Welcome(identity=identity, device=device, resume_after=resume_after))
         conn.attach(identity, device, resume_after)
         self._sessions.setdefault((identity, device), set()).add(conn)
-        self._publish(SessionOpened(identity=identity, device=device, node=self.node))
+        self._publish(
+            SessionOpened(
+                identity=identity, device=device, node=self.node, since=conn.authenticated_at
+            )
+        )
         if self._presence.connected(identity, device):
             self._publish_presence(identity)
         self.metrics.connections.inc()
@@ -620,9 +624,11 @@ class Relay:
                 self._spawn(self._refresh_permits(owner))
             case KeysLow(identity=identity, device=device):
                 self._keys_low(identity, device, event.one_time_keys, event.fallback_key)
-            case SessionOpened(identity=identity, device=device, node=node):
+            case SessionOpened(identity=identity, device=device, node=node, since=since):
                 if node != self.node:
                     for target in list(self._sessions.get((identity, device), ())):
+                        if target.authenticated_at > since:
+                            continue  # ours is the newer connection: the other one goes
                         logger.info("%s: connected to node %s; closing this one", target, node)
                         self._detach(target)
                         target.close_soon(CLOSE_REPLACED, "connected to another relay node")
@@ -643,6 +649,18 @@ class Relay:
         for identity in {identity for identity, _ in self._sessions}:
             self._publish_presence(identity)
             self._presence.remote_changed(identity)
+        # A lost SessionOpened would leave a device connected to two nodes: say again
+        # when each connection here began; the older of two goes, wherever it is.
+        for (identity, device), conns in list(self._sessions.items()):
+            for target in conns:
+                self._publish(
+                    SessionOpened(
+                        identity=identity,
+                        device=device,
+                        node=self.node,
+                        since=target.authenticated_at,
+                    )
+                )
 
     async def _refresh_chain(self, identity: str) -> None:
         chain = await self._directory.refresh_chain(identity)

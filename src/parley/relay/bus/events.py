@@ -51,12 +51,15 @@ class KeysLow(msgspec.Struct, frozen=True, tag="keys"):
 
 
 class SessionOpened(msgspec.Struct, frozen=True, tag="session"):
-    """``device`` authenticated on ``node``: any other node closes its older connections
-    of that device (one device, one node)."""
+    """``device`` authenticated on ``node`` at ``since`` (the node's clock): any other
+    node closes its connections of that device that are older (one device, one node).
+    After a gap every node says it again for its connections, so a lost one is made up
+    for without closing the newer connection."""
 
     identity: str
     device: str
     node: str
+    since: float = 0.0
 
 
 class PresenceChanged(msgspec.Struct, frozen=True, tag="presence"):
