@@ -100,6 +100,10 @@ class ChildProcess:
         proc = self._proc
         if proc is None:
             return None
+        if self._ready is not None and not self._ready.done():
+            # Nobody waits for the ready line any more (start() was cancelled, or it
+            # timed out): the reader must not leave an error that nobody retrieves.
+            self._ready.cancel()
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -111,8 +115,6 @@ class ChildProcess:
                 await proc.wait()
         if self._reader is not None:
             await self._reader
-        if self._ready is not None and not self._ready.done():
-            self._ready.cancel()
         return proc.returncode
 
     async def kill(self) -> None:
