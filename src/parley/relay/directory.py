@@ -32,6 +32,7 @@ class Directory:
         self._store = store
         self._chains: dict[str, KeyChain] = {}
         self._permits: dict[str, set[str]] = {}
+        self._permit_epoch = 0  # counts invalidations, so a stale load is not cached
         # Chain changes are check-then-write; one at a time keeps two appends from
         # both extending the same head.
         self._chain_lock = asyncio.Lock()
@@ -95,6 +96,7 @@ class Directory:
 
     def forget_permits(self, owner: str | None = None) -> None:
         """Drop the cached permits of ``owner`` (of everyone: None); read again on use."""
+        self._permit_epoch += 1
         if owner is None:
             self._permits.clear()
         else:
@@ -102,11 +104,16 @@ class Directory:
 
     async def permits(self, owner: str) -> set[str]:
         """The identities ``owner`` accepts messages from (do not mutate)."""
-        cached = self._permits.get(owner)
-        if cached is not None:
-            return cached
-        loaded = await self._store.load_permits(owner)
-        return self._permits.setdefault(owner, loaded)
+        while True:
+            cached = self._permits.get(owner)
+            if cached is not None:
+                return cached
+            # A load that began before an invalidation may have read the old permits:
+            # only one that no forget_permits() overtook is cached.
+            epoch = self._permit_epoch
+            loaded = await self._store.load_permits(owner)
+            if self._permit_epoch == epoch:
+                return self._permits.setdefault(owner, loaded)
 
     async def permit(self, owner: str, peer: str) -> None:
         peers = await self.permits(owner)

@@ -54,13 +54,19 @@ class KeyDirectory:
         self._store = store
         self._directory = directory
         self._keys: dict[str, dict[str, IdentityKey]] = {}
+        self._epoch = 0  # counts invalidations, so a stale load is not cached
 
     async def identity_keys(self, identity: str) -> dict[str, IdentityKey]:
         """Published identity keys of ``identity``'s active devices (do not mutate)."""
         cached = self._keys.get(identity)
-        if cached is None:
+        while cached is None:
+            # Only a load that no invalidate() overtook is cached (it may be stale).
+            epoch = self._epoch
             loaded = await self._store.load_identity_keys(identity)
-            cached = self._keys.setdefault(identity, loaded)
+            if self._epoch == epoch:
+                cached = self._keys.setdefault(identity, loaded)
+            else:
+                cached = self._keys.get(identity)
         chain = self._directory.cached_chain(identity)
         if chain is not None:
             # A device revoked while its keys were being loaded must not come back.
@@ -138,6 +144,7 @@ class KeyDirectory:
     def invalidate(self, identity: str | None = None) -> None:
         """Drop the cached identity keys of ``identity`` (of everyone: None): another
         node published or dropped some."""
+        self._epoch += 1
         if identity is None:
             self._keys.clear()
         else:
