@@ -13,7 +13,7 @@ import pytest
 
 from parley.client import Call, Client, Dialing, IncomingCall, add_device
 from parley.credentials import Credentials
-from parley.errors import IllegalTransition, StateError
+from parley.errors import IllegalTransition, NotPermitted, StateError, UnknownIdentity
 from parley.protocol.call import CallRecord, CallState, EndReason, Role
 from parley.protocol.call_io import Connected, Ended
 from parley.protocol.call_phone import PhoneConfig
@@ -263,12 +263,31 @@ async def test_app_handlers_and_calls_coexist(world: World) -> None:
     assert (await ended(call)).reason is EndReason.DECLINED
 
 
-async def test_a_refused_start_ends_the_call_failed(world: World) -> None:
+async def test_a_refused_start_raises_the_refusal_and_nothing_rings(world: World) -> None:
     alice, bob = await world.identity("alice"), await world.identity("bob")
     caller = await phone(world, alice)  # bob has not permitted alice
-    call = await caller.calls().place(bob.identity, "offer")
-    assert (await ended(call)).reason is EndReason.FAILED
-    assert await updates(call) == [Ended]
+    with pytest.raises(NotPermitted, match="does not accept messages"):
+        await caller.calls().place(bob.identity, "offer")
+    assert caller.calls().live == []
+    with pytest.raises(UnknownIdentity):
+        await caller.calls().place("nobody", "offer")
+    assert caller.calls().live == []
+
+
+async def test_an_accept_the_caller_does_not_permit_raises_and_ends_failed(world: World) -> None:
+    alice, bob = await world.identity("alice"), await world.identity("bob")
+    await world.permit(bob, alice)  # alice may call bob; bob may not answer her
+    caller, callee = await phone(world, alice), await phone(world, bob)
+    call = await caller.calls().place(bob.identity, "offer", lifetime=RING)
+    incoming = await ringing(callee)
+    with pytest.raises(NotPermitted, match="does not accept messages"):
+        await incoming.accept("answer")
+    record = await ended(incoming)
+    assert record.reason is EndReason.FAILED and record.role is Role.CALLEE
+    assert record.detail is not None
+    assert record.detail.startswith(f"accept to {alice.identity} refused: ")
+    assert await updates(incoming) == [Ended]  # it never connected
+    assert (await ended(call)).reason is EndReason.TIMEOUT  # nothing reached the caller
 
 
 async def test_closing_the_client_hangs_up_and_ends_the_iterators(world: World) -> None:

@@ -9,6 +9,7 @@ import pytest
 from tests.conftest import Register
 
 from parley import Call, Client, Connected, EndReason, IncomingCall, PhoneConfig
+from parley.errors import NotPermitted
 from parley.protocol.call import Role
 
 pytestmark = pytest.mark.e2e
@@ -66,3 +67,28 @@ async def test_an_unanswered_call_times_out_on_both_sides(register: Register) ->
             mine, theirs = await call.wait_ended(), await incoming.wait_ended()
     assert mine.reason is theirs.reason is EndReason.TIMEOUT
     assert mine.answered is None is theirs.answered
+
+
+async def test_calls_the_relay_refuses_raise_the_refusal(register: Register) -> None:
+    (alice, alice_path), (bob, bob_path) = await register("alice"), await register("bob")
+    caller, callee = Client.from_credentials(alice_path), Client.from_credentials(bob_path)
+    caller.calls(PhoneConfig(ring_lifetime=2))
+    callee.calls()
+    async with caller, callee:
+        with pytest.raises(NotPermitted, match="does not accept messages"):
+            await caller.calls().place(bob.identity, "v=0 offer")  # bob permits nobody
+        assert caller.calls().live == []
+        # bob lets alice call him, but alice does not let bob answer.
+        await callee.connections.permit(alice.identity)
+        call = await caller.calls().place(bob.identity, "v=0 offer")
+        incoming = await ringing(callee)
+        with pytest.raises(NotPermitted):
+            await incoming.accept("v=0 answer")
+        async with asyncio.timeout(WAIT):
+            theirs, mine = await incoming.wait_ended(), await call.wait_ended()
+    assert theirs.reason is EndReason.FAILED
+    assert theirs.detail == (
+        f"accept to {alice.identity} refused: "
+        f"{alice.identity!r} does not accept messages from {bob.identity!r}"
+    )
+    assert mine.reason is EndReason.TIMEOUT

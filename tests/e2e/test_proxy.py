@@ -310,3 +310,17 @@ async def test_an_unusable_proxy_store_is_a_one_line_error() -> None:
             assert proc.returncode == 1, text
             assert text.startswith("error: ") and text.count("\n") == 1, text
             assert "Traceback" not in text and "hunter2" not in text
+
+
+async def test_a_start_for_a_finished_call_is_answered_with_a_stop(scene: Scene) -> None:
+    app, olga, cust = scene.app.identity, scene.olga, scene.cust
+    await olga.voice.start(app, "conv", "k9", "offer", LONG)
+    await cust.next("start")
+    await cust.voice.busy(app, "conv", "k9")
+    await olga.next("busy")
+    await scene.records(2)
+    await olga.voice.start(app, "conv", "k9", "offer again", LONG)  # the same call_id
+    stop = await olga.next("stop")
+    assert stop["call_id"] == "k9" and stop["data"]["reason"] == "failed"
+    assert stop["data"]["detail"] == "call k9 has already ended (busy): place a new call"
+    await scene.records(2)  # a start turned away is no leg

@@ -371,3 +371,36 @@ def test_binding_a_cid_again_replaces_its_pool_and_back(pool_net: Net) -> None:
     call(net, D1, cid="sales", call_id="k2")
     step(net)
     assert [s.recipient for s in sent(net, P1)] == ["carol"]
+
+
+def test_a_start_for_a_finished_call_gets_a_stop_with_a_detail(net: Net) -> None:
+    call(net, O1)
+    step(net)
+    net.do(U1, Accept(now=net.now, call_id="k1", peer_info="answer"))
+    step(net)
+    net.do(U1, Hangup(now=net.now, call_id="k1"))
+    step(net)
+    assert reasons(net, O1) == [EndReason.HANGUP]
+    # Another device of the operator places a call with the finished call's id.
+    o2 = addr("olga", "o2")
+    net.phone(o2.identity, o2.device)
+    call(net, o2)
+    step(net)
+    stop = sent(net, P1)[-1]
+    assert (stop.kind, stop.recipient, stop.call_id) == (STOP, "olga", "k1")
+    assert stop.data["reason"] == "failed"
+    assert "k1 has already ended (hangup)" in stop.data["detail"]
+    (ended,) = net.ended(o2)
+    assert ended.reason is EndReason.FAILED
+    assert ended.detail is not None and "already ended" in ended.detail
+    assert reasons(net, O1) == [EndReason.HANGUP]  # the ended call stays as it was
+    assert proxy_of(net).bridges == {}
+
+
+def test_a_failed_leg_carries_its_detail_to_the_other_leg(net: Net) -> None:
+    call(net, O1)
+    step(net)
+    net.do(P1, Fail(now=net.now, call_id="k1", peer=IdentityId("cust"), detail="not permitted"))
+    step(net)
+    assert [e.detail for e in net.ended(O1)] == ["not permitted"]
+    assert {e.record.detail for e in net.ended(P1)} == {"not permitted"}

@@ -164,8 +164,12 @@ class Calls:
         offer: our own offer is no answer to it). If ``on_glare`` raises, the call
         ends ``failed``.
 
-        A start the relay refuses (not permitted, unknown recipient, no connection) ends
-        the call ``failed``; the refusal is logged.
+        A start that does not go out raises what stopped it: the relay's refusal
+        (:class:`~parley.errors.NotPermitted` when ``recipient`` has not permitted us,
+        :class:`~parley.errors.UnknownIdentity`), or
+        :class:`~parley.errors.DeliveryTimeout` /
+        :class:`~parley.errors.RelayConnectionError`. Nothing rings then; the attempt is
+        over (ended ``failed``, the refusal in its record's ``detail``).
         """
         if self._closed:
             raise StateError("the calls service is closed")
@@ -187,9 +191,10 @@ class Calls:
                     peer_info=peer_info,
                     data=offer.data,
                     lifetime=lifetime,
-                )
+                ),
+                raise_refusal=True,
             )
-        except ParleyError:  # refused by the phone before anything was sent
+        except ParleyError:  # refused by the phone, or the start did not go out
             self._calls.pop(call_id, None)
             self._machine.offers.pop(call_id, None)
             raise

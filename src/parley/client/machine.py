@@ -9,9 +9,9 @@ The machine decides; this module only moves things in and out of it:
 - time: a ``Tick`` whenever the machine's ``next_deadline()`` comes.
 
 What the machine returns is carried out in order: each ``Send`` is signed and sent
-(a refused send feeds ``Fail`` for its call), each event goes to ``on_event``. One lock
-serialises it all, so the machine sees one input at a time and its outputs leave in
-the order it produced them.
+(a refused start or accept feeds ``Fail`` for its call, the refusal as its detail),
+each event goes to ``on_event``. One lock serialises it all, so the machine sees one
+input at a time and its outputs leave in the order it produced them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, Protocol, TypeAlias, TypeVar
 
 from parley.client.handlers import Observed
-from parley.errors import DeliveryTimeout, ParleyError, RelayConnectionError
+from parley.errors import DeliveryTimeout, ParleyError, RelayConnectionError, RelayError
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call_io import (
     Connected,
@@ -119,38 +119,52 @@ class MachineRunner(Generic[E]):
     def now(self) -> float:
         return self._clock()
 
-    async def feed(self, event: E | ProxyInput) -> None:
+    async def feed(self, event: E | ProxyInput, *, raise_refusal: bool = False) -> None:
         """Give the machine one input and carry out what it returns.
 
         Carried out in full even if the caller is cancelled (``wait_for`` around an
         ``accept()``): the machine has moved on, so its messages and events must follow,
-        or the app and the machine would disagree about the call."""
+        or the app and the machine would disagree about the call.
+
+        A start or accept that does not go out fails its call (``Fail`` with the refusal
+        as its ``detail``); with ``raise_refusal`` the refusal is then raised here too
+        (``NotPermitted``, ``UnknownIdentity``, ``DeliveryTimeout``...), for the command
+        whose message it was."""
         work = asyncio.ensure_future(self._carry_out(event))
         work.add_done_callback(_retrieve)
-        await asyncio.shield(work)
+        refusals = await asyncio.shield(work)
+        if raise_refusal and refusals:
+            raise refusals[0]
 
-    async def _carry_out(self, event: E | ProxyInput) -> None:
+    async def _carry_out(self, event: E | ProxyInput) -> list[ParleyError]:
+        failed: list[tuple[Send, ParleyError]] = []
         async with self._lock:
             outputs = self._machine.handle(event)
-            failed: list[Send] = []
             for output in outputs:
                 if isinstance(output, Send):
-                    if not await self._send(output):
-                        failed.append(output)
+                    refusal = await self._send(output)
+                    if refusal is not None:
+                        failed.append((output, refusal))
+                elif isinstance(output, Connected) and any(
+                    send.call_id == output.call_id and send.recipient == output.peer
+                    for send, _ in failed
+                ):
+                    continue  # its accept did not go out: it never connected
                 else:
                     await self._emit(output)
         self._wake.set()
-        for send in failed:
-            await self._fail(send.call_id, send.recipient)
+        for send, refusal in failed:
+            await self._fail(send.call_id, send.recipient, _detail(send, refusal))
+        return [refusal for _, refusal in failed]
 
-    async def _fail(self, call_id: str, peer: IdentityId) -> None:
+    async def _fail(self, call_id: str, peer: IdentityId, detail: str) -> None:
         try:
-            await self.feed(Fail(now=self.now(), call_id=call_id, peer=peer))
+            await self.feed(Fail(now=self.now(), call_id=call_id, peer=peer, detail=detail))
         except ParleyError as exc:  # the call ended meanwhile: nothing left to fail
             log.debug("not failing call %s: %s", call_id, exc)
 
-    async def _send(self, send: Send) -> bool:
-        """Send; False if a start or accept did not go out (its call cannot go on).
+    async def _send(self, send: Send) -> ParleyError | None:
+        """Send; the error if a start or accept did not go out (its call cannot go on).
 
         An ending (stop, busy, summary) that could not reach the relay *now* is retried in
         the background: the call has ended here, and the peer must hear of it."""
@@ -159,12 +173,12 @@ class MachineRunner(Generic[E]):
         except (DeliveryTimeout, RelayConnectionError) as exc:
             log.warning("%s: %s", _describe(send), exc)
             if send.kind in _OPENINGS:
-                return False
+                return exc
             self._retry(send)
         except ParleyError as exc:
             log.warning("%s refused: %s", _describe(send), exc)
-            return send.kind not in _OPENINGS
-        return True
+            return exc if send.kind in _OPENINGS else None
+        return None
 
     def _retry(self, send: Send) -> None:
         task = asyncio.create_task(self._retry_loop(send), name="parley-call-retry")
@@ -278,11 +292,18 @@ class MachineRunner(Generic[E]):
             await self.feed(Tick(now=self.now()))
 
 
-def _retrieve(work: asyncio.Future[None]) -> None:
+def _retrieve(work: asyncio.Future[list[ParleyError]]) -> None:
     """Mark a shielded input's error as seen when its caller was cancelled: the machine
     refused it (IllegalTransition and the like) and nobody is left to tell."""
     if not work.cancelled() and (exc := work.exception()) is not None:
         log.debug("an input whose caller was cancelled failed: %s", exc)
+
+
+def _detail(send: Send, refusal: ParleyError) -> str:
+    """For the record: "start to bob refused: 'bob' does not accept messages from ..." """
+    what = send.kind.value.removeprefix("chat.voice.")
+    verb = "refused" if isinstance(refusal, RelayError) else "not delivered"
+    return f"{what} to {send.recipient} {verb}: {refusal}"
 
 
 def _describe(send: Send) -> str:

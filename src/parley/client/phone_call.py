@@ -193,14 +193,20 @@ class IncomingCall(Call):
         """Answer with ``peer_info`` (our session description); returns this call, now
         connected. The first device of ours to accept has the call; the others end
         ``answered_elsewhere``. Raises :class:`IllegalTransition` if the call stopped
-        ringing meanwhile (its :class:`Ended` says why)."""
+        ringing meanwhile (its :class:`Ended` says why).
+
+        If the accept does not reach the caller (it has not permitted us:
+        :class:`~parley.errors.NotPermitted`; or the relay is out of reach), that error
+        is raised and the call ends ``failed`` here, the refusal in ``record.detail``;
+        it never connected."""
         await self._runner.feed(
             Accept(
                 now=self._runner.now(),
                 call_id=self.call_id,
                 peer_info=peer_info,
                 data=dict(data or {}),
-            )
+            ),
+            raise_refusal=True,
         )
         return self
 

@@ -93,15 +93,19 @@ class HungUp(msgspec.Struct, frozen=True):
 
 
 class Failed(msgspec.Struct, frozen=True):
-    """The local side could not go on (media, delivery, ...)."""
+    """The local side could not go on (media, delivery, ...); ``detail`` says what (the
+    relay's refusal of our start or accept, say) and ends up in the record."""
 
     reason: EndReason = EndReason.FAILED
+    detail: str | None = None
 
 
 class PeerEnded(msgspec.Struct, frozen=True):
-    """The peer sent stop or busy; ``reason`` is what it said (or the default)."""
+    """The peer sent stop or busy; ``reason`` is what it said (or the default),
+    ``detail`` its ``data["detail"]`` if it gave one."""
 
     reason: EndReason
+    detail: str | None = None
 
 
 class AnsweredElsewhere(msgspec.Struct, frozen=True):
@@ -135,9 +139,11 @@ class Superseded(msgspec.Struct, frozen=True):
 
 
 class OtherLegEnded(msgspec.Struct, frozen=True):
-    """Proxy only: the other leg of the bridged call ended, carrying its reason here."""
+    """Proxy only: the other leg of the bridged call ended, carrying its reason (and
+    detail) here."""
 
     reason: EndReason
+    detail: str | None = None
 
 
 CallEvent: TypeAlias = (
@@ -223,6 +229,13 @@ TRANSITIONS: Final[dict[Role, dict[CallState, dict[type[CallEvent], CallState]]]
 LIVE_STATES: Final = frozenset({_DIALING, _RINGING, _CONNECTED})
 
 
+def event_detail(event: CallEvent) -> str | None:
+    """The detail an ending event carries (only failures and ends someone explained)."""
+    if isinstance(event, Failed | PeerEnded | OtherLegEnded):
+        return event.detail
+    return None
+
+
 class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     """What is kept of a call once it ended; one per call and per proxy leg."""
 
@@ -236,6 +249,9 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     answered: float | None
     ended: float
     reason: EndReason
+    # What more there is to say about the reason, when something said it: the relay's
+    # refusal behind a ``failed`` ("not permitted: ..."), a peer's or proxy's detail.
+    detail: str | None = None
 
     @property
     def duration(self) -> float:
@@ -315,6 +331,7 @@ class Call:
                 answered=self._answered,
                 ended=now,
                 reason=event.reason,
+                detail=event_detail(event),
             )
         self._set_state(new_state, event)
         return new_state

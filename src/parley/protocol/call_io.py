@@ -68,11 +68,13 @@ class Fail(msgspec.Struct, frozen=True, kw_only=True):
     """End a live call because this side cannot go on (media, delivery refused, ...).
 
     ``peer`` names the party a message to could not be delivered: a proxy then ends only
-    that party's leg (a hunt group goes on ringing the others); a phone ends the call."""
+    that party's leg (a hunt group goes on ringing the others); a phone ends the call.
+    ``detail`` (the relay's refusal, say) goes into the call's record."""
 
     now: float
     call_id: str
     peer: IdentityId | None = None
+    detail: str | None = None
 
 
 # -- network and time -------------------------------------------------------------------
@@ -186,6 +188,11 @@ class Ended(msgspec.Struct, frozen=True):
     @property
     def reason(self) -> EndReason:
         return self.record.reason
+
+    @property
+    def detail(self) -> str | None:
+        """What more was said about the reason (``record.detail``), if anything."""
+        return self.record.detail
 
 
 Output: TypeAlias = Send | Ringing | Connected | Ended

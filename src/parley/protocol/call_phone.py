@@ -145,7 +145,7 @@ class Phone:
             case Hangup():
                 self._end_locally(event.call_id, HungUp(), event.now, out)
             case Fail():
-                self._end_locally(event.call_id, Failed(), event.now, out)
+                self._end_locally(event.call_id, Failed(detail=event.detail), event.now, out)
         return out
 
     # -- local commands ---------------------------------------------------------------
@@ -285,7 +285,8 @@ class Phone:
         if call.peer != msg.issuer or call.peer_device not in (None, msg.device):
             logger.debug("%s of %s from %s:%s ignored", msg.kind, call, msg.issuer, msg.device)
             return
-        self._fire_quietly(call, PeerEnded(wire.end_reason(msg.kind, msg.data)), msg.now, out)
+        ended = PeerEnded(wire.end_reason(msg.kind, msg.data), wire.end_detail(msg.data))
+        self._fire_quietly(call, ended, msg.now, out)
 
     def _sibling(self, msg: Received, out: list[Output]) -> None:
         """The copy of a message another device of ours sent."""

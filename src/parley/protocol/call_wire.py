@@ -14,6 +14,8 @@ key                on           meaning (default when absent or invalid)
 ``answered_by``    stop         with ``answered_elsewhere``: the device that won; that
                                 device ignores the stop, every other device ends
 ``operator_name``  start        proxy: the operator's name, as the public docs forward it
+``detail``         stop, busy   a line saying more about ``reason`` (none); the receiver
+                                keeps it in its record's ``detail``
 =================  ===========  ===========================================================
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from parley.ids import DeviceId
+from parley.ids import DeviceId, IdentityId
 from parley.protocol.call import Call, CallRecord, EndReason
 from parley.protocol.call_io import Send
 from parley.protocol.messages import MessageType
@@ -30,6 +32,7 @@ REASON: Final = "reason"
 LIFETIME: Final = "lifetime"
 ANSWERED_BY: Final = "answered_by"
 OPERATOR_NAME: Final = "operator_name"
+DETAIL: Final = "detail"
 
 
 def end_reason(kind: MessageType, data: dict[str, Any]) -> EndReason:
@@ -39,6 +42,12 @@ def end_reason(kind: MessageType, data: dict[str, Any]) -> EndReason:
         return EndReason(data.get(REASON, default))
     except ValueError:  # a reason from a newer peer: what the message type says
         return default
+
+
+def end_detail(data: dict[str, Any]) -> str | None:
+    """The ``detail`` a stop or busy carries, if it is a string."""
+    value = data.get(DETAIL)
+    return value if isinstance(value, str) and value else None
 
 
 def ring_lifetime(data: dict[str, Any], default: float, maximum: float) -> float:
@@ -82,13 +91,34 @@ def accept(call: Call, peer_info: str, data: dict[str, Any]) -> Send:
     )
 
 
-def end(call: Call | CallRecord, reason: EndReason, winner: DeviceId | None = None) -> Send:
+def end(
+    call: Call | CallRecord,
+    reason: EndReason,
+    winner: DeviceId | None = None,
+    *,
+    detail: str | None = None,
+) -> Send:
     """Busy for ``busy``, stop with the reason for everything else."""
+    return end_to(call.peer, call.cid, call.call_id, reason, winner, detail=detail)
+
+
+def end_to(
+    recipient: IdentityId,
+    cid: str,
+    call_id: str,
+    reason: EndReason,
+    winner: DeviceId | None = None,
+    *,
+    detail: str | None = None,
+) -> Send:
+    """:func:`end` for a call that is no :class:`Call` here (a start turned away)."""
     data: dict[str, Any] = {REASON: reason.value}
     if winner is not None:
         data[ANSWERED_BY] = winner
+    if detail is not None:
+        data[DETAIL] = detail
     kind = MessageType.VOICE_BUSY if reason is EndReason.BUSY else MessageType.VOICE_STOP
-    return Send(kind=kind, recipient=call.peer, cid=call.cid, call_id=call.call_id, data=data)
+    return Send(kind=kind, recipient=recipient, cid=cid, call_id=call_id, data=data)
 
 
 def answered_elsewhere(call: Call | CallRecord, device: DeviceId | None) -> Send:

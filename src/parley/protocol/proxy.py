@@ -18,7 +18,14 @@ the app is the callee of the inbound leg and the caller of the outbound ones.
 Both legs always end together: whatever ends one leg (stop, busy, timeout, gone,
 failure) ends the other in the same :meth:`Proxy.handle` call, carrying the reason across.
 In a hunt group an operator who turns the call down only ends their own leg; the inbound
-leg ends with the last outbound leg, or with the answered one.
+leg ends with the last outbound leg, or with the answered one. A ``detail`` (a failed
+leg's refusal by the relay, a peer's ``data["detail"]``) travels across with the reason.
+
+A start for a ``call_id`` whose bridge has ended (a caller re-sending an old start, or
+reusing a call_id) is not dropped: the caller gets a stop with reason ``failed`` and a
+``detail`` saying the call is over, so its phone ends the attempt at once, with that
+detail in its record, instead of ringing out to a timeout. Nothing else is recorded:
+it never became a leg. A start for a bridge still live is a repeat, and is ignored.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from parley.protocol.call import (
     Role,
     Superseded,
     Vanished,
+    event_detail,
 )
 from parley.protocol.call_io import (
     Connected,
@@ -224,7 +232,12 @@ class Proxy:
         )
 
     def _on_start(self, msg: Received, out: list[Output]) -> None:
-        if msg.call_id in self._bridges or msg.call_id in self._memory:
+        if msg.call_id in self._bridges:
+            return
+        if msg.call_id in self._memory:
+            finished = self._memory.get(msg.call_id)
+            if finished is not None:
+                self._turn_away(msg, finished, out)
             return
         route = self._route(msg)
         if route is None:
@@ -274,6 +287,14 @@ class Proxy:
                 self._fire(bridge, leg, Dialed(), msg.now, out)
                 out.append(wire.start(leg, msg.peer_info, data))
 
+    def _turn_away(self, msg: Received, finished: Bridge, out: list[Output]) -> None:
+        """Answer a start for a call that is over, rather than leave its caller ringing."""
+        record = finished.inbound.record
+        how = "" if record is None else f" ({record.reason})"
+        detail = f"call {msg.call_id} has already ended{how}: place a new call"
+        logger.info("start %s from %s: %s", msg.call_id, msg.issuer, detail)
+        out.append(wire.end_to(msg.issuer, msg.cid, msg.call_id, EndReason.FAILED, detail=detail))
+
     def _on_accept(self, msg: Received, out: list[Output]) -> None:
         bridge = self._bridges.get(msg.call_id) or self._memory.get(msg.call_id)
         leg = None if bridge is None else bridge.outbound.get(msg.issuer)
@@ -309,8 +330,8 @@ class Proxy:
         leg = bridge.leg_of(msg.issuer)
         if leg is None or not leg.live or leg.peer_device not in (None, msg.device):
             return
-        reason = wire.end_reason(msg.kind, msg.data)
-        self._end_leg(bridge, leg, PeerEnded(reason), msg.now, out)
+        ended = PeerEnded(wire.end_reason(msg.kind, msg.data), wire.end_detail(msg.data))
+        self._end_leg(bridge, leg, ended, msg.now, out)
 
     # -- time, presence, failure ------------------------------------------------------
 
@@ -342,12 +363,12 @@ class Proxy:
         if failed is not None and failed is not bridge.inbound:
             # Nothing reached that party: end its leg, and the call only if no leg is left.
             if failed.live:
-                self._end_leg(bridge, failed, Failed(), cmd.now, out)
+                self._end_leg(bridge, failed, Failed(detail=cmd.detail), cmd.now, out)
             return
         for leg in list(bridge.legs()):
             if leg.live:
-                self._fire(bridge, leg, Failed(), cmd.now, out)
-                out.append(wire.end(leg, EndReason.FAILED))
+                self._fire(bridge, leg, Failed(detail=cmd.detail), cmd.now, out)
+                out.append(wire.end(leg, EndReason.FAILED, detail=cmd.detail))
 
     # -- transitions ------------------------------------------------------------------
 
@@ -362,9 +383,10 @@ class Proxy:
             others = [bridge.inbound] if bridge.inbound.live else []
         else:
             others = []  # a hunt leg turned down while others still ring
+        detail = event_detail(event)
         for other in others:
-            self._fire(bridge, other, OtherLegEnded(event.reason), now, out)
-            out.append(wire.end(other, event.reason))
+            self._fire(bridge, other, OtherLegEnded(event.reason, detail), now, out)
+            out.append(wire.end(other, event.reason, detail=detail))
 
     def _fire(
         self, bridge: Bridge, leg: Call, event: CallEvent, now: float, out: list[Output]
