@@ -16,6 +16,14 @@ Every message on both legs is printed as it happens, then the frequency each sid
 measured in what it heard, the messages the proxy forwarded, and the proxy's records of
 both legs. The demo succeeds only when every message the proxy should forward arrived
 with the right content and each side heard the other's tone (within ±5 Hz).
+
+``--keep DIR`` keeps the files in ``DIR``. Each run starts afresh there: the files an
+earlier run left (its relay's data, credentials, state files, proxy store, recordings)
+are replaced, with new identities, so the same folder works any number of times. Files
+of other names in ``DIR`` are left alone.
+
+SIGTERM stops the demo as SIGINT does: the relay and the proxy processes are stopped,
+the temporary folder is removed, and the demo exits 1.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import logging
 import math
 import re
 import secrets
+import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -128,6 +138,7 @@ class Transcript:
     hearings: list[Hearing] = field(default_factory=list)
     _claimed: set[int] = field(default_factory=set)  # received_log indices matched
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _lifetime_told: bool = False
 
     def name(self, identity: str) -> str:
         return self.names.get(identity, identity)
@@ -158,7 +169,30 @@ class Transcript:
     def received(self, receiver: str, issuer: str, message: Message) -> None:
         self.line(issuer, receiver, "received", message)
         self.received_log.append((receiver, message))
+        self._explain_lifetime(message)
         self._changed.set()
+
+    def _explain_lifetime(self, message: Message) -> None:
+        """Once: why the forwarded start's ``lifetime`` is not the one the caller sent."""
+        if self._lifetime_told or message.typ is not MessageType.VOICE_START:
+            return
+        forwarded = Expectation._data(message).get("lifetime")
+        sent = next(
+            (
+                Expectation._data(m).get("lifetime")
+                for _, m in reversed(self.sent_log)
+                if m.typ is MessageType.VOICE_START and m.get("call_id") == message.get("call_id")
+            ),
+            None,
+        )
+        if forwarded is None or sent is None or forwarded == sent:
+            return
+        self._lifetime_told = True
+        self.note(
+            f"[dim]  (lifetime: the seconds the call may ring. The proxy passes on what is "
+            f"left of the operator's {sent} s, in whole seconds rounded down, so the "
+            f"customer never rings longer than the operator waits: {forwarded} s)[/dim]"
+        )
 
     def note(self, text: str) -> None:
         self.console.print(f"{self.stamp()} {text}", soft_wrap=True)
@@ -302,15 +336,63 @@ class _Party(Client):
 
 
 async def run_demo(console: Console, keep: Path | None = None) -> bool:
+    """Run the demo; True if everything arrived and was heard. SIGTERM stops it as
+    SIGINT does (children stopped, temporary folder removed); it then returns False."""
     if logging.getLogger().level > logging.DEBUG:
         # The WebRTC stack's connection chatter stays out of the transcript too.
         for name in ("aiortc", "aioice"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    if keep is not None:
-        await asyncio.to_thread(keep.mkdir, parents=True, exist_ok=True)
-        return await _run_in(console, keep)
-    with tempfile.TemporaryDirectory(prefix="parley-demo-") as tmp:
-        return await _run_in(console, Path(tmp))
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    assert me is not None
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        me.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        if keep is not None:
+            await asyncio.to_thread(_fresh_folder, keep)
+            return await _run_in(console, keep)
+        with tempfile.TemporaryDirectory(prefix="parley-demo-") as tmp:
+            return await _run_in(console, Path(tmp))
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        me.uncancel()
+        where = "its files kept" if keep is not None else "its temporary folder removed"
+        console.print(f"[red]demo stopped by SIGTERM: relay and proxy stopped, {where}[/red]")
+        return False
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+# What a run leaves in its folder (each with its SQLite -wal/-shm files, if any).
+_RUN_FILES = (
+    "app.json",
+    "operator.json",
+    "customer.json",
+    "app.state.db",
+    "operator.state.db",
+    "customer.state.db",
+    "app.proxy.db",
+    "operator-heard.wav",
+    "customer-heard.wav",
+)
+
+
+def _fresh_folder(folder: Path) -> None:
+    """Make ``folder`` ready for a run: remove what an earlier run left (a kept folder is
+    replaced, not reused: new identities, an empty relay and proxy store)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder / "relay", ignore_errors=True)
+    for name in _RUN_FILES:
+        for path in folder.glob(f"{name}*"):
+            if path.is_file():
+                path.unlink()
 
 
 def _ice() -> IceConfig:
@@ -325,7 +407,9 @@ async def _run_in(console: Console, workdir: Path) -> bool:
     console.print(f"working directory: {workdir}")
     ice = _ice()
     async with RelayProcess(workdir / "relay") as relay:
-        console.print(f"relay: {relay.url} (pid {relay.pid}, SQLite in {relay.data_dir})")
+        console.print(
+            f"relay listening on {relay.url} (pid {relay.pid}, SQLite in {relay.data_dir})"
+        )
         app, operator, customer = [
             await register_identity(relay.url, name=name)
             for name in ("support app", "Bob", "Carol")
@@ -372,6 +456,7 @@ async def _run_in(console: Console, workdir: Path) -> bool:
             on_line=lambda line: _proxy_line(console, line),
         )
         async with proxy:
+            console.print(f"[dim]        (proxy pid {proxy.pid})[/dim]")
             transcript = Transcript(console, names)
             ok = await _place_calls(transcript, app, operator, customer, workdir, cids, ice)
     ok = _summary(console, transcript) and ok
@@ -401,13 +486,15 @@ async def _records(console: Console, store_path: Path, names: dict[str, str]) ->
 
 
 async def _run_script(argv: list[str], console: Console) -> None:
+    """Run a ``parley`` command; its output only if it fails (the bindings it writes show
+    once, as the proxy takes them up)."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     output, _ = await proc.communicate()
-    for line in output.decode().splitlines():
-        console.print(f"[dim]        {line}[/dim]", soft_wrap=True)
     if proc.returncode != 0:
+        for line in output.decode().splitlines():
+            console.print(f"[dim]        {line}[/dim]", soft_wrap=True)
         raise ChildProcessFailed(f"{' '.join(argv[1:5])} exited with {proc.returncode}")
 
 
