@@ -10,10 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from parley import Credentials, VoiceStop, register_identity
-from parley.errors import NotConnected, StateError
+from parley import Credentials, VoiceStart, VoiceStop, register_identity
+from parley.client import Dialing
+from parley.errors import NotConnected, NotPermitted, StateError
+from parley.protocol.call import CallState, EndReason, Role
+from parley.protocol.call_io import Connected, Ended
+from parley.protocol.call_phone import PhoneConfig
 from parley.relay import RelayServer
-from parley.sync import Client
+from parley.sync import Client, IncomingCall
 
 WAIT = 10.0
 
@@ -93,3 +97,101 @@ def test_async_handlers_send_through_aio(relay_url: str) -> None:
         alice_client.voice().on_busy(lambda issuer, payload: replies.put(payload.call_id))
         alice_client.voice().stop(bob.identity, "cid", "call-7")
         assert replies.get(timeout=WAIT) == "call-7"
+
+
+def _callers(relay_url: str) -> tuple[Client, Client]:
+    """Alice and Bob, permitting each other, with a short ring lifetime."""
+    alice, bob = _register(relay_url, "alice"), _register(relay_url, "bob")
+    alice_client, bob_client = Client(alice), Client(bob)
+    for each in (alice_client, bob_client):
+        each.calls(PhoneConfig(ring_lifetime=3, grace=1))  # before connect
+    return alice_client, bob_client
+
+
+def test_calls_place_accept_events_hangup_and_records(relay_url: str) -> None:
+    alice_client, bob_client = _callers(relay_url)
+    with alice_client, bob_client:
+        alice_client.connections.permit(bob_client.id)
+        bob_client.connections.permit(alice_client.id)
+        calls = alice_client.calls()
+        assert calls is alice_client.calls(PhoneConfig(ring_lifetime=3, grace=1))
+        with pytest.raises(StateError):
+            alice_client.calls(PhoneConfig(ring_lifetime=30))
+
+        call = calls.place(bob_client.id, "offer", {"topic": "hi"}, lifetime=30, cid="c1")
+        assert call.state is CallState.DIALING and calls.live == [call]
+        incoming = next(bob_client.calls().incoming(timeout=WAIT))
+        assert isinstance(incoming, IncomingCall)
+        assert (incoming.call_id, incoming.cid) == (call.call_id, "c1")
+        assert (incoming.peer, call.peer) == (alice_client.id, bob_client.id)
+        assert incoming.peer_info == "offer" and incoming.data["topic"] == "hi"
+        assert incoming.accept("answer") is incoming
+        assert incoming.state is CallState.CONNECTED
+
+        updates = call.events(timeout=WAIT)
+        assert isinstance(next(updates), Dialing)
+        connected = next(updates)
+        assert isinstance(connected, Connected) and connected.peer_info == "answer"
+        call.hangup()
+        assert isinstance(next(updates), Ended)
+        assert list(updates) == []  # over after Ended
+        mine, theirs = call.wait_ended(WAIT), incoming.wait_ended(WAIT)
+        assert mine.reason is theirs.reason is EndReason.HANGUP
+        assert (mine.role, theirs.role) == (Role.CALLER, Role.CALLEE)
+        assert call.record is mine and calls.live == []
+
+
+def test_calls_busy_decline_and_a_refusal(relay_url: str) -> None:
+    alice_client, bob_client = _callers(relay_url)
+    with alice_client, bob_client:
+        with pytest.raises(NotPermitted):  # bob does not accept alice's messages yet
+            alice_client.calls().place(bob_client.id, "offer")
+        bob_client.connections.permit(alice_client.id)
+        alice_client.connections.permit(bob_client.id)
+        ringing = bob_client.calls().incoming(timeout=WAIT)
+        answers = ((IncomingCall.busy, EndReason.BUSY), (IncomingCall.decline, EndReason.DECLINED))
+        for answer, reason in answers:
+            call = alice_client.calls().place(bob_client.id, "offer", lifetime=30)
+            incoming = next(ringing)
+            assert incoming.call_id == call.call_id
+            answer(incoming)
+            assert call.wait_ended(WAIT).reason is reason
+            assert incoming.record is not None and incoming.record.reason is reason
+
+
+def test_calls_iterators_time_out_end_on_close_and_refuse_the_client_thread(
+    relay_url: str,
+) -> None:
+    alice_client, bob_client = _callers(relay_url)
+    errors: queue.Queue[BaseException] = queue.Queue()
+    with alice_client, bob_client:
+        with pytest.raises(TimeoutError):
+            next(bob_client.calls().incoming(timeout=0.05))
+        alice_client.connections.permit(bob_client.id)
+        bob_client.connections.permit(alice_client.id)
+
+        @bob_client.voice().on_start
+        def on_start(issuer: str, payload: VoiceStart) -> None:
+            try:  # a blocking call from the client's own thread
+                next(bob_client.calls().incoming())
+            except StateError as exc:
+                errors.put(exc)
+
+        call = alice_client.calls().place(bob_client.id, "offer")  # nobody answers
+        assert isinstance(errors.get(timeout=WAIT), StateError)
+        assert call.wait_ended(WAIT).reason is EndReason.TIMEOUT
+        taken: queue.Queue[IncomingCall | None] = queue.Queue()
+
+        def listen() -> None:
+            for incoming in alice_client.calls().incoming():
+                taken.put(incoming)
+            taken.put(None)  # the iteration ended
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        back = bob_client.calls().place(alice_client.id, "offer", lifetime=30)
+        first = taken.get(timeout=WAIT)
+        assert first is not None and first.call_id == back.call_id
+    listener.join(WAIT)
+    assert taken.get(timeout=WAIT) is None  # it ended when the client closed
+    assert _client_threads() == []

@@ -12,26 +12,45 @@ Handlers run on the worker thread, one at a time, in delivery order. A handler m
 call the blocking methods of this facade (it would wait for the very thread it runs
 on); they raise :class:`~parley.errors.StateError` there. To send from a handler, make
 it ``async def`` and await the asyncio service, e.g. ``await voice.aio.start(...)``.
+
+Calls (:meth:`Client.calls`) follow the same discipline: ``place``, ``accept``, ``busy``,
+``decline``, ``hangup`` and ``wait_ended`` block the calling thread while the call
+service, running on the worker thread, does the work; :meth:`Calls.incoming` and
+:meth:`Call.events` are plain iterators whose every ``next()`` is a blocking call (each
+takes an optional ``timeout``: past it, :class:`TimeoutError`, and that iteration ends).
+None of them may be used from a handler. Give the configuration before
+:meth:`Client.connect`, as for the asyncio client: ``client.calls(PhoneConfig(...))``
+then ``with client:``; the service starts on the worker thread before the client
+connects, so no start that waited in the inbox is missed. The attributes of a call
+(``state``, ``record``, ``call_id``) are kept up to date by the worker thread and may be
+read from any thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
+import weakref
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
+from parley.client import Call as AsyncCall
+from parley.client import Calls as AsyncCalls
+from parley.client import CallUpdate, Connector, Handler
 from parley.client import Client as AsyncClient
 from parley.client import Connections as AsyncConnections
-from parley.client import Connector, Handler
+from parley.client import IncomingCall as AsyncIncomingCall
 from parley.client import Voice as AsyncVoice
 from parley.credentials import Credentials
 from parley.errors import NotConnected, StateError
 from parley.ids import DeviceId, IdentityId
+from parley.protocol.call import CallRecord, CallState
+from parley.protocol.call_phone import PhoneConfig
 from parley.protocol.messages import (
     VoiceAccept,
     VoiceBusy,
@@ -41,7 +60,7 @@ from parley.protocol.messages import (
     VoiceSummary,
 )
 
-__all__ = ["Client", "Connections", "Voice"]
+__all__ = ["Call", "Calls", "Client", "Connections", "IncomingCall", "Voice"]
 
 T = TypeVar("T")
 
@@ -85,6 +104,40 @@ class _LoopThread:
             # Interrupted (Ctrl-C) or failed: do not leave the operation running.
             future.cancel()
             raise
+
+    @property
+    def running(self) -> bool:
+        return self._loop is not None
+
+    def iterate(self, agen: AsyncGenerator[T, None], timeout: float | None) -> Iterator[T]:
+        """``agen`` (made on the loop) as a blocking iterator; each item within
+        ``timeout`` seconds or :class:`TimeoutError`. Closing the iterator closes it."""
+
+        async def step() -> T:
+            async with asyncio.timeout(timeout):
+                return await anext(agen)
+
+        began = False
+        try:
+            while True:
+                try:
+                    item = self.run(step())
+                except StopAsyncIteration:
+                    return
+                except NotConnected:
+                    if began:
+                        return  # the client closed between two items: the iteration ends
+                    raise
+                began = True
+                yield item
+        finally:
+            if self._loop is not None and not self._on_loop_thread():
+                # NotConnected: the client closed meanwhile.
+                with contextlib.suppress(NotConnected, RuntimeError):
+                    self.run(agen.aclose())
+
+    def _on_loop_thread(self) -> bool:
+        return self._thread is not None and threading.current_thread() is self._thread
 
     def stop(self) -> None:
         self.check_caller()
@@ -181,6 +234,153 @@ class Voice:
         return self.aio.on_summary(handler)
 
 
+class Call:
+    """Blocking :class:`parley.client.Call`: a call placed from this device or answered
+    on it. ``aio`` is the asyncio call it follows."""
+
+    def __init__(self, call: AsyncCall, runner: _LoopThread) -> None:
+        self.aio = call
+        self._runner = runner
+
+    def __repr__(self) -> str:
+        return f"<sync {self.aio!r}>"
+
+    @property
+    def call_id(self) -> str:
+        return self.aio.call_id
+
+    @property
+    def cid(self) -> str:
+        return self.aio.cid
+
+    @property
+    def peer(self) -> IdentityId:
+        return self.aio.peer
+
+    @property
+    def state(self) -> CallState:
+        return self.aio.state
+
+    @property
+    def record(self) -> CallRecord | None:
+        """Set once the call has ended (``record.reason``, ``record.detail``)."""
+        return self.aio.record
+
+    def events(self, *, timeout: float | None = None) -> Iterator[CallUpdate]:
+        """Every update of the call from its first (``Dialing``, ``Connected``,
+        ``Ended``); ends after ``Ended``, or when the client closes."""
+        return self._runner.iterate(self.aio.events(), timeout)
+
+    def wait_ended(self, timeout: float | None = None) -> CallRecord:
+        """Block until the call ends; its record. :class:`TimeoutError` past
+        ``timeout``; :class:`StateError` if the client closed first."""
+        return self._runner.run(_within(timeout, self.aio.wait_ended()))
+
+    def hangup(self) -> None:
+        """Hang up (decline a call still ringing here); nothing if it has ended."""
+        self._runner.run(self.aio.hangup())
+
+    def fail(self) -> None:
+        """End the call ``failed`` (this side cannot go on)."""
+        self._runner.run(self.aio.fail())
+
+
+class IncomingCall(Call):
+    """Blocking :class:`parley.client.IncomingCall`: a call ringing here."""
+
+    aio: AsyncIncomingCall
+
+    def __init__(self, call: AsyncIncomingCall, runner: _LoopThread) -> None:
+        super().__init__(call, runner)
+
+    @property
+    def peer_device(self) -> DeviceId:
+        return self.aio.peer_device
+
+    @property
+    def peer_info(self) -> str:
+        return self.aio.peer_info
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.aio.data
+
+    def accept(self, peer_info: str, data: Mapping[str, Any] | None = None) -> IncomingCall:
+        """Answer with ``peer_info``; returns this call, connected. Raises what the
+        asyncio ``accept`` raises (``IllegalTransition`` if it stopped ringing,
+        ``NotPermitted`` if the caller does not accept our messages)."""
+        self._runner.run(self.aio.accept(peer_info, data))
+        return self
+
+    def busy(self) -> None:
+        self._runner.run(self.aio.busy())
+
+    def decline(self) -> None:
+        self._runner.run(self.aio.decline())
+
+
+class Calls:
+    """Blocking :class:`parley.client.Calls`: get it from :meth:`Client.calls`."""
+
+    def __init__(self, config: PhoneConfig, runner: _LoopThread) -> None:
+        self.config = config
+        self._runner = runner
+        self._aio: AsyncCalls | None = None
+        self._views: weakref.WeakKeyDictionary[AsyncCall, Call] = weakref.WeakKeyDictionary()
+
+    @property
+    def aio(self) -> AsyncCalls:
+        """The asyncio call service (there once the client connects)."""
+        if self._aio is None:
+            raise NotConnected("the calls service starts when the client connects")
+        return self._aio
+
+    @property
+    def live(self) -> list[Call]:
+        """The calls that have not ended: dialling, ringing, connected."""
+        return [self._view(call) for call in self.aio.live]
+
+    def place(
+        self,
+        recipient: str,
+        peer_info: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        lifetime: float | None = None,
+        cid: str | None = None,
+    ) -> Call:
+        """Call ``recipient`` with ``peer_info`` (our offer); returns once the start is
+        sent. Raises the relay's refusal (``NotPermitted``, ``UnknownIdentity``) when
+        the start did not go out."""
+        call = self._runner.run(
+            self.aio.place(recipient, peer_info, data, lifetime=lifetime, cid=cid)
+        )
+        return self._view(call)
+
+    def incoming(self, *, timeout: float | None = None) -> Iterator[IncomingCall]:
+        """Calls ringing here, oldest first; ends when the client closes. ``timeout``:
+        seconds to wait for each (then :class:`TimeoutError`, and the iteration ends)."""
+        for call in self._runner.iterate(self.aio.incoming(), timeout):
+            view = self._view(call)
+            assert isinstance(view, IncomingCall)
+            yield view
+
+    def _view(self, call: AsyncCall) -> Call:
+        view = self._views.get(call)
+        if view is None:
+            if isinstance(call, AsyncIncomingCall):
+                view = IncomingCall(call, self._runner)
+            else:
+                view = Call(call, self._runner)
+            self._views[call] = view
+        return view
+
+
+async def _within(timeout: float | None, work: Coroutine[Any, Any, T]) -> T:
+    async with asyncio.timeout(timeout):
+        return await work
+
+
 class Client:
     """Blocking :class:`parley.client.Client`; same arguments, same services.
 
@@ -209,6 +409,7 @@ class Client:
         self._started = False
         self.connections = Connections(self.aio.connections, self._runner)
         self._voice = Voice(self.aio.voice(), self._runner)
+        self._calls: Calls | None = None
 
     @classmethod
     def from_credentials(
@@ -245,6 +446,27 @@ class Client:
     def voice(self) -> Voice:
         return self._voice
 
+    def calls(self, config: PhoneConfig | None = None) -> Calls:
+        """The call service (the same object every time). ``config`` applies from the
+        first call; give it before :meth:`connect`. A different one later raises
+        :class:`StateError`."""
+        if self._calls is None:
+            self._calls = Calls(config or PhoneConfig(), self._runner)
+            if self._runner.running:
+                self._runner.run(self._start_calls())
+        elif config is not None and config != self._calls.config:
+            raise StateError("the calls service runs already, with another configuration")
+        return self._calls
+
+    async def _start_calls(self) -> None:
+        """On the client's thread: start the asyncio call service."""
+        if self._calls is not None and self._calls._aio is None:
+            self._calls._aio = self.aio.calls(self._calls.config)
+
+    async def _connect(self) -> None:
+        await self._start_calls()
+        await self.aio.connect()
+
     def connect(self) -> None:
         """Start the client's thread, connect and authenticate."""
         if self._started:
@@ -252,7 +474,7 @@ class Client:
         self._started = True
         self._runner.start()
         try:
-            self._runner.run(self.aio.connect())
+            self._runner.run(self._connect())
         except BaseException:
             self._runner.stop()
             raise
