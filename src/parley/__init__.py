@@ -56,6 +56,27 @@ from parley.protocol.messages import (
     VoiceSummary,
 )
 
+
+def _version() -> str:
+    """The installed distribution's version; from a source tree without it installed,
+    the version in pyproject.toml beside it."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("parley")
+    except metadata.PackageNotFoundError:
+        import tomllib
+        from pathlib import Path
+
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        try:
+            return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "0+unknown"
+
+
+__version__ = _version()
+
 __all__ = [
     "Call",
     "CallRecord",
@@ -84,6 +105,7 @@ __all__ = [
     "VoiceStart",
     "VoiceStop",
     "VoiceSummary",
+    "__version__",
     "add_device",
     "register_identity",
 ]

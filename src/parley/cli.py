@@ -1,25 +1,45 @@
-"""The ``parley`` command line (typer + rich)."""
+"""The ``parley`` command line (typer + rich).
+
+On a terminal, tables are drawn with rich; piped (stdout not a terminal), every command
+prints plain lines that never wrap: a table is one tab-separated line per row, no
+header. Commands that list or show something take ``--json`` and then print one JSON
+document. Errors are one line on stderr, ``error: Kind: what``, exit code 1.
+
+Logging goes to stderr: commands log warnings only, the servers (``relay``, ``proxy``,
+``phone answer``, ``phone web``) also what they do (info); ``-q`` errors only, ``-v``
+debug, ``-vv`` also the websockets library's frames. ``-q`` and ``-v`` go before or
+after the subcommand.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
+import json
 import logging
 import signal
 import sqlite3
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from parley.errors import ParleyError
 from parley.relay.config import RelayConfig
 
 if TYPE_CHECKING:
+    from parley.client.connection import Connector
+    from parley.credentials import Credentials
     from parley.ice import IceConfig
+    from parley.protocol.keychain import KeyChain
+    from parley.transport import Transport
 
 app = typer.Typer(
     name="parley",
@@ -49,14 +69,20 @@ phone_app = typer.Typer(
 app.add_typer(phone_app, name="phone")
 
 _DEFAULTS = RelayConfig()
-console = Console()
-err_console = Console(stderr=True)
+_PIPED = not sys.stdout.isatty()
+# Piped output is for scripts: no wrapping at 80 columns, no box drawing.
+console = Console(soft_wrap=True) if _PIPED else Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 CredentialsOption = Annotated[
     Path, typer.Option("--credentials", "-c", help="This device's credentials file.")
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
 StoreOption = Annotated[
     str | None,
@@ -74,6 +100,21 @@ ProxyCredentialsOption = Annotated[
         "--credentials", "-c", help="The proxy's credentials file (locates the default store)."
     ),
 ]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only.")]
+VerboseOption = Annotated[
+    int,
+    typer.Option(
+        "--verbose", "-v", count=True, help="Log at debug level; -vv also websockets' frames."
+    ),
+]
+
+
+def _error(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: MESSAGE`` on one line of stderr; returns the Exit to raise."""
+    line = Text("error:", style="red")
+    line.append(" " + " ".join(message.split()))  # one line, whatever the message holds
+    err_console.print(line)
+    return typer.Exit(code)
 
 
 def _run(work: Callable[[], Awaitable[T]]) -> T:
@@ -82,18 +123,107 @@ def _run(work: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(work())  # type: ignore[arg-type]
     except (ParleyError, OSError, sqlite3.Error) as exc:
-        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
-        raise typer.Exit(1) from None
+        raise _error(f"{type(exc).__name__}: {exc}") from None
+
+
+# -- logging -------------------------------------------------------------------------
+
+_verbosity = {"quiet": False, "verbose": 0}
+
+
+def _configure_logging(*, server: bool) -> None:
+    """Root level: WARNING for commands, INFO for servers; -q ERROR, -v DEBUG. The
+    websockets library logs every frame at DEBUG: only with -vv."""
+    quiet, verbose = bool(_verbosity["quiet"]), int(_verbosity["verbose"])
+    if verbose:
+        level = logging.DEBUG
+    elif quiet:
+        level = logging.ERROR
+    else:
+        level = logging.INFO if server else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
+    logging.getLogger("websockets").setLevel(
+        logging.DEBUG if verbose >= 2 else max(level, logging.INFO)
+    )
+
+
+def _command(*, server: bool = False) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """Give a command ``-q/--quiet`` and ``-v/--verbose`` of its own (so they work after
+    the subcommand too) and set up logging for it: ``server`` commands log at info."""
+
+    def decorate(func: Callable[P, T]) -> Callable[P, T]:
+        signature = inspect.signature(func, eval_str=True)
+        extra = [
+            inspect.Parameter(
+                "quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=QuietOption
+            ),
+            inspect.Parameter(
+                "verbose", inspect.Parameter.KEYWORD_ONLY, default=0, annotation=VerboseOption
+            ),
+        ]
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.pop("quiet", False):
+                _verbosity["quiet"] = True
+            _verbosity["verbose"] = int(_verbosity["verbose"]) + int(kwargs.pop("verbose", 0))
+            _configure_logging(server=server)
+            return func(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*signature.parameters.values(), *extra]
+        )
+        wrapper.__annotations__ = {
+            **{name: p.annotation for name, p in signature.parameters.items()},
+            "quiet": QuietOption,
+            "verbose": VerboseOption,
+        }
+        return wrapper
+
+    return decorate
+
+
+# -- output --------------------------------------------------------------------------
+
+
+def _print_json(document: object) -> None:
+    print(json.dumps(document, indent=2), flush=True)
+
+
+def _print_table(table: Table, rows: Iterable[Sequence[str]]) -> None:
+    """``table`` on a terminal; piped, one tab-separated line per row, no header."""
+    if _PIPED:
+        for row in rows:
+            print("\t".join(row))
+        sys.stdout.flush()
+    else:
+        console.print(table)
+
+
+def _version() -> str:
+    from parley import __version__
+
+    return __version__
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"parley {_version()}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at debug level.")] = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = 0,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _verbosity["quiet"], _verbosity["verbose"] = quiet, verbose
+    _configure_logging(server=False)
 
 
 StoreLocationOption = Annotated[
@@ -108,6 +238,7 @@ StoreLocationOption = Annotated[
 
 
 @relay_app.callback(invoke_without_command=True)
+@_command(server=True)
 def relay(
     ctx: typer.Context,
     data_dir: Annotated[
@@ -138,6 +269,8 @@ def relay(
     """Run a relay node until SIGINT or SIGTERM (parley relay migrate: set up its store)."""
     if ctx.invoked_subcommand is not None:
         return
+    if not 0 <= port <= 65535:
+        raise _error(f"--port {port} is not a port: give 0-65535 (0 picks a free one)")
     from parley.relay.server import RelayServer, run_relay
 
     def ready(server: RelayServer) -> None:
@@ -149,6 +282,7 @@ def relay(
 
 
 @relay_app.command("migrate")
+@_command()
 def relay_migrate(
     store: StoreLocationOption = None,
     data_dir: Annotated[
@@ -170,6 +304,7 @@ def relay_migrate(
 
 
 @identity_app.command("new")
+@_command()
 def identity_new(
     relay_url: Annotated[
         str,
@@ -185,37 +320,205 @@ def identity_new(
         str | None, typer.Option("--id", help="Choose the identity id instead of a random one.")
     ] = None,
 ) -> None:
-    """Register a new identity and its first device; prints the identity id last."""
-    from parley.client.registration import register_identity
+    """Register a new identity and its first device; prints the identity id last.
 
-    if out.exists():
-        err_console.print(f"[red]error:[/red] {out} exists; refusing to overwrite a key")
-        raise typer.Exit(1)
-    creds = _run(lambda: register_identity(relay_url, name=name, identity_id=identity_id))
-    creds.save(out)
-    err_console.print(f"registered identity, device {creds.device}, credentials in {out}")
+    The key is made here and written to --out before the relay hears of it; if the
+    relay refuses, the file is removed again."""
+    from parley.client.connection import relay_urls
+    from parley.client.registration import new_identity, register
+
+    def make() -> Credentials:
+        relay_urls(relay_url)
+        creds = new_identity(relay_url, name=name, identity_id=identity_id)
+        creds.create(out)
+        return creds
+
+    creds = _local(make)
+    _register_saved(out, relay_url, lambda connector: register(creds, connector))
+    err_console.print(Text(f"registered identity, device {creds.device}, credentials in {out}"))
     print(creds.identity)
 
 
 @identity_app.command("add-device")
+@_command()
 def identity_add_device(
     credentials: CredentialsOption,
     out: Annotated[Path, typer.Option("--out", help="Credentials file for the new device.")],
 ) -> None:
-    """Add a second device (its own key) to the identity of CREDENTIALS."""
-    from parley.client.registration import add_device
+    """Add a second device (its own key) to the identity of CREDENTIALS.
+
+    The new key is written to --out before it is added; if that fails, the file is
+    removed again."""
+    from parley.client.registration import new_device, register_device
     from parley.credentials import Credentials
 
-    if out.exists():
-        err_console.print(f"[red]error:[/red] {out} exists; refusing to overwrite a key")
-        raise typer.Exit(1)
-    creds = _run(lambda: add_device(Credentials.load(credentials)))
-    creds.save(out)
-    err_console.print(f"added device to {creds.identity}, credentials in {out}")
+    def make() -> tuple[Credentials, Credentials]:
+        signer = Credentials.load(credentials)
+        creds = new_device(signer)
+        creds.create(out)
+        return signer, creds
+
+    signer, creds = _local(make)
+    _register_saved(
+        out, signer.relay_url, lambda connector: register_device(signer, creds, connector)
+    )
+    err_console.print(Text(f"added device to {creds.identity}, credentials in {out}"))
     print(creds.device)
 
 
+def _local(work: Callable[[], T]) -> T:
+    """Run local preparation (no relay yet); a ParleyError is one line, exit 1."""
+    try:
+        return work()
+    except ParleyError as exc:
+        raise _error(f"{type(exc).__name__}: {exc}") from None
+
+
+def _register_saved(
+    path: Path, relay_url: str, work: Callable[[Connector], Awaitable[None]]
+) -> None:
+    """Register a key already saved in ``path`` (``work`` gets the connector to use).
+
+    When the relay refused it, or was never reached, nothing was registered and the file
+    goes; when the outcome is unknown (the connection lost mid-way, no answer in time,
+    Ctrl-C) the file stays, since the relay may hold the key now: a key is never lost."""
+    from parley.client.connection import websocket_connector
+    from parley.errors import CredentialsError, KeyChainError, RelayError
+
+    connect = websocket_connector(relay_url)
+    reached = False
+
+    async def connector() -> Transport:
+        nonlocal reached
+        transport = await connect()
+        reached = True
+        return transport
+
+    try:
+        asyncio.run(work(connector))  # type: ignore[arg-type]
+    except (ParleyError, OSError) as exc:
+        refused = isinstance(exc, RelayError | KeyChainError | CredentialsError)
+        if refused or not reached:
+            path.unlink(missing_ok=True)
+            raise _error(f"{type(exc).__name__}: {exc}") from None
+        raise _error(
+            f"{type(exc).__name__}: {exc}; the relay may have registered the key, so it "
+            f"is kept in {path}"
+        ) from None
+
+
+async def _fetch_chains(
+    credentials: Credentials, identities: Sequence[str]
+) -> dict[str, KeyChain | None]:
+    """The key chains of ``identities`` from the relay of ``credentials`` (None: the
+    relay knows no such identity), over a connection that only reads keys."""
+    from parley.client.connection import Connection, websocket_connector
+    from parley.client.directory import fetch_chain
+    from parley.errors import UnknownIdentity
+
+    connection = Connection(
+        credentials,
+        websocket_connector(credentials.relay_url),
+        on_deliver=lambda deliver: None,  # left unconfirmed: the device's own client gets them
+        resume_after=lambda: 0,
+        ack_timeout=10.0,
+    )
+    await connection.open()
+    chains: dict[str, KeyChain | None] = {}
+    try:
+        for identity in identities:
+            try:
+                chains[identity] = await fetch_chain(connection, identity)
+            except UnknownIdentity:
+                chains[identity] = None
+    finally:
+        await connection.close()
+    return chains
+
+
+def _devices(creds: Credentials, chain: KeyChain) -> list[dict[str, object]]:
+    """Every device of ``chain`` in the order it was added, with its state."""
+    devices: dict[str, dict[str, object]] = {}
+    for entry in chain.entries:
+        device = entry.decoded().device
+        devices.setdefault(device, {"device": device, "added": entry.decoded().created_at})
+    return [
+        {
+            **row,
+            "state": "active" if row["device"] in chain.active else "revoked",
+            "this": row["device"] == creds.device,
+        }
+        for row in devices.values()
+    ]
+
+
+def _device_rows(devices: list[dict[str, object]]) -> tuple[Table, list[list[str]]]:
+    rows = [
+        [str(d["device"]), str(d["state"]), "this device" if d["this"] else ""] for d in devices
+    ]
+    table = Table("device", "state", "")
+    for row in rows:
+        table.add_row(*row)
+    return table, rows
+
+
+@identity_app.command("show")
+@_command()
+def identity_show(credentials: CredentialsOption, as_json: JsonOption = False) -> None:
+    """Show the identity of CREDENTIALS: its id, this device, every device with its
+    state (active, revoked), the relay URL(s)."""
+    from parley.client.connection import relay_urls
+    from parley.credentials import Credentials
+
+    creds = _local(lambda: Credentials.load(credentials))
+    chain = _run(lambda: _fetch_chains(creds, [creds.identity]))[creds.identity]
+    if chain is None:
+        raise _error(f"UnknownIdentity: the relay knows no identity {creds.identity!r}")
+    devices = _devices(creds, chain)
+    relays = relay_urls(creds.relay_url)
+    if as_json:
+        _print_json(
+            {
+                "identity": creds.identity,
+                "name": creds.name,
+                "device": creds.device,
+                "devices": devices,
+                "relay": relays,
+            }
+        )
+        return
+    lines = [
+        ("identity", creds.identity),
+        ("name", creds.name or "-"),
+        ("this device", creds.device),
+        ("relay", ",".join(relays)),
+    ]
+    for key, value in lines:
+        print(f"{key}\t{value}" if _PIPED else f"{key + ':':13}{value}")
+    table, rows = _device_rows(devices)
+    _print_table(table, [["device", *row] for row in rows] if _PIPED else rows)
+
+
+@identity_app.command("devices")
+@_command()
+def identity_devices(credentials: CredentialsOption, as_json: JsonOption = False) -> None:
+    """List the devices of the identity of CREDENTIALS with their state."""
+    from parley.credentials import Credentials
+
+    creds = _local(lambda: Credentials.load(credentials))
+    chain = _run(lambda: _fetch_chains(creds, [creds.identity]))[creds.identity]
+    if chain is None:
+        raise _error(f"UnknownIdentity: the relay knows no identity {creds.identity!r}")
+    devices = _devices(creds, chain)
+    if as_json:
+        _print_json({"identity": creds.identity, "devices": devices})
+        return
+    table, rows = _device_rows(devices)
+    _print_table(table, rows)
+
+
 @identity_app.command("revoke-device")
+@_command()
 def identity_revoke_device(
     credentials: CredentialsOption,
     device: Annotated[str, typer.Argument(help="The device id to revoke.")],
@@ -232,6 +535,7 @@ def identity_revoke_device(
 
 
 @app.command()
+@_command()
 def permit(
     credentials: CredentialsOption,
     other: Annotated[str, typer.Argument(help="Identity allowed to send to you.")],
@@ -248,6 +552,7 @@ def permit(
 
 
 @app.command()
+@_command()
 def revoke(
     credentials: CredentialsOption,
     other: Annotated[str, typer.Argument(help="Identity no longer allowed to send to you.")],
@@ -264,22 +569,27 @@ def revoke(
 
 
 @app.command()
-def connections(credentials: CredentialsOption) -> None:
-    """List the identities you accept messages from."""
+@_command()
+def connections(credentials: CredentialsOption, as_json: JsonOption = False) -> None:
+    """List the identities you accept messages from (piped: one per line)."""
     from parley.client import Client
 
-    async def work() -> list[str]:
+    async def work() -> tuple[str, list[str]]:
         async with Client.from_credentials(credentials) as client:
-            return await client.connections.list()
+            return client.id, await client.connections.list()
 
-    permitted = _run(work)
+    identity, permitted = _run(work)
+    if as_json:
+        _print_json({"identity": identity, "permitted": permitted})
+        return
     table = Table("permitted identity")
-    for identity in permitted:
-        table.add_row(identity)
-    console.print(table)
+    for other in permitted:
+        table.add_row(other)
+    _print_table(table, [[other] for other in permitted])
 
 
 @app.command()
+@_command()
 def demo(
     keep: Annotated[
         Path | None, typer.Option(help="Keep the demo's files in this directory.")
@@ -307,6 +617,24 @@ def _store_path(store: str | None, credentials: Path | None) -> str | Path:
     return default_store_path(credentials)
 
 
+async def _known(credentials: Path | None, identities: dict[str, list[str]]) -> None:
+    """With the proxy's credentials, ask its relay whether every identity exists:
+    :class:`UnknownIdentity` naming the first that does not (and its option). Without
+    credentials there is no relay to ask."""
+    if credentials is None:
+        log.info("no --credentials: the identities are not checked against the relay")
+        return
+    from parley.credentials import Credentials
+    from parley.errors import UnknownIdentity
+
+    wanted = [identity for ids in identities.values() for identity in ids]
+    chains = await _fetch_chains(Credentials.load(credentials), list(dict.fromkeys(wanted)))
+    for option, ids in identities.items():
+        for identity in ids:
+            if chains[identity] is None:
+                raise UnknownIdentity(f"no identity {identity!r} ({option}) on the relay")
+
+
 def _identity(value: str, option: str) -> str:
     from parley.ids import is_valid_id
 
@@ -316,6 +644,7 @@ def _identity(value: str, option: str) -> str:
 
 
 @proxy_app.callback(invoke_without_command=True)
+@_command(server=True)
 def proxy(
     ctx: typer.Context,
     credentials: ProxyCredentialsOption = None,
@@ -341,6 +670,7 @@ def proxy(
 
 
 @proxy_app.command("bind")
+@_command()
 def proxy_bind(
     cid: Annotated[str, typer.Argument(help="The conversation id the operator calls with.")],
     operator: Annotated[str, typer.Option(help="The identity whose starts are forwarded.")],
@@ -351,7 +681,8 @@ def proxy_bind(
     store: StoreOption = None,
     credentials: ProxyCredentialsOption = None,
 ) -> None:
-    """Bind CID: the operator's start goes on to the customer (writes the store only)."""
+    """Bind CID: the operator's start goes on to the customer (writes the store; with
+    --credentials, first checks on the relay that both identities exist)."""
     from parley.ids import IdentityId
     from parley.protocol.proxy import Binding
     from parley.proxy import open_proxy_store
@@ -364,6 +695,7 @@ def proxy_bind(
     )
 
     async def work() -> None:
+        await _known(credentials, {"--operator": [binding.operator], "--customer": [customer]})
         db = open_proxy_store(_store_path(store, credentials))
         try:
             await db.bind(binding)
@@ -371,10 +703,11 @@ def proxy_bind(
             await db.close()
 
     _run(work)
-    console.print(f"bound {cid}: operator {operator} -> customer {customer}")
+    console.print(Text(f"bound {cid}: operator {operator} -> customer {customer}"))
 
 
 @proxy_app.command("bind-pool")
+@_command()
 def proxy_bind_pool(
     cid: Annotated[str, typer.Argument(help="The conversation id the customer calls with.")],
     customer: Annotated[str, typer.Option(help="The identity whose starts are hunted.")],
@@ -384,7 +717,8 @@ def proxy_bind_pool(
     store: StoreOption = None,
     credentials: ProxyCredentialsOption = None,
 ) -> None:
-    """Bind CID to a hunt group: the customer's start rings every available operator."""
+    """Bind CID to a hunt group: the customer's start rings every available operator
+    (with --credentials, first checks on the relay that every identity exists)."""
     from parley.ids import IdentityId
     from parley.protocol.proxy import Pool
     from parley.proxy import open_proxy_store
@@ -396,6 +730,7 @@ def proxy_bind_pool(
     )
 
     async def work() -> None:
+        await _known(credentials, {"--customer": [pool.customer], "--operator": operator})
         db = open_proxy_store(_store_path(store, credentials))
         try:
             await db.bind_pool(pool)
@@ -403,27 +738,31 @@ def proxy_bind_pool(
             await db.close()
 
     _run(work)
-    console.print(f"bound {cid}: customer {customer} -> hunt group {', '.join(operator)}")
+    console.print(Text(f"bound {cid}: customer {customer} -> hunt group {', '.join(operator)}"))
 
 
 @app.command()
-def calls(store: StoreOption = None, credentials: ProxyCredentialsOption = None) -> None:
-    """Print the proxy's call records: one row per leg."""
+@_command()
+def calls(
+    store: StoreOption = None,
+    credentials: ProxyCredentialsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print the proxy's call records: one row per leg (piped: one tab-separated line
+    per leg: cid, call_id, leg, party, started, connected, reason)."""
     from parley.errors import InvalidProxyStoreLocation
     from parley.proxy import open_proxy_store
     from parley.proxy.location import sqlite_path
     from parley.proxy.records import LegRecord
-    from parley.proxy.report import records_table
+    from parley.proxy.report import record_json, records_rows, records_table
 
     where = _store_path(store, credentials)
     try:
         path = sqlite_path(where)
     except InvalidProxyStoreLocation as exc:
-        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
-        raise typer.Exit(1) from None
+        raise _error(f"{type(exc).__name__}: {exc}") from None
     if path is not None and not path.exists():  # reading must not create an empty file
-        err_console.print(f"[red]error:[/red] no proxy store at {path}")
-        raise typer.Exit(1)
+        raise _error(f"no proxy store at {path}")
 
     async def work() -> list[LegRecord]:
         db = open_proxy_store(where)
@@ -432,7 +771,11 @@ def calls(store: StoreOption = None, credentials: ProxyCredentialsOption = None)
         finally:
             await db.close()
 
-    console.print(records_table(_run(work)))
+    records = _run(work)
+    if as_json:
+        _print_json({"records": [record_json(r) for r in records]})
+        return
+    _print_table(records_table(records), records_rows(records))
 
 
 # -- parley phone --------------------------------------------------------------------
@@ -464,6 +807,7 @@ def _ice(hosts: list[str] | None) -> IceConfig:
 
 
 @phone_app.command("call")
+@_command()
 def phone_call(
     credentials: CredentialsOption,
     peer: Annotated[str, typer.Argument(help="The identity id to call (or a proxy's app id).")],
@@ -494,6 +838,7 @@ def phone_call(
 
 
 @phone_app.command("answer")
+@_command(server=True)
 def phone_answer(
     credentials: CredentialsOption,
     play: PlayOption = "tone:1000",
@@ -519,6 +864,7 @@ def phone_answer(
 
 
 @phone_app.command("web")
+@_command(server=True)
 def phone_web(
     credentials: CredentialsOption,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks a free one.")] = 0,

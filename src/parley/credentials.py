@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,32 +52,81 @@ class Credentials:
             name=data.name,
         )
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically, created with mode 0600 so the key is never world-readable."""
-        target = Path(path)
-        body = msgspec.json.format(
-            msgspec.json.encode(
-                _CredentialsFile(
-                    identity=self.identity,
-                    device=self.device,
-                    secret_key=self.secret_key.to_b64(),
-                    relay_url=self.relay_url,
-                    name=self.name,
+    def _body(self) -> bytes:
+        return (
+            msgspec.json.format(
+                msgspec.json.encode(
+                    _CredentialsFile(
+                        identity=self.identity,
+                        device=self.device,
+                        secret_key=self.secret_key.to_b64(),
+                        relay_url=self.relay_url,
+                        name=self.name,
+                    )
                 )
             )
+            + b"\n"
         )
-        tmp = target.with_name(f".{target.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically, created with mode 0600 so the key is never world-readable;
+        an existing file is replaced."""
+        _write_atomically(Path(path), self._body(), replace=True)
+
+    def create(self, path: str | os.PathLike[str]) -> None:
+        """Write a new credentials file atomically (temp file with mode 0600, fsync,
+        then linked into place), refusing to replace an existing file.
+
+        :class:`CredentialsError` (one line, naming the file) if ``path`` exists, its
+        folder is missing or not writable: nothing is left behind then.
+        """
+        target = Path(path)
+        if target.exists() or target.is_symlink():
+            raise CredentialsError(f"{target} exists; refusing to overwrite a key")
         try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, body + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
+            _write_atomically(target, self._body(), replace=False)
+        except FileExistsError:
+            raise CredentialsError(f"{target} exists; refusing to overwrite a key") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise CredentialsError(f"cannot write credentials {target}: {reason}") from None
 
     @staticmethod
     def default_state_path(credentials_path: str | os.PathLike[str]) -> Path:
         """Where a client keeps its offset, seen message ids and cached keys."""
         path = Path(credentials_path)
         return path.with_name(path.stem + ".state.db")
+
+
+def _write_atomically(target: Path, body: bytes, *, replace: bool) -> None:
+    """``body`` into ``target`` whole or not at all: a temp file in the same folder
+    (mode 0600 from the start), fsynced, then renamed (``replace``) or hard-linked
+    (fails if ``target`` exists) into place, and the folder fsynced."""
+    folder = target.parent
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, body)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, target)
+        else:
+            os.link(tmp, target)
+            os.unlink(tmp)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+def _fsync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every system can open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -47,6 +47,7 @@ The tree::
     │   ├── IllegalTransition         a call event its state has no transition for (nothing changes)
     │   ├── UnknownCall               a command for a call_id the phone or proxy does not hold
     │   └── CallIdInUse               a call placed with a call_id this phone has already seen
+    ├── StateFileError                a client's ``<stem>.state.db`` that is not a usable database
     ├── ChildProcessFailed            a relay or proxy process Parley started did not run
     ├── ConfigurationError            a setting that names nothing usable
     │   ├── InvalidIceConfig          an ICE address or server that does not parse
@@ -287,6 +288,11 @@ class UnknownCall(StateError):
 
 class CallIdInUse(StateError):
     """A call placed with a call_id this phone already holds or remembers."""
+
+
+class StateFileError(ParleyError):
+    """A client's state file (``<stem>.state.db`` beside the credentials) that SQLite
+    cannot use: not a database, corrupt, or unreadable. The message names the file."""
 
 
 class ChildProcessFailed(ParleyError):

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeAlias, TypeVar
+from urllib.parse import urlsplit
 
 from parley.client.backoff import Backoff
 from parley.credentials import Credentials
@@ -78,11 +79,40 @@ _FATAL_CODES = frozenset({ErrorCode.AUTH_FAILED, ErrorCode.DEVICE_REVOKED})
 
 def relay_urls(relay_url: str) -> list[str]:
     """The relay nodes ``relay_url`` names: one URL, or several separated by commas
-    (``ws://a:8765,ws://b:8765``) for a relay of several nodes without a load balancer."""
+    (``ws://a:8765,ws://b:8765``) for a relay of several nodes without a load balancer.
+
+    Each is ``ws://HOST[:PORT]`` or ``wss://HOST[:PORT]``: anything else (no scheme, a
+    path, a query, a port out of range) raises :class:`InvalidRelayUrl` saying what to
+    fix. This is the one place relay URLs are checked.
+    """
     urls = [url.strip() for url in relay_url.split(",") if url.strip()]
     if not urls:
         raise InvalidRelayUrl("no relay URL given")
+    for url in urls:
+        _check_relay_url(url)
     return urls
+
+
+def _check_relay_url(url: str) -> None:
+    shape = "a relay URL is ws://HOST:PORT or wss://HOST:PORT"
+    if "://" not in url:
+        raise InvalidRelayUrl(f"relay URL {url!r} has no scheme: write ws://{url}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidRelayUrl(f"relay URL {url!r} is not ws:// or wss://; {shape}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidRelayUrl(f"relay URL {url!r} has an invalid port; {shape}") from None
+    if not parts.hostname:
+        raise InvalidRelayUrl(f"relay URL {url!r} names no host; {shape}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        extra = url[len(f"{parts.scheme}://{parts.netloc}") :]
+        raise InvalidRelayUrl(
+            f"relay URL {url!r} has a path ({extra}); {shape}, e.g. {parts.scheme}://{parts.netloc}"
+        )
+    if port == 0:
+        raise InvalidRelayUrl(f"relay URL {url!r} has port 0; {shape}")
 
 
 def websocket_connector(relay_url: str) -> Connector:

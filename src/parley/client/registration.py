@@ -37,30 +37,45 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 10.0
 
 
-async def register_identity(
-    relay_url: str,
-    name: str | None = None,
-    identity_id: str | None = None,
-    connector: Connector | None = None,
-    *,
-    ack_timeout: float = DEFAULT_TIMEOUT,
+def new_identity(
+    relay_url: str, name: str | None = None, identity_id: str | None = None
 ) -> Credentials:
-    """Create a key and a device, and register a new identity with its genesis entry.
+    """The credentials of a new identity and its first device, made here and not yet
+    registered (:func:`register`): the key never leaves this machine, so it can be
+    saved before the relay hears of it.
 
-    ``identity_id`` defaults to a fresh random id. Registering the same genesis twice is
-    harmless; another identity by that id raises :class:`IdentityExists`.
+    ``identity_id`` defaults to a fresh random id; an invalid one raises
+    :class:`CredentialsError`. ``relay_url`` is checked when connecting
+    (:func:`~parley.client.connection.relay_urls`).
     """
     identity = IdentityId(identity_id) if identity_id is not None else new_identity_id()
     if not is_valid_id(identity):
         raise CredentialsError(f"identity id {identity!r} must match [A-Za-z0-9._-]{{1,64}}")
-    device = new_device_id()
-    key = SigningKey.generate()
-    entry = genesis_entry(identity, device, key)
-    transport = await (connector or websocket_connector(relay_url))()
+    return Credentials(
+        identity=identity,
+        device=new_device_id(),
+        secret_key=SigningKey.generate(),
+        relay_url=relay_url,
+        name=name,
+    )
+
+
+async def register(
+    credentials: Credentials,
+    connector: Connector | None = None,
+    *,
+    ack_timeout: float = DEFAULT_TIMEOUT,
+) -> None:
+    """Register the identity of ``credentials`` (from :func:`new_identity`) with its
+    genesis entry. Registering the same genesis twice is harmless; another identity by
+    that id raises :class:`IdentityExists`."""
+    identity, device = credentials.identity, credentials.device
+    entry = genesis_entry(identity, device, credentials.secret_key)
+    transport = await (connector or websocket_connector(credentials.relay_url))()
     try:
         async with asyncio.timeout(ack_timeout):
             await expect_challenge(transport)
-            await transport.send(encode(Register(ref=1, entry=entry, name=name)))
+            await transport.send(encode(Register(ref=1, entry=entry, name=credentials.name)))
             reply = await recv_frame(transport)
     except TimeoutError:
         raise DeliveryTimeout(f"the relay did not answer within {ack_timeout:g} s") from None
@@ -71,18 +86,51 @@ async def register_identity(
     if not isinstance(reply, Registered) or reply.identity != identity:
         raise MalformedFrame(f"expected registered({identity}), got {reply!r}")
     log.info("registered identity %s with device %s", identity, device)
-    return Credentials(
-        identity=identity, device=device, secret_key=key, relay_url=relay_url, name=name
-    )
 
 
-async def add_device(
-    credentials: Credentials,
+async def register_identity(
+    relay_url: str,
+    name: str | None = None,
+    identity_id: str | None = None,
     connector: Connector | None = None,
     *,
     ack_timeout: float = DEFAULT_TIMEOUT,
 ) -> Credentials:
-    """Add a new device to ``credentials``' identity; returns the new device's credentials."""
+    """Create a key and a device, and register a new identity with its genesis entry
+    (:func:`new_identity` then :func:`register`; to save the key before registering,
+    call those two).
+
+    ``identity_id`` defaults to a fresh random id. Registering the same genesis twice is
+    harmless; another identity by that id raises :class:`IdentityExists`.
+    """
+    credentials = new_identity(relay_url, name=name, identity_id=identity_id)
+    await register(credentials, connector, ack_timeout=ack_timeout)
+    return credentials
+
+
+def new_device(credentials: Credentials) -> Credentials:
+    """The credentials of a new device of ``credentials``' identity, made here and not
+    yet added to its key chain (:func:`register_device`)."""
+    return Credentials(
+        identity=credentials.identity,
+        device=new_device_id(),
+        secret_key=SigningKey.generate(),
+        relay_url=credentials.relay_url,
+        name=credentials.name,
+    )
+
+
+async def register_device(
+    credentials: Credentials,
+    device: Credentials,
+    connector: Connector | None = None,
+    *,
+    ack_timeout: float = DEFAULT_TIMEOUT,
+) -> None:
+    """Add ``device`` (from :func:`new_device`) to the key chain of ``credentials``'
+    identity, signed by the device of ``credentials``."""
+    if device.identity != credentials.identity:
+        raise CredentialsError(f"{device.device} is a device of {device.identity}")
     connection = Connection(
         credentials,
         connector or websocket_connector(credentials.relay_url),
@@ -93,18 +141,23 @@ async def add_device(
     )
     await connection.open()
     try:
-        device = new_device_id()
-        key = SigningKey.generate()
-        await add_device_key(connection, credentials, device, key.public_key)
+        await add_device_key(connection, credentials, device.device, device.secret_key.public_key)
     finally:
         await connection.close()
-    return Credentials(
-        identity=credentials.identity,
-        device=device,
-        secret_key=key,
-        relay_url=credentials.relay_url,
-        name=credentials.name,
-    )
+
+
+async def add_device(
+    credentials: Credentials,
+    connector: Connector | None = None,
+    *,
+    ack_timeout: float = DEFAULT_TIMEOUT,
+) -> Credentials:
+    """Add a new device to ``credentials``' identity; returns the new device's credentials
+    (:func:`new_device` then :func:`register_device`; to save the key before adding it,
+    call those two)."""
+    device = new_device(credentials)
+    await register_device(credentials, device, connector, ack_timeout=ack_timeout)
+    return device
 
 
 async def add_device_key(

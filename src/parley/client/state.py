@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from parley.errors import StateError
+from parley.errors import StateError, StateFileError
 from parley.protocol.keychain import ChainEntry
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,15 @@ class State:
     """One device's state file. Not thread-safe: used from the client's event loop only."""
 
     def __init__(self, path: str | Path, *, identity: str, device: str) -> None:
+        try:
+            self._open(path, identity=identity, device=device)
+        except sqlite3.DatabaseError as exc:
+            raise StateFileError(
+                f"client state file {path} cannot be used ({exc}); restore it from a backup "
+                "or move it away to start this device afresh"
+            ) from None
+
+    def _open(self, path: str | Path, *, identity: str, device: str) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
