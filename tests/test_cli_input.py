@@ -55,3 +55,11 @@ async def test_a_corrupt_state_file_is_one_line_naming_it(
     code, _, err = await parley("connections", "-c", str(alice))
     line = _line(err)
     assert code == 1 and "StateFileError" in line and str(state) in line
+
+
+async def test_an_invalid_identity_id_to_bind_is_one_line(tmp_path: Path) -> None:
+    store = str(tmp_path / "p.db")
+    code, _, err = await parley(
+        "proxy", "bind", "c1", "--operator", "no spaces", "--customer", "b", "--store", store
+    )
+    assert code == 1 and "--operator 'no spaces' is not an identity id" in _line(err)

@@ -639,7 +639,7 @@ def _identity(value: str, option: str) -> str:
     from parley.ids import is_valid_id
 
     if not is_valid_id(value):
-        raise typer.BadParameter(f"{value!r} is not an identity id", param_hint=option)
+        raise _error(f"{option} {value!r} is not an identity id ([A-Za-z0-9._-], 1-64)")
     return value
 
 

@@ -55,3 +55,20 @@ async def test_from_credentials_keeps_state_beside_the_file(world: World, tmp_pa
     async with client:
         assert client.id == alice.identity
     assert Credentials.default_state_path(path).exists()
+
+
+async def test_credentials_made_first_then_registered(world: World, tmp_path: Path) -> None:
+    from parley.client.registration import new_device, new_identity, register, register_device
+
+    alice = new_identity("memory://relay", name="Alice", identity_id="alice")
+    path = tmp_path / "alice.json"
+    alice.create(path)  # saved before the relay hears of it
+    await register(alice, world.link)
+    phone = new_device(alice)
+    assert (phone.identity, phone.relay_url) == ("alice", "memory://relay")
+    await register_device(alice, phone, world.link)
+    client = await world.connected(Credentials.load(path))
+    assert client.device == alice.device
+    assert (await world.connected(phone)).device == phone.device
+    with pytest.raises(IdentityExists):
+        await register(new_identity("memory://relay", identity_id="alice"), world.link)

@@ -67,8 +67,8 @@ async def register(
     ack_timeout: float = DEFAULT_TIMEOUT,
 ) -> None:
     """Register the identity of ``credentials`` (from :func:`new_identity`) with its
-    genesis entry. Registering the same genesis twice is harmless; another identity by
-    that id raises :class:`IdentityExists`."""
+    genesis entry. An identity by that id already there (this one included: each call
+    signs a new genesis, with its own time) raises :class:`IdentityExists`."""
     identity, device = credentials.identity, credentials.device
     entry = genesis_entry(identity, device, credentials.secret_key)
     transport = await (connector or websocket_connector(credentials.relay_url))()
