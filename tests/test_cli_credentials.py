@@ -104,3 +104,26 @@ async def test_an_unwritable_folder_fails_before_registering(
         "identity", "new", "--relay", relay_process.url, "--out", str(folder / "a.json")
     )
     assert code == 1 and "Permission denied" in _one_error_line(err)
+
+
+async def test_a_relay_lost_after_the_request_keeps_the_key(tmp_path: Path) -> None:
+    """The relay took the register request and the connection broke before its answer:
+    it may hold the key now, so the file stays and the line says so."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from parley.protocol.frames import Challenge, encode
+
+    async def relay(ws: ServerConnection) -> None:
+        await ws.send(encode(Challenge(nonce=b"n" * 32, max_body=65536)))
+        await ws.recv()  # the register request
+        await ws.close()
+
+    async with serve(relay, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        out = tmp_path / "a.json"
+        code, _, err = await parley(
+            "identity", "new", "--relay", f"ws://127.0.0.1:{port}", "--out", str(out)
+        )
+    line = _one_error_line(err)
+    assert code == 1 and f"kept in {out}" in line
+    assert json.loads(out.read_text())["relay_url"] == f"ws://127.0.0.1:{port}"
