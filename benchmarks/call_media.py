@@ -31,12 +31,12 @@ import asyncio
 import contextlib
 import re
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from parley.bench import PARLEY, run_parley
 from parley.client import Client
 from parley.client.registration import register_identity
 from parley.ice import IceConfig
@@ -45,7 +45,6 @@ from parley.processes import ChildProcess, RelayProcess
 from parley.protocol.call_io import Connected
 from parley.proxy import SqliteProxyStore
 
-PARLEY = (sys.executable, "-m", "parley")
 LOOPBACK = IceConfig(hosts=("127.0.0.1",))  # never any other interface
 TIMEOUT = 20.0  # seconds for any one step of a call
 
@@ -157,7 +156,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> None:
             await party.connections.permit(app.identity)
             await party.connections.permit(other.id)
         cid = "bench-media"
-        await _parley(
+        await run_parley(
             "proxy", "bind", "--store", str(store), cid,
             "--operator", operator.id, "--customer", customer.id,
         )  # fmt: skip
@@ -220,15 +219,6 @@ async def _legs(store: Path, expected: int) -> int:
             await asyncio.sleep(0.05)
     finally:
         await proxy_store.close()
-
-
-async def _parley(*args: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *PARLEY, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"parley {' '.join(args)} failed: {err.decode()}")
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -23,12 +23,12 @@ import argparse
 import asyncio
 import re
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parley.bench import PARLEY, run_parley
 from parley.client import Client
 from parley.client.registration import register_identity
 from parley.processes import ChildProcess, RelayProcess
@@ -37,7 +37,6 @@ from parley.proxy import SqliteProxyStore
 
 OFFER = "v=0\r\n" + "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n" * 4
 ANSWER = OFFER.replace("50000", "50001")
-PARLEY = (sys.executable, "-m", "parley")
 
 
 @dataclass
@@ -186,7 +185,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> None:
             for party, other in ((operator, customer), (customer, operator)):
                 await party.connections.permit(app.identity)
                 await party.connections.permit(other.id)
-            await _parley(
+            await run_parley(
                 "proxy", "bind", "--store", str(store), pair.cid,
                 "--operator", operator.id, "--customer", customer.id,
             )  # fmt: skip
@@ -222,15 +221,6 @@ async def bench(args: argparse.Namespace, workdir: Path) -> None:
     ratio = proxied_setup.median / direct_setup.median
     print(f"ratio proxied/direct setup latency (median) = {ratio:.3f}")
     print(f"leg records in the proxy's store: {legs}")
-
-
-async def _parley(*args: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *PARLEY, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"parley {' '.join(args)} failed: {err.decode()}")
 
 
 async def main(args: argparse.Namespace) -> None:

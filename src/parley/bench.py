@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -135,3 +136,17 @@ async def placed_voice_pairs(
         for tx, rx in pairs:
             await tx.close()
             await rx.close()
+
+
+PARLEY = (sys.executable, "-m", "parley")
+
+
+async def run_parley(*args: str) -> None:
+    """Run a ``parley`` command a benchmark needs (``proxy bind`` and the like); a
+    failure ends the benchmark with its error output."""
+    proc = await asyncio.create_subprocess_exec(
+        *PARLEY, *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"parley {' '.join(args)} failed: {err.decode()}")
