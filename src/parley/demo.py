@@ -39,7 +39,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,6 @@ from rich.table import Table
 
 from parley.client import Client
 from parley.client.registration import register_identity
-from parley.client.voice import Voice
 from parley.credentials import Credentials
 from parley.errors import ChildProcessFailed, InvalidSessionDescription, ParleyError
 from parley.ice import IceConfig
@@ -62,10 +61,6 @@ from parley.protocol.call import EndReason
 from parley.protocol.messages import (
     Message,
     MessageType,
-    VoiceAccept,
-    VoiceBusy,
-    VoiceStart,
-    VoiceStop,
 )
 from parley.protocol.session_description import SdpType
 from parley.proxy.report import records_table
@@ -273,66 +268,11 @@ def _describe_peer_info(peer_info: str) -> str:
     return f"{len(peer_info)} characters, not a session description"
 
 
-class _ReportingVoice(Voice):
-    """A party's voice service that also tells the transcript what it sends, so the demo
-    can show both legs and check that the proxy forwarded each message (the SDP byte for
-    byte). The softphone's calls send through ``client.voice()``, hence this; it is built
-    on the client's own sender and handlers. An app needs none of it."""
+def _reporter(transcript: Transcript, sender: str) -> Callable[[Message], None]:
+    def report(message: Message) -> None:
+        transcript.sent(sender, message.aud, message)
 
-    def __init__(self, client: Client, report: Callable[[str, str, Message], None]) -> None:
-        super().__init__(client._sender, client._handlers)
-        self._identity = client.id
-        self._report = report
-
-    async def start(
-        self, recipient: str, cid: str, call_id: str, peer_info: str, data: Mapping[str, Any]
-    ) -> VoiceStart:
-        message = await super().start(recipient, cid, call_id, peer_info, data)
-        self._report(self._identity, recipient, message)
-        return message
-
-    async def accept(
-        self,
-        recipient: str,
-        cid: str,
-        call_id: str,
-        peer_info: str,
-        data: Mapping[str, Any] | None = None,
-    ) -> VoiceAccept:
-        message = await super().accept(recipient, cid, call_id, peer_info, data)
-        self._report(self._identity, recipient, message)
-        return message
-
-    async def busy(
-        self, recipient: str, cid: str, call_id: str, data: Mapping[str, Any] | None = None
-    ) -> VoiceBusy:
-        message = await super().busy(recipient, cid, call_id, data)
-        self._report(self._identity, recipient, message)
-        return message
-
-    async def stop(
-        self, recipient: str, cid: str, call_id: str, data: Mapping[str, Any] | None = None
-    ) -> VoiceStop:
-        message = await super().stop(recipient, cid, call_id, data)
-        self._report(self._identity, recipient, message)
-        return message
-
-
-class _Party(Client):
-    """A demo party: a client whose sends show in the transcript."""
-
-    def __init__(
-        self,
-        credentials: Credentials,
-        *,
-        state_path: Path,
-        report: Callable[[str, str, Message], None],
-    ) -> None:
-        super().__init__(credentials, state_path=state_path)
-        self._reporting_voice = _ReportingVoice(self, report)
-
-    def voice(self) -> Voice:
-        return self._reporting_voice
+    return report
 
 
 async def run_demo(console: Console, keep: Path | None = None) -> bool:
@@ -507,12 +447,11 @@ async def _place_calls(
     cids: list[str],
     ice: IceConfig,
 ) -> bool:
-    operator = _Party(
-        operator_creds, state_path=workdir / "operator.state.db", report=transcript.sent
-    )
-    customer = _Party(
-        customer_creds, state_path=workdir / "customer.state.db", report=transcript.sent
-    )
+    operator = Client(operator_creds, state_path=workdir / "operator.state.db")
+    customer = Client(customer_creds, state_path=workdir / "customer.state.db")
+    # Both legs in the transcript: what each party sends, as the relay took it.
+    for party in (operator, customer):
+        party.observe_sent(_reporter(transcript, party.id))
     op_phone = Softphone(operator, source=f"tone:{OPERATOR_TONE:g}", ice=ice)
     cu_phone = Softphone(customer, source=f"tone:{CUSTOMER_TONE:g}", ice=ice)
     # The customer answers the first call and turns the second down as busy.

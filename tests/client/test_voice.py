@@ -154,3 +154,26 @@ async def test_delivery_timeout_when_the_relay_never_acks(world: World) -> None:
         await client.voice().stop(bob.identity, "cid", "call")
     # The connection is still usable for everything else.
     assert await client.connections.list() == []
+
+
+async def test_sent_messages_are_observed_once_acked_and_a_refused_one_is_not(
+    world: World,
+) -> None:
+    alice, bob = await world.identity("alice"), await world.identity("bob")
+    await world.permit(bob, alice)
+    client = await world.connected(alice)
+    seen: list[tuple[str, str]] = []
+
+    def explode(message: object) -> None:
+        raise RuntimeError("observer bug")
+
+    client.observe_sent(explode)  # an observer's bug does not fail the send
+    stop_observing = client.observe_sent(lambda m: seen.append((m.typ.value, m.aud)))
+    sent = await client.voice().stop(bob.identity, "cid", "call-1")
+    assert seen == [("chat.voice.stop", bob.identity)]
+    assert sent.aud == bob.identity
+    with pytest.raises(UnknownIdentity):
+        await client.voice().stop("nobody-here", "cid", "call-2")
+    stop_observing()
+    await client.voice().busy(bob.identity, "cid", "call-3")
+    assert seen == [("chat.voice.stop", bob.identity)]

@@ -47,6 +47,7 @@ from parley.errors import StateError
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call_phone import PhoneConfig
 from parley.protocol.frames import Deliver, KeyCount
+from parley.protocol.messages import Message
 
 
 class Client:
@@ -138,6 +139,12 @@ class Client:
         Returns a function that stops the observing.
         """
         return self._handlers.observe(observer)
+
+    def observe_sent(self, observer: Callable[[Message], None]) -> Callable[[], None]:
+        """See every message this device sent (through ``voice()``, ``calls()`` or a
+        proxy), once the relay acknowledged it: for transcripts and audit logs.
+        Returns a function that stops the observing."""
+        return self._sender.observe_sent(observer)
 
     def voice(self) -> Voice:
         """The voice service (the same object on every call)."""

@@ -8,6 +8,7 @@ are fetched again and the same envelope is sealed and sent again.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from typing import TypedDict, TypeVar
@@ -19,6 +20,8 @@ from parley.crypto import jws
 from parley.errors import MalformedFrame, NotConnected, StaleDevices
 from parley.protocol.frames import Ack, DeviceRef, Send
 from parley.protocol.messages import Message
+
+log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 
@@ -51,6 +54,13 @@ class Sender:
         self._lifetime = message_lifetime
         self._clock = clock
         self._e2ee: EndToEnd | None = None
+        self._sent_observers: list[Callable[[Message], None]] = []
+
+    def observe_sent(self, observer: Callable[[Message], None]) -> Callable[[], None]:
+        """Call ``observer`` with every message this device sent, once the relay acked
+        it; returns a function that stops the observing."""
+        self._sent_observers.append(observer)
+        return lambda: self._sent_observers.remove(observer)
 
     def attach(self, e2ee: EndToEnd | None) -> None:
         """Seal with ``e2ee`` from now on (the client has opened its state)."""
@@ -71,6 +81,11 @@ class Sender:
         """Sign ``message`` and send it to ``message.aud``; returns it after the relay's Ack."""
         body = jws.sign(message, self._credentials.secret_key, kid=self._credentials.device)
         await self.send_signed(message.aud, body, float(message.exp))
+        for observer in list(self._sent_observers):
+            try:
+                observer(message)
+            except Exception:  # an observer's bug must not turn a sent message into an error
+                log.exception("sent-message observer failed on %s", message.typ.value)
         return message
 
     async def send_signed(self, recipient: str, payload: bytes, expires_at: float) -> None:
