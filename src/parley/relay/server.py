@@ -29,7 +29,7 @@ from parley.relay.config import RelayConfig
 from parley.relay.core import Relay
 from parley.relay.metrics import CONTENT_TYPE_LATEST
 from parley.relay.store.location import DB_NAME, backend, open_store, redacted
-from parley.transport.websocket import WebSocketTransport
+from parley.transport.websocket import WebSocketTransport, authority, bound_port
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class RelayServer:
         """The bound port (the real one when constructed with port 0)."""
         if self._server is None:
             raise RuntimeError("the relay server is not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        return bound_port(self._server)
 
     @property
     def url(self) -> str:
@@ -151,8 +151,7 @@ class RelayServer:
         await self.close()
 
     def _authority(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return authority(self.host, self.port)
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         await self.relay.handle(WebSocketTransport(ws))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import Server, ServerConnection
 
 from parley.errors import MalformedFrame, TransportClosed
 from parley.protocol.frames import DEFAULT_MAX_BODY, FRAME_OVERHEAD
@@ -49,3 +49,13 @@ async def connect_websocket(url: str, *, open_timeout: float = 10.0) -> WebSocke
     except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
         raise TransportClosed(f"cannot connect to {url}: {exc}") from None
     return WebSocketTransport(ws)
+
+
+def bound_port(server: Server) -> int:
+    """The port a started server listens on (the real one when it was asked for 0)."""
+    return int(server.sockets[0].getsockname()[1])
+
+
+def authority(host: str, port: int) -> str:
+    """``host:port`` as it goes in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -41,6 +41,7 @@ from websockets.http11 import Request, Response
 from parley.client.client import Client
 from parley.errors import MediaError, StateError
 from parley.ice import IceConfig
+from parley.transport.websocket import authority, bound_port
 from parley.web import assets
 from parley.web import messages as wire
 from parley.web.bridge import PhoneBridge
@@ -97,7 +98,7 @@ class WebPhone:
     def port(self) -> int:
         if self._server is None:
             raise StateError("the phone page is not served yet")
-        return int(self._server.sockets[0].getsockname()[1])
+        return bound_port(self._server)
 
     @property
     def url(self) -> str:
@@ -138,8 +139,7 @@ class WebPhone:
         log.info("phone page closed")
 
     def _authority(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return authority(self.host, self.port)
 
     # -- HTTP ---------------------------------------------------------------------------------
 
