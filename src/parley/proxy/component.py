@@ -75,16 +75,21 @@ class CallProxy:
 
     async def start(self) -> None:
         """Take up the stored bindings, connect, permit the parties, follow the store."""
-        for route in await self._store.routes():
-            self._take_up(route)
+        # The core has the routes before the inbox runs (a start that waited for us must
+        # find its route); they are announced once their parties are permitted.
+        routes = await self._store.routes()
+        for route in routes:
+            self._take_up(route, announce=False)
         self._unobserve = self._client.observe(self._observed)
         self._runner.start()
         try:
             await self._client.connect()
-            await self._permit_all(parties(self._routes.values()), strict=False)
+            await self._permit_all(parties(routes), strict=False)
         except BaseException:
             await self.close()
             raise
+        for route in routes:
+            self._announce(route)
         self._follower = asyncio.create_task(self._follow(), name="parley-proxy-follow")
 
     async def close(self) -> None:
@@ -147,7 +152,7 @@ class CallProxy:
 
     # -- routes and parties -------------------------------------------------------------
 
-    def _take_up(self, route: Route) -> None:
+    def _take_up(self, route: Route, *, announce: bool = True) -> None:
         if self._routes.get(route.cid) == route:
             return
         self._routes[route.cid] = route
@@ -155,6 +160,10 @@ class CallProxy:
             self.core.bind(route)
         else:
             self.core.bind_pool(route)
+        if announce:
+            self._announce(route)
+
+    def _announce(self, route: Route) -> None:
         if self._on_route is not None:
             self._on_route(route)
 
@@ -188,7 +197,11 @@ class CallProxy:
             try:
                 if stale or await self._next_change():
                     stale = True
-                    for route in await self._store.routes():
+                    new = [r for r in await self._store.routes() if self._routes.get(r.cid) != r]
+                    # Permitted first: a route is live (and announced) only once its
+                    # parties can reach the proxy, else a call right after is refused.
+                    await self._permit_all(parties(new), strict=False)
+                    for route in new:
                         self._take_up(route)
                     stale = False
                 await self._permit_all(parties(self._routes.values()), strict=False)
