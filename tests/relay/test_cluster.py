@@ -18,7 +18,7 @@ from parley.protocol.keychain import KeyOp
 from parley.relay import Relay, RelayConfig, SqliteStore
 from parley.relay.bus import MemoryHub
 from parley.relay.bus.events import BusEvent, Rows, SessionOpened
-from parley.relay.core import CLOSE_REPLACED, CLOSE_REVOKED
+from parley.relay.session import CLOSE_REPLACED, CLOSE_REVOKED
 from parley.relay.store import RelayStore
 
 from .helpers import WAIT, FakeClock, Identity, Peer, enroll, online

@@ -13,7 +13,7 @@ from parley.protocol import frames
 from parley.protocol.frames import ErrorCode
 from parley.protocol.keychain import KeyOp
 from parley.relay import Relay, RelayConfig, SqliteStore
-from parley.relay.core import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_REVOKED
+from parley.relay.session import CLOSE_AUTH_FAILED, CLOSE_AUTH_TIMEOUT, CLOSE_REVOKED
 
 from .helpers import WAIT, FakeClock, Identity, Peer, counter, enroll, online, rejected
 

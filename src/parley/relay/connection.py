@@ -30,7 +30,6 @@ from parley.errors import TransportClosed
 from parley.protocol.frames import Deliver, Envelope, Frame, encode
 from parley.relay.config import RelayConfig
 from parley.relay.directory import Directory
-from parley.relay.limits import TokenBucket
 from parley.relay.metrics import RelayMetrics
 from parley.relay.store import RelayStore
 from parley.transport import Transport
@@ -58,9 +57,6 @@ class Connection:
     def __init__(self, transport: Transport, context: Context) -> None:
         self.transport = transport
         self._ctx = context
-        self.bucket = TokenBucket(
-            context.config.rate_per_second, context.config.burst, context.clock()
-        )
         self.identity: str | None = None
         self.device: str | None = None
         self.authenticated_at = 0.0

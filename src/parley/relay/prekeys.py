@@ -21,7 +21,6 @@ from parley.protocol.frames import (
     CURVE25519_KEY_SIZE,
     ONE_TIME_KEYS_MAX,
     ClaimedDevice,
-    DeviceRef,
     PublishKeys,
     identity_key_message,
 )
@@ -125,21 +124,6 @@ class KeyDirectory:
                 )
             )
         return devices, claims
-
-    async def covers(self, refs: list[DeviceRef], sender: str, device: str, recipient: str) -> bool:
-        """Whether ``refs`` are exactly the devices a Send from ``sender:device`` to
-        ``recipient`` must be encrypted for: the recipient's and the sender's active
-        devices with a published identity key, but the sending device."""
-        expected = {
-            (whose, d, k.key)
-            for whose in {recipient, sender}
-            for d, k in (await self.identity_keys(whose)).items()
-            if (whose, d) != (sender, device)
-        }
-        return (
-            len(refs) == len(expected)
-            and {(r.identity, r.device, r.identity_key) for r in refs} == expected
-        )
 
     def invalidate(self, identity: str | None = None) -> None:
         """Drop the cached identity keys of ``identity`` (of everyone: None): another
