@@ -277,6 +277,22 @@ async def test_an_envelope_id_of_another_sender_conflicts(relay: Relay, clock: F
     await mine.close()
 
 
+async def test_an_envelope_id_reused_for_another_recipient_conflicts(
+    relay: Relay, clock: FakeClock
+) -> None:
+    _, bob_ident = await pair(relay)
+    carol = Identity.create("carol")
+    await enroll(relay, carol)
+    bob = await online(relay, bob_ident)
+    assert isinstance(await bob.send_to("alice", b"1", "taken", clock() + HOUR), frames.Ack)
+    # To bob himself (no permit needed): stored for nobody yet, so not a retry.
+    assert error(await bob.send_to("bob", b"1", "taken", clock() + HOUR), ErrorCode.CONFLICT)
+    # Carol does not permit bob: refused for that, not acknowledged as a stored retry.
+    refused = await bob.send_to("carol", b"1", "taken", clock() + HOUR)
+    assert error(refused, ErrorCode.NOT_PERMITTED)
+    await bob.close()
+
+
 # -- inboxes --------------------------------------------------------------------------
 
 
@@ -471,12 +487,14 @@ async def test_malformed_frames_are_answered_and_the_connection_survives(
     assert error(await peer.recv(), ErrorCode.UNSUPPORTED).ref == 4
     await peer.send(frames.Ack(ref=5, envelope_id="x"))  # a relay frame, from a client
     assert error(await peer.recv(), ErrorCode.UNSUPPORTED).ref == 5
+    await peer.transport.send(b"\x91" * 1200 + b"\x00")  # nested deeper than msgspec goes
+    assert error(await peer.recv(), ErrorCode.MALFORMED).ref is None
 
     assert isinstance(await peer.request(frames.ListConnections), frames.Connections)
     await peer.close()
     again = await online(relay, alice)
     assert (await again.expect(frames.Deliver)).envelope.id == "kept"
-    assert rejected(relay, "malformed") == 2
+    assert rejected(relay, "malformed") == 3
     assert rejected(relay, "unsupported") == 2
     await again.close()
 

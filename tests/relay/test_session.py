@@ -361,7 +361,13 @@ def test_a_send_is_stored_then_acknowledged_then_routed(
         (StoreStatus.DUPLICATE, [fx.Reply(Ack(ref=7, envelope_id="e1"))]),
         (
             StoreStatus.CONFLICT,
-            [fx.Reject(7, ErrorCode.CONFLICT, "envelope_id is taken by another sender")],
+            [
+                fx.Reject(
+                    7,
+                    ErrorCode.CONFLICT,
+                    "envelope_id is taken by another message (another sender or recipient)",
+                )
+            ],
         ),
     ],
 )
@@ -414,7 +420,7 @@ def test_a_send_to_someone_who_does_not_permit_is_refused_unless_already_stored(
     node.permits = {}
     session = session_of(alice, node, clock)
     assert rejections(node.run(session.receive(send()))) == [(7, ErrorCode.NOT_PERMITTED)]
-    assert fx.LoadStoredFrom("alice", "e1") in node.asked
+    assert fx.LoadStoredFrom("alice", "bob", "e1") in node.asked
     node.stored_from = True
     effects = node.run(session.receive(send()))
     assert effects == [fx.Reply(Ack(ref=7, envelope_id="e1"))]
@@ -600,6 +606,7 @@ def test_undecodable_frames_are_answered_with_their_ref_when_readable(clock: Fak
     )
     assert diagnose(msgspec.msgpack.encode([1, 2])) == (ErrorCode.MALFORMED, None)
     assert diagnose(b"\xc1") == (ErrorCode.MALFORMED, None)
+    assert diagnose(b"\x91" * 1200 + b"\x00") == (ErrorCode.MALFORMED, None)
     assert session.undecodable(None, "text") == fx.Reject(None, ErrorCode.MALFORMED, "text")
 
 

@@ -250,8 +250,8 @@ class Relay:
                 return await self._store.confirmed_offset(identity, device)
             case fx.LoadKeyStatus(identity=identity, device=device):
                 return await self._keys.status(identity, device)
-            case fx.LoadStoredFrom(sender=sender, envelope_id=envelope_id):
-                return await self._store.stored_from(sender, envelope_id)
+            case fx.LoadStoredFrom(sender=sender, recipient=recipient, envelope_id=envelope_id):
+                return await self._store.stored_from(sender, recipient, envelope_id)
             case fx.DeliveredUpTo():
                 return conn.cursor
             case fx.CreateIdentity(genesis=genesis, name=name, now=now):

@@ -92,9 +92,10 @@ class LoadKeyStatus(Query[KeyStatus | None]):
 
 @dataclass(frozen=True, slots=True)
 class LoadStoredFrom(Query[bool]):
-    """Whether an envelope ``envelope_id`` from ``sender`` is stored."""
+    """Whether an envelope ``envelope_id`` from ``sender`` to ``recipient`` is stored."""
 
     sender: str
+    recipient: str
     envelope_id: str
 
 

@@ -309,7 +309,7 @@ class Session:
             # A retry of a Send stored before things changed (a permission revoked, a
             # device added, its expiry reached) was delivered: say so, not "refused".
             if refusal[0] is not ErrorCode.UNKNOWN_RECIPIENT and (
-                yield from ask(fx.LoadStoredFrom(sender, frame.envelope_id))
+                yield from ask(fx.LoadStoredFrom(sender, frame.recipient, frame.envelope_id))
             ):
                 yield fx.Reply(Ack(ref=ref, envelope_id=frame.envelope_id))
             else:
@@ -410,7 +410,8 @@ def _store_and_route(ref: int, envelope: Envelope) -> Work[None]:
     # Effects only from here on: the node applies them as they come, so the pushes of
     # envelopes stored one after the other stay in commit (offset) order.
     if result.status is StoreStatus.CONFLICT:
-        yield fx.Reject(ref, ErrorCode.CONFLICT, "envelope_id is taken by another sender")
+        msg = "envelope_id is taken by another message (another sender or recipient)"
+        yield fx.Reject(ref, ErrorCode.CONFLICT, msg)
         return
     yield fx.Reply(Ack(ref=ref, envelope_id=envelope.id))
     if result.status is StoreStatus.STORED:
@@ -448,7 +449,7 @@ def diagnose(data: bytes) -> tuple[ErrorCode, int | None]:
     """Why a frame did not decode, and its ``ref`` if one can be read to answer it."""
     try:
         raw = _raw_decoder.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # msgspec's bound on nesting
         return ErrorCode.MALFORMED, None
     if not isinstance(raw, dict):
         return ErrorCode.MALFORMED, None

@@ -101,16 +101,29 @@ async def test_an_envelope_id_is_stored_once(store: RelayStore, people: People) 
     other = await store.store_envelope(envelope("e1", sender="alice", recipient="bob"))
     assert other.status is StoreStatus.CONFLICT
     assert len(await store.read_inbox("alice", "d1", 0, 10)) == 1
-    assert await store.stored_from("bob", "e1")
-    assert not await store.stored_from("alice", "e1")
-    assert not await store.stored_from("bob", "e2")
+    assert await store.stored_from("bob", "alice", "e1")
+    assert not await store.stored_from("alice", "bob", "e1")
+    assert not await store.stored_from("bob", "bob", "e1")
+    assert not await store.stored_from("bob", "alice", "e2")
+
+
+async def test_an_envelope_id_reused_for_another_recipient_is_a_conflict(
+    store: RelayStore, people: People
+) -> None:
+    carol = Identity.create("carol")
+    await add_identity(store, carol)
+    assert (await store.store_envelope(envelope("e1"))).status is StoreStatus.STORED
+    to_carol = await store.store_envelope(envelope("e1", recipient="carol"))
+    assert to_carol.status is StoreStatus.CONFLICT
+    assert to_carol.rows == ()
+    assert await store.read_inbox("carol", "d1", 0, 10) == []
 
 
 async def test_any_envelope_id_is_stored_and_read_back(store: RelayStore, people: People) -> None:
     ids = ["Zoë 🙂", "nul\x00inside", "x" * 200, "Ab", "ab"]
     for id_ in ids:
         assert (await store.store_envelope(envelope(id_))).status is StoreStatus.STORED
-        assert await store.stored_from("bob", id_)
+        assert await store.stored_from("bob", "alice", id_)
     items = await store.read_inbox("alice", "d1", 0, 10)
     assert [i.envelope for i in items] == [envelope(id_) for id_ in ids]
     assert (await store.store_envelope(envelope("nul\x00inside"))).status is StoreStatus.DUPLICATE

@@ -20,9 +20,10 @@ from parley.protocol.keychain import ChainEntry, EntryBody
 
 class StoreStatus(enum.Enum):
     STORED = "stored"
-    # An envelope with this id from the same sender exists: a retry, store nothing new.
+    # An envelope with this id from the same sender to the same recipient exists: a
+    # retry, store nothing new.
     DUPLICATE = "duplicate"
-    # An envelope with this id exists from another sender.
+    # An envelope with this id exists from another sender, or to another recipient.
     CONFLICT = "conflict"
 
 
@@ -116,8 +117,9 @@ class RelayStore(Protocol):
         recipient and every other active device of the sender."""
         ...
 
-    async def stored_from(self, sender: str, envelope_id: str) -> bool:
-        """Whether ``sender`` already had ``envelope_id`` stored (until it expires)."""
+    async def stored_from(self, sender: str, recipient: str, envelope_id: str) -> bool:
+        """Whether ``sender`` already had ``envelope_id`` stored for ``recipient`` (until
+        it expires)."""
         ...
 
     async def read_inbox(

@@ -254,12 +254,12 @@ class PostgresStore:
             )
             if seq is not None:
                 break
-            sender = await conn.fetchval("SELECT sender FROM messages WHERE id = $1", envelope_id)
-            if sender is not None:
-                status = (
-                    StoreStatus.DUPLICATE if sender == envelope.sender else StoreStatus.CONFLICT
-                )
-                return StoreResult(status)
+            existing = await conn.fetchrow(
+                "SELECT sender, recipient FROM messages WHERE id = $1", envelope_id
+            )
+            if existing is not None:
+                same = tuple(existing) == (envelope.sender, envelope.recipient)
+                return StoreResult(StoreStatus.DUPLICATE if same else StoreStatus.CONFLICT)
             # The envelope it collided with expired and was swept just now: try again.
         rows = await self._add_inbox_rows(conn, int(seq), envelope, call)
         return StoreResult(StoreStatus.STORED, rows)
@@ -304,12 +304,14 @@ class PostgresStore:
         )
         return tuple(rows)
 
-    async def stored_from(self, sender: str, envelope_id: str) -> bool:
+    async def stored_from(self, sender: str, recipient: str, envelope_id: str) -> bool:
         return bool(
             await self._fetchval(
-                "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND sender = $2)",
+                "SELECT EXISTS (SELECT 1 FROM messages"
+                " WHERE id = $1 AND sender = $2 AND recipient = $3)",
                 envelope_id.encode(),
                 sender,
+                recipient,
             )
         )
 

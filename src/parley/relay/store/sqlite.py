@@ -183,10 +183,11 @@ class SqliteStore:
     async def store_envelope(self, envelope: Envelope) -> StoreResult:
         return await self._db.run(lambda conn: _store_envelope(conn, envelope))
 
-    async def stored_from(self, sender: str, envelope_id: str) -> bool:
+    async def stored_from(self, sender: str, recipient: str, envelope_id: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
-                "SELECT 1 FROM messages WHERE id = ? AND sender = ?", (envelope_id, sender)
+                "SELECT 1 FROM messages WHERE id = ? AND sender = ? AND recipient = ?",
+                (envelope_id, sender, recipient),
             ).fetchone()
             return row is not None
 
@@ -378,9 +379,11 @@ def _insert_entry(
 
 
 def _store_envelope(conn: sqlite3.Connection, envelope: Envelope) -> StoreResult:
-    existing = conn.execute("SELECT sender FROM messages WHERE id = ?", (envelope.id,)).fetchone()
+    existing = conn.execute(
+        "SELECT sender, recipient FROM messages WHERE id = ?", (envelope.id,)
+    ).fetchone()
     if existing is not None:
-        same = existing[0] == envelope.sender
+        same = tuple(existing) == (envelope.sender, envelope.recipient)
         return StoreResult(StoreStatus.DUPLICATE if same else StoreStatus.CONFLICT)
     seq = conn.execute(
         "INSERT INTO messages (id, sender, sender_device, recipient, body, sent_at, expires_at)"
