@@ -3,8 +3,11 @@ from the store, restarts; each on a SQLite store and on a PostgreSQL one."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from tests.client.helpers import World, eventually
 from tests.proxy.helpers import Party
@@ -15,6 +18,7 @@ from parley.errors import UnknownIdentity
 from parley.protocol.call import EndReason
 from parley.protocol.proxy import Binding, Pool, ProxyConfig
 from parley.proxy import CallProxy, Leg, LegRecord, ProxyStore, Route, open_proxy_store
+from parley.proxy.records import Resumable, Saved
 
 
 class Setup:
@@ -182,6 +186,12 @@ class FlakyReads:
     async def records(self) -> list[LegRecord]:
         return await self.store.records()
 
+    async def save(self, saved: Saved) -> None:
+        await self.store.save(saved)
+
+    async def load(self) -> Resumable:
+        return await self.store.load()
+
     async def close(self) -> None:
         await self.store.close()
 
@@ -201,4 +211,111 @@ async def test_a_change_whose_read_failed_is_read_again_without_another_change(
         await eventually(lambda: binding in setup.routes)
     assert store.failed == 1
     await cli.close()
+    await store.close()
+
+
+# -- durable calls: closing ends nothing, a restart resumes ---------------------------------
+
+
+async def connect_call(proxy: CallProxy, operator: Party, customer: Party) -> None:
+    """Bind ``conv`` and connect call ``k1`` from the operator to the customer."""
+    app = proxy.core.identity
+    await proxy.bind("conv", operator=operator.id, customer=customer.id)
+    await operator.voice.start(app, "conv", "k1", "offer", {})
+    await customer.next("start")
+    await customer.voice.accept(app, "conv", "k1", "answer")
+    await operator.next("accept")
+    await eventually(lambda: proxy.core.bridges["k1"].inbound.state == "connected")
+
+
+async def test_a_call_connected_when_the_proxy_stopped_is_resumed_by_the_next_one(
+    setup: Setup,
+) -> None:
+    app = await setup.world.identity("app")
+    operator, customer = await setup.parties(app, "olga", "cust")
+    store = setup.store()
+    async with setup.proxy(app, store) as proxy:
+        await connect_call(proxy, operator, customer)
+    # Down (as after SIGTERM): the call is still up on both phones; the hang-up waits.
+    await customer.voice.stop(app.identity, "conv", "k1")
+    async with setup.proxy(app, store) as proxy:
+        stopped = await operator.next("stop")  # nothing came before it: close ended nothing
+        assert stopped["data"]["reason"] == "hangup"
+        await eventually(lambda: len(setup.legs) == 2)
+        assert proxy.core.bridges == {}
+    records = await store.records()
+    assert sorted((r.leg, r.reason) for r in records) == [
+        (Leg.INBOUND, EndReason.HANGUP),
+        (Leg.OUTBOUND, EndReason.HANGUP),
+    ]
+    assert all(r.answered is not None for r in records)
+    assert len(customer.got.items) == 1  # the start only
+    await store.close()
+
+
+async def test_a_ring_whose_lifetime_passed_while_the_proxy_was_down_times_out(
+    setup: Setup,
+) -> None:
+    app = await setup.world.identity("app")
+    operator, customer = await setup.parties(app, "olga", "cust")
+    store = setup.store()
+    async with setup.proxy(app, store) as proxy:
+        await proxy.bind("conv", operator=operator.id, customer=customer.id)
+        await operator.voice.start(app.identity, "conv", "k1", "offer", {"lifetime": 3})
+        await customer.next("start")
+        deadline = proxy.core.bridges["k1"].inbound.ring_deadline
+    await asyncio.sleep(max(0.0, deadline - time.time()) + 0.2)  # runs out while down
+    async with setup.proxy(app, store) as proxy:
+        stopped = await customer.next("stop")
+        assert stopped["data"]["reason"] == "timeout"
+        await eventually(lambda: len(setup.legs) == 2)
+    records = await store.records()
+    assert {r.reason for r in records} == {EndReason.TIMEOUT}
+    # Ended when the ring ran out, not when the proxy came back to notice it.
+    assert all(r.ended <= deadline for r in records)
+    await store.close()
+
+
+async def test_a_call_whose_state_cannot_be_read_is_ended_failed_on_both_sides(
+    setup: Setup,
+) -> None:
+    app = await setup.world.identity("app")
+    operator, customer = await setup.parties(app, "olga", "cust")
+    store = setup.store()
+    async with setup.proxy(app, store) as proxy:
+        await connect_call(proxy, operator, customer)
+    (row,) = (await store.load()).rows
+    await store.save(Saved(rows=(msgspec.structs.replace(row, state=b"\x00 not a bridge"),)))
+    async with setup.proxy(app, store) as proxy:
+        for party in (operator, customer):
+            stopped = await party.next("stop")
+            assert (stopped["call_id"], stopped["data"]["reason"]) == ("k1", "failed")
+        assert proxy.core.bridges == {}
+    # The next start finds its party free (the lost call is not kept "on a call").
+    assert not (await store.load()).rows[0].live
+    await store.close()
+
+
+async def test_draining_answers_new_starts_busy_and_ends_once_the_calls_have(
+    setup: Setup,
+) -> None:
+    app = await setup.world.identity("app")
+    operator, customer, other = await setup.parties(app, "olga", "cust", "otto")
+    store = setup.store()
+    async with setup.proxy(app, store) as proxy:
+        await proxy.bind("conv", operator=operator.id, customer=customer.id)
+        await proxy.bind("conv2", operator=other.id, customer=customer.id)
+        await operator.voice.start(app.identity, "conv", "k1", "offer", {})
+        await customer.next("start")
+        draining = asyncio.create_task(proxy.drain())
+        await other.voice.start(app.identity, "conv2", "k2", "offer", {})
+        refused = await other.next("busy")
+        assert refused["call_id"] == "k2"
+        assert not draining.done()
+        await customer.voice.accept(app.identity, "conv", "k1", "answer")
+        await operator.next("accept")
+        await operator.voice.stop(app.identity, "conv", "k1")
+        await customer.next("stop")
+        async with asyncio.timeout(30):
+            await draining
     await store.close()

@@ -24,7 +24,7 @@ from parley.proxy import (
     default_store_path,
     open_proxy_store,
 )
-from parley.proxy.postgres import PostgresProxyStore
+from parley.proxy.postgres import SCHEMA_VERSION, PostgresProxyStore
 from parley.proxy.records import parties
 
 APP, OLGA, CUST = IdentityId("app"), IdentityId("olga"), IdentityId("cust")
@@ -211,7 +211,14 @@ async def test_the_proxy_tables_share_a_database_with_the_relay_store(
     finally:
         await admin.close()
     names = [row["tablename"] for row in ours]
-    assert names == ["proxy_bindings", "proxy_legs", "proxy_pools", "proxy_schema_version"]
+    assert names == [
+        "proxy_bindings",
+        "proxy_bridges",
+        "proxy_core",
+        "proxy_legs",
+        "proxy_pools",
+        "proxy_schema_version",
+    ]
 
 
 async def test_a_newer_schema_is_refused(postgres_database: str) -> None:
@@ -226,5 +233,5 @@ async def test_a_newer_schema_is_refused(postgres_database: str) -> None:
     newer = PostgresProxyStore(postgres_database)
     with pytest.raises(SchemaMismatch, match="upgrade Parley") as refused:
         await newer.routes()
-    assert (refused.value.found, refused.value.expected) == (99, 1)
+    assert (refused.value.found, refused.value.expected) == (99, SCHEMA_VERSION)
     await newer.close()

@@ -26,6 +26,11 @@ reusing a call_id) is not dropped: the caller gets a stop with reason ``failed``
 ``detail`` saying the call is over, so its phone ends the attempt at once, with that
 detail in its record, instead of ringing out to a timeout. Nothing else is recorded:
 it never became a leg. A start for a bridge still live is a repeat, and is ignored.
+
+Durable: after every input, :meth:`Proxy.take_changes` says what changed (the bridges
+and tombstones touched, presence) as :mod:`~parley.protocol.proxy_state` structs; a new
+core given them (:meth:`Proxy.restore`) goes on exactly as the old one would have.
+Draining (:meth:`Proxy.drain`): starts are answered busy, live bridges go on.
 """
 
 from __future__ import annotations
@@ -44,9 +49,11 @@ from parley.protocol.call import (
     Answered,
     Call,
     CallEvent,
+    CallState,
     Dialed,
     EndingEvent,
     EndReason,
+    Expired,
     Failed,
     Offered,
     OtherLegEnded,
@@ -72,6 +79,7 @@ from parley.protocol.call_io import (
 from parley.protocol.call_memory import CallMemory
 from parley.protocol.call_presence import Presence
 from parley.protocol.messages import MessageType
+from parley.protocol.proxy_state import Away, BridgeState, Changes, Kept, LegState, Resume
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +114,27 @@ class ProxyConfig(msgspec.Struct, frozen=True, kw_only=True):
 class Bridge:
     """One proxied call: the leg the start came in on and the legs the app placed."""
 
-    def __init__(self, inbound: Call) -> None:
+    def __init__(self, inbound: Call, rank: int = 0) -> None:
         self.call_id = inbound.call_id
         self.cid = inbound.cid
         self.inbound = inbound
         self.outbound: dict[IdentityId, Call] = {}
         self.winner: IdentityId | None = None
+        self.rank = rank  # see proxy_state: opened, or remembered once ended
+
+    def state(self) -> BridgeState:
+        return BridgeState(
+            inbound=LegState.of(self.inbound),
+            outbound=tuple(LegState.of(leg) for leg in self.outbound.values()),
+            winner=self.winner,
+        )
+
+    @classmethod
+    def of(cls, state: BridgeState, rank: int) -> Bridge:
+        bridge = cls(state.inbound.call(), rank)
+        bridge.outbound = {leg.peer: leg.call() for leg in state.outbound}
+        bridge.winner = state.winner
+        return bridge
 
     def __repr__(self) -> str:
         return f"<Bridge {self.call_id} in={self.inbound!r} out={list(self.outbound.values())}>"
@@ -148,6 +171,12 @@ class Proxy:
         self._bridges: dict[str, Bridge] = {}
         self._memory: CallMemory[Bridge] = CallMemory(self.config.memory)
         self._presence = Presence(self.config.grace)
+        # For take_changes: presence as Presence keeps it, and what was touched since.
+        self._away: dict[tuple[IdentityId, DeviceId], float] = {}
+        self._away_changed = False
+        self._touched: dict[str, int | None] = {}  # call_id -> a tombstone's rank
+        self._rank = 0
+        self.draining = False
 
     def bind(self, binding: Binding) -> None:
         """Forward ``binding.cid`` from its operator to its customer (replaces any earlier
@@ -170,6 +199,62 @@ class Proxy:
         """An ended bridge (its legs hold the records), while it is remembered."""
         return self._memory.get(call_id)
 
+    def drain(self) -> None:
+        """Take no new calls (starts get busy); the live bridges go on to their end."""
+        self.draining = True
+
+    def take_changes(self) -> Changes:
+        """What changed since the last call (or since :meth:`restore`)."""
+        kept = []
+        for call_id, tomb_rank in self._touched.items():
+            bridge = self._bridges.get(call_id)
+            if bridge is not None:
+                kept.append(
+                    Kept(call_id=call_id, rank=bridge.rank, live=True, bridge=bridge.state())
+                )
+                continue
+            if call_id not in self._memory:
+                continue  # forgotten already
+            finished = self._memory.get(call_id)
+            if finished is not None:
+                kept.append(
+                    Kept(call_id=call_id, rank=finished.rank, live=False, bridge=finished.state())
+                )
+            elif tomb_rank is not None:
+                kept.append(Kept(call_id=call_id, rank=tomb_rank, live=False, bridge=None))
+        self._touched.clear()
+        away = None
+        if self._away_changed:
+            away = tuple(
+                Away(identity=who, device=device, since=since)
+                for (who, device), since in self._away.items()
+            )
+            self._away_changed = False
+        return Changes(kept=tuple(sorted(kept, key=lambda k: k.rank)), away=away)
+
+    def restore(self, kept: Iterable[Kept], away: Iterable[Away] = ()) -> None:
+        """Take back what :meth:`take_changes` gave (any order) before the first input."""
+        for entry in sorted(kept, key=lambda k: k.rank):
+            self._rank = max(self._rank, entry.rank)
+            bridge = None if entry.bridge is None else Bridge.of(entry.bridge, entry.rank)
+            if entry.live and bridge is not None:
+                self._bridges[entry.call_id] = bridge
+            else:
+                self._memory.remember(entry.call_id, bridge)
+        for gone in away:
+            self._away[(gone.identity, gone.device)] = gone.since
+            self._presence.gone(gone.identity, gone.device, gone.since)
+
+    def resumed(self) -> list[Output]:
+        """The legs that are up, re-announced (:class:`Resume`): their peers are watched
+        again, and a device that left while the proxy was down is noticed."""
+        return [
+            _connected(leg)
+            for bridge in self._bridges.values()
+            for leg in bridge.legs()
+            if leg.state is CallState.CONNECTED
+        ]
+
     def next_deadline(self) -> float | None:
         deadlines = [
             d
@@ -179,7 +264,7 @@ class Proxy:
         ]
         return min(deadlines, default=None)
 
-    def handle(self, event: ProxyInput) -> list[Output]:
+    def handle(self, event: ProxyInput | Resume) -> list[Output]:
         out: list[Output] = []
         match event:
             case Received():
@@ -188,13 +273,28 @@ class Proxy:
                 self._tick(event.now, out)
             case PeerGone():
                 self._presence.gone(event.identity, event.device, event.now)
+                self._away.setdefault((event.identity, event.device), event.now)
+                self._away_changed = True
                 self._watch(event.identity)
             case PeerBack():
                 self._presence.back(event.identity, event.device)
+                self._away_changed |= (
+                    self._away.pop((event.identity, event.device), None) is not None
+                )
                 self._watch(event.identity)
             case Fail():
                 self._fail(event, out)
+            case Resume():
+                out.extend(self.resumed())
         return out
+
+    def _remember(self, call_id: str) -> None:
+        """A call_id only heard of: a tombstone, unless it is known already."""
+        if call_id in self._memory:
+            return
+        self._rank += 1
+        self._memory.remember(call_id)
+        self._touched[call_id] = self._rank
 
     # -- messages ---------------------------------------------------------------------
 
@@ -240,11 +340,13 @@ class Proxy:
                 self._turn_away(msg, finished, out)
             return
         route = self._route(msg)
+        if route is not None and self.draining:
+            route = ([], route[1])
         if route is None:
             logger.info(
                 "start %s from %s for cid %s: no call to proxy", msg.call_id, msg.issuer, msg.cid
             )
-            self._memory.remember(msg.call_id)
+            self._remember(msg.call_id)
             return
         targets, data = route
         lifetime = wire.ring_lifetime(
@@ -260,7 +362,8 @@ class Proxy:
             lifetime=lifetime,
         )
         inbound.peer_info = msg.peer_info
-        bridge = Bridge(inbound)
+        self._rank += 1
+        bridge = Bridge(inbound, self._rank)
         # Whole seconds, rounded down: the outbound legs never ring longer than the
         # inbound one, so "nobody answered" reaches the caller as a timeout of ours.
         remaining = math.floor(inbound.ring_deadline - msg.now)
@@ -300,7 +403,7 @@ class Proxy:
         leg = None if bridge is None else bridge.outbound.get(msg.issuer)
         if bridge is None or leg is None:
             if bridge is None:
-                self._memory.remember(msg.call_id)
+                self._remember(msg.call_id)
             return
         if leg.record is not None:
             out.append(wire.late_accept_reply(leg.record, msg.device))
@@ -325,7 +428,7 @@ class Proxy:
             return
         bridge = self._bridges.get(msg.call_id)
         if bridge is None:
-            self._memory.remember(msg.call_id)
+            self._remember(msg.call_id)
             return
         leg = bridge.leg_of(msg.issuer)
         if leg is None or not leg.live or leg.peer_device not in (None, msg.device):
@@ -341,7 +444,9 @@ class Proxy:
                 event = leg.due(now) if leg.live else None
                 if event is None:
                     continue
-                self._end_leg(bridge, leg, event, now, out)
+                # Ended when its deadline came, also if the tick is late (a restart).
+                due = leg.ring_deadline if isinstance(event, Expired) else leg.gone_deadline
+                self._end_leg(bridge, leg, event, now if due is None else min(due, now), out)
                 # As on a phone: the caller owns the lifetime; a vanished peer hears
                 # about it when it is back.
                 if leg.role is Role.CALLER or isinstance(event, Vanished):
@@ -352,6 +457,7 @@ class Proxy:
             leg = bridge.leg_of(identity)
             if leg is not None:
                 self._presence.watch(leg)
+                self._touched.setdefault(bridge.call_id, None)
 
     def _fail(self, cmd: Fail, out: list[Output]) -> None:
         bridge = self._bridges.get(cmd.call_id)
@@ -392,10 +498,13 @@ class Proxy:
         self, bridge: Bridge, leg: Call, event: CallEvent, now: float, out: list[Output]
     ) -> None:
         leg.fire(event, now)
+        self._touched.setdefault(bridge.call_id, None)
         if leg.record is not None:
             out.append(Ended(leg.record))
             if not bridge.live:
                 self._bridges.pop(bridge.call_id, None)
+                self._rank += 1
+                bridge.rank = self._rank
                 self._memory.remember(bridge.call_id, bridge)
 
 

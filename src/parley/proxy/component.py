@@ -11,7 +11,9 @@ in and out). Around that it only keeps the books:
 - bindings written by another process (``parley proxy bind``) are picked up as soon as
   the store says someone else wrote (:meth:`ProxyStore.wait_changed`: SQLite within its
   poll interval, PostgreSQL when notified);
-- every leg that ends is recorded in the store before anything is sent about it.
+- the core's state is saved after every input, and every leg that ends is recorded,
+  before anything is sent about it (:mod:`.durable`); a restarted proxy resumes its
+  calls. :meth:`CallProxy.close` ends none of them; :meth:`CallProxy.drain` lets them end.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 
 from parley.client.client import Client
@@ -28,8 +30,10 @@ from parley.client.handlers import Observed
 from parley.client.machine import Event, MachineRunner
 from parley.errors import ParleyError, RelayError, StoreError
 from parley.ids import IdentityId
-from parley.protocol.call_io import Ended, Fail
+from parley.protocol.call_io import Ended, Send
 from parley.protocol.proxy import Binding, Pool, Proxy, ProxyConfig
+from parley.protocol.proxy_state import Resume
+from parley.proxy.durable import DurableCore
 from parley.proxy.records import LegRecord, Route, parties
 from parley.proxy.store import ProxyStore
 
@@ -64,9 +68,8 @@ class CallProxy:
         self._on_route = on_route
         self._retry_interval = retry_interval
         self.core = Proxy(client.id, client.device, config=config)
-        self._runner: MachineRunner[Fail] = MachineRunner(
-            client, self.core, self._event, clock=clock
-        )
+        self._durable = DurableCore(self.core, store, retry_interval=retry_interval)
+        self._runner = _Runner(client, self._durable, self._event, clock=clock)
         self._routes: dict[str, Route] = {}
         self._permitted: set[IdentityId] = set()
         self._refused: set[IdentityId] = set()  # the relay will not permit them: no retries
@@ -80,10 +83,14 @@ class CallProxy:
         routes = await self._store.routes()
         for route in routes:
             self._take_up(route, announce=False)
-        self._unobserve = self._client.observe(self._observed)
+        await self._durable.restore()
+        # The runner observes first: a message reaches the core (and its save) without
+        # waiting on the presence watch below.
         self._runner.start()
+        self._unobserve = self._client.observe(self._observed)
         try:
             await self._client.connect()
+            await self._runner.feed(Resume(now=self._runner.now()))
             await self._permit_all(parties(routes), strict=False)
         except BaseException:
             await self.close()
@@ -102,7 +109,15 @@ class CallProxy:
             self._unobserve()
             self._unobserve = None
         await self._runner.close()
+        # Once the last input's messages are out, nothing is left to send again.
+        await self._runner.settled()
+        await self._durable.close(sent=True)
         await self._client.close()
+
+    async def drain(self) -> None:
+        """Take no new calls (a start gets busy) and return once no call is live."""
+        self.core.drain()
+        await self._durable.idle.wait()
 
     async def __aenter__(self) -> CallProxy:
         await self.start()
@@ -235,7 +250,7 @@ class CallProxy:
         if not isinstance(event, Ended):
             return
         leg = LegRecord.of(event.record, self._client.id)
-        await self._store.record(leg)
+        await self._durable.flushed()  # recorded with the input that ended it
         log.debug(
             "%s leg of %s (cid %s) with %s ended: %s",
             leg.leg,
@@ -246,3 +261,28 @@ class CallProxy:
         )
         if self._on_leg is not None:
             self._on_leg(leg)
+
+
+class _Runner(MachineRunner[Resume]):
+    """The client's runner, sending only what the store has: whatever a message says
+    has been saved before it leaves, so a restart never contradicts it."""
+
+    def __init__(
+        self,
+        client: Client,
+        durable: DurableCore,
+        on_event: Callable[[Event], Awaitable[None]],
+        *,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(client, durable, on_event, clock=clock)
+        self._durable = durable
+
+    async def settled(self) -> None:
+        """Return once the input being carried out (if any) is."""
+        async with self._lock:
+            pass
+
+    async def _deliver(self, send: Send) -> None:
+        await self._durable.flushed()
+        await super()._deliver(send)

@@ -32,14 +32,14 @@ from parley.errors import SchemaMismatch, StoreError, StoreUnavailable
 from parley.ids import IdentityId
 from parley.protocol.proxy import Binding, Pool
 from parley.proxy.location import describe
-from parley.proxy.records import LegRecord, Route
+from parley.proxy.records import BridgeRow, LegRecord, Resumable, Route, Saved
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 CHANNEL: Final = "parley_proxy_bindings"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 # pg_advisory_xact_lock key serialising schema setup: two processes opening a new
 # database at once (``parley proxy bind`` beside a starting proxy) would otherwise race
 # in CREATE TABLE IF NOT EXISTS, which is not safe against concurrent creators.
@@ -78,6 +78,20 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX proxy_legs_by_end ON proxy_legs (ended, seq);
     """,
+    # 2: the core's state, saved after every input (records.Saved).
+    """
+    CREATE TABLE proxy_bridges (
+        call_id text PRIMARY KEY,
+        cid text NOT NULL,
+        parties text[] NOT NULL,  -- the inbound party first
+        live boolean NOT NULL,
+        rank bigint NOT NULL,
+        state bytea NOT NULL
+    );
+    CREATE INDEX proxy_bridges_by_rank ON proxy_bridges (live, rank);
+    -- the core's outbox and presence, one row each
+    CREATE TABLE proxy_core (key text PRIMARY KEY, value bytea NOT NULL);
+    """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -87,6 +101,17 @@ _INSERT_LEG: Final = (
     f"INSERT INTO proxy_legs ({_LEG_COLUMNS})"
     f" VALUES ({', '.join(f'${i}' for i in range(1, len(_LEG_FIELDS) + 1))})"
     " ON CONFLICT DO NOTHING"
+)
+_UPSERT_BRIDGE: Final = (
+    "INSERT INTO proxy_bridges (call_id, cid, parties, live, rank, state)"
+    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_id) DO UPDATE SET"
+    " cid = excluded.cid, parties = excluded.parties, live = excluded.live,"
+    " rank = excluded.rank, state = excluded.state"
+)
+# Ended rows past the newest ``keep`` of them: the core has forgotten them.
+_PRUNE: Final = (
+    "DELETE FROM proxy_bridges WHERE NOT live AND rank <="
+    " (SELECT rank FROM proxy_bridges WHERE NOT live ORDER BY rank DESC LIMIT 1 OFFSET $1)"
 )
 
 # What a lost or refused connection raises; anything else from asyncpg is a StoreError
@@ -353,6 +378,53 @@ class PostgresProxyStore:
         async def work(db: Any) -> list[LegRecord]:
             rows = await db.fetch(f"SELECT {_LEG_COLUMNS} FROM proxy_legs ORDER BY ended, seq")
             return [msgspec.convert(dict(row), LegRecord) for row in rows]
+
+        return await self._with(work)
+
+    async def save(self, saved: Saved) -> None:
+        rows = [(r.call_id, r.cid, list(r.parties), r.live, r.rank, r.state) for r in saved.rows]
+        legs = [msgspec.to_builtins(msgspec.structs.astuple(leg)) for leg in saved.legs]
+        core = [(k, v) for k, v in (("outbox", saved.outbox), ("away", saved.away)) if v]
+
+        async def work(db: Any) -> None:
+            async with db.transaction():
+                await db.executemany(_UPSERT_BRIDGE, rows)
+                await db.executemany(_INSERT_LEG, legs)
+                await db.executemany(
+                    "INSERT INTO proxy_core (key, value) VALUES ($1, $2)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    core,
+                )
+                await db.execute(_PRUNE, saved.keep)
+
+        await self._with(work)
+
+    async def load(self) -> Resumable:
+        async def work(db: Any) -> Resumable:
+            async with db.transaction(isolation="repeatable_read", readonly=True):
+                rows = await db.fetch(
+                    "SELECT call_id, cid, parties, live, rank, state FROM proxy_bridges"
+                    " ORDER BY rank"
+                )
+                core = {
+                    r["key"]: bytes(r["value"])
+                    for r in await db.fetch("SELECT key, value FROM proxy_core")
+                }
+            return Resumable(
+                rows=tuple(
+                    BridgeRow(
+                        call_id=r["call_id"],
+                        cid=r["cid"],
+                        parties=tuple(IdentityId(p) for p in r["parties"]),
+                        live=r["live"],
+                        rank=r["rank"],
+                        state=bytes(r["state"]),
+                    )
+                    for r in rows
+                ),
+                outbox=core.get("outbox"),
+                away=core.get("away"),
+            )
 
         return await self._with(work)
 

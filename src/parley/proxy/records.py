@@ -1,4 +1,5 @@
-"""What the calling proxy keeps: which ``cid`` is whose, and a record of every leg.
+"""What the calling proxy keeps: which ``cid`` is whose, a record of every leg, and the
+core's state (its bridges), saved after every input that changed it.
 
 The bindings themselves are the core's :class:`~parley.protocol.proxy.Binding` and
 :class:`~parley.protocol.proxy.Pool`; a :class:`LegRecord` is the core's
@@ -79,3 +80,49 @@ def parties(routes: Iterable[Route]) -> set[IdentityId]:
         else:
             found.update((route.customer, *route.operators))
     return found
+
+
+class BridgeRow(msgspec.Struct, frozen=True, kw_only=True):
+    """One call_id the core keeps, as stored: ``state`` is the core's encoded
+    :class:`~parley.protocol.proxy_state.Kept`; the plain columns beside it are what a
+    bridge whose state cannot be read is ended by (its parties, its cid)."""
+
+    call_id: str
+    cid: str
+    parties: tuple[IdentityId, ...]
+    live: bool
+    rank: int
+    state: bytes
+
+
+class Saved(msgspec.Struct, frozen=True, kw_only=True):
+    """What one or more inputs changed, written in one transaction: the rows touched,
+    the legs that ended, the messages about to be sent (``outbox``: replaces the last
+    one; None leaves it) and who is away (None: unchanged). Ended rows beyond the newest
+    ``keep`` are forgotten."""
+
+    rows: tuple[BridgeRow, ...] = ()
+    legs: tuple[LegRecord, ...] = ()
+    outbox: bytes | None = None
+    away: bytes | None = None
+    keep: int = 1024
+
+    def then(self, later: Saved) -> Saved:
+        """This and ``later`` as one write (later rows win)."""
+        rows = {row.call_id: row for row in (*self.rows, *later.rows)}
+        return Saved(
+            rows=tuple(rows.values()),
+            legs=(*self.legs, *later.legs),
+            outbox=self.outbox if later.outbox is None else later.outbox,
+            away=self.away if later.away is None else later.away,
+            keep=later.keep,
+        )
+
+
+class Resumable(msgspec.Struct, frozen=True, kw_only=True):
+    """What a starting proxy resumes from: every row (by rank), the last outbox, who
+    was away."""
+
+    rows: tuple[BridgeRow, ...] = ()
+    outbox: bytes | None = None
+    away: bytes | None = None

@@ -28,7 +28,7 @@ import msgspec
 
 from parley.ids import IdentityId
 from parley.protocol.proxy import Binding, Pool
-from parley.proxy.records import LegRecord, Route
+from parley.proxy.records import BridgeRow, LegRecord, Resumable, Route, Saved
 
 T = TypeVar("T")
 
@@ -54,6 +54,12 @@ class ProxyStore(Protocol):
 
     async def records(self) -> list[LegRecord]:
         """Every leg, in the order they ended."""
+
+    async def save(self, saved: Saved) -> None:
+        """Write ``saved`` in one transaction (see :class:`Saved`)."""
+
+    async def load(self) -> Resumable:
+        """What the last :meth:`save` calls left: the core's rows, outbox, presence."""
 
     async def close(self) -> None: ...
 
@@ -91,7 +97,24 @@ CREATE TABLE IF NOT EXISTS legs (
     PRIMARY KEY (call_id, leg, caller, callee)
 );
 CREATE INDEX IF NOT EXISTS legs_by_end ON legs (ended);
+CREATE TABLE IF NOT EXISTS bridges (
+    call_id TEXT PRIMARY KEY,
+    cid TEXT NOT NULL,
+    parties TEXT NOT NULL,  -- a JSON array of identity ids: the inbound party first
+    live INTEGER NOT NULL,
+    rank INTEGER NOT NULL,
+    state BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS bridges_by_rank ON bridges (live, rank);
+-- the core's outbox and presence, one row each
+CREATE TABLE IF NOT EXISTS core (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
+
+# Ended rows (not live) past the newest ``keep`` of them: the core has forgotten them.
+_PRUNE = (
+    "DELETE FROM bridges WHERE live = 0 AND rank <= "
+    "(SELECT rank FROM bridges WHERE live = 0 ORDER BY rank DESC LIMIT 1 OFFSET ?)"
+)
 
 
 def _enable_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
@@ -225,5 +248,65 @@ class SqliteProxyStore:
 
         return await self._do(work)
 
+    async def save(self, saved: Saved) -> None:
+        rows = [
+            (
+                row.call_id,
+                row.cid,
+                msgspec.json.encode(row.parties).decode(),
+                int(row.live),
+                row.rank,
+                row.state,
+            )
+            for row in saved.rows
+        ]
+        legs = [msgspec.to_builtins(msgspec.structs.astuple(leg)) for leg in saved.legs]
+        core = [(k, v) for k, v in (("outbox", saved.outbox), ("away", saved.away)) if v]
+        marks = ", ".join("?" * len(_LEG_FIELDS))
+
+        def work(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT OR REPLACE INTO bridges VALUES (?, ?, ?, ?, ?, ?)", rows)
+                db.executemany(
+                    f"INSERT OR IGNORE INTO legs ({_LEG_COLUMNS}) VALUES ({marks})", legs
+                )
+                db.executemany("INSERT OR REPLACE INTO core VALUES (?, ?)", core)
+                db.execute(_PRUNE, (saved.keep,))
+
+        await self._do(work)
+
+    async def load(self) -> Resumable:
+        def work(db: sqlite3.Connection) -> Resumable:
+            rows = db.execute(
+                "SELECT call_id, cid, parties, live, rank, state FROM bridges ORDER BY rank"
+            ).fetchall()
+            core = dict(db.execute("SELECT key, value FROM core").fetchall())
+            return Resumable(
+                rows=tuple(
+                    BridgeRow(
+                        call_id=call_id,
+                        cid=cid,
+                        parties=_parties(parties),
+                        live=bool(live),
+                        rank=rank,
+                        state=bytes(state),
+                    )
+                    for call_id, cid, parties, live, rank, state in rows
+                ),
+                outbox=core.get("outbox"),
+                away=core.get("away"),
+            )
+
+        return await self._do(work)
+
     async def close(self) -> None:
         await self._do(lambda db: db.close())
+
+
+def _parties(column: str) -> tuple[IdentityId, ...]:
+    # Readable or not, a row must still name whom to end its call with: never raise.
+    try:
+        return msgspec.json.decode(column, type=tuple[IdentityId, ...])
+    except msgspec.MsgspecError:
+        return ()
