@@ -24,8 +24,8 @@ from parley.proxy import (
     default_store_path,
     open_proxy_store,
 )
-from parley.proxy.postgres import SCHEMA_VERSION, PostgresProxyStore
-from parley.proxy.records import parties
+from parley.proxy.postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresProxyStore
+from parley.proxy.records import BridgeRow, Resumable, Saved, parties
 
 APP, OLGA, CUST = IdentityId("app"), IdentityId("olga"), IdentityId("cust")
 BINDING = Binding(cid="conv", operator=OLGA, operator_name="Olga", customer=CUST)
@@ -145,6 +145,47 @@ async def test_wait_changed_returns_on_others_writes_only(store_location: str) -
     await proxy.close()
 
 
+def row(call_id: str, rank: int, *, live: bool, state: bytes = b"state") -> BridgeRow:
+    return BridgeRow(
+        call_id=call_id, cid="conv", parties=(OLGA, CUST), live=live, rank=rank, state=state
+    )
+
+
+async def test_the_core_state_is_saved_in_one_write_and_loaded_after_reopening(
+    store_location: str,
+) -> None:
+    store = opened(store_location)
+    assert await store.load() == Resumable()
+    leg = LegRecord.of(record(Role.CALLEE, OLGA), APP)
+    await store.save(
+        Saved(rows=(row("k1", 1, live=True), row("k0", 0, live=False)), legs=(leg,), outbox=b"o1")
+    )
+    # A later write replaces a row and the outbox; a leg saved twice is kept once.
+    await store.save(
+        Saved(rows=(row("k1", 2, live=False, state=b"ended"),), legs=(leg,), away=b"a1")
+    )
+    await store.close()
+    store = opened(store_location)
+    assert await store.load() == Resumable(
+        rows=(row("k0", 0, live=False), row("k1", 2, live=False, state=b"ended")),
+        outbox=b"o1",
+        away=b"a1",
+    )
+    assert await store.records() == [leg]
+    await store.close()
+
+
+async def test_ended_rows_beyond_the_newest_kept_are_forgotten_live_ones_never(
+    store_location: str,
+) -> None:
+    store = opened(store_location)
+    live = row("up", 0, live=True)
+    await store.save(Saved(rows=(live, *(row(f"k{i}", i, live=False) for i in range(1, 6)))))
+    await store.save(Saved(rows=(row("k6", 6, live=False),), keep=3))
+    assert [r.call_id for r in (await store.load()).rows] == ["up", "k4", "k5", "k6"]
+    await store.close()
+
+
 def test_the_default_store_sits_beside_the_credentials(tmp_path: Path) -> None:
     assert default_store_path(tmp_path / "app.json") == tmp_path / "app.proxy.db"
 
@@ -235,3 +276,21 @@ async def test_a_newer_schema_is_refused(postgres_database: str) -> None:
         await newer.routes()
     assert (refused.value.found, refused.value.expected) == (99, SCHEMA_VERSION)
     await newer.close()
+
+
+async def test_a_store_at_schema_1_is_migrated_keeping_its_bindings(
+    postgres_database: str,
+) -> None:
+    admin = await asyncpg.connect(postgres_database)
+    try:
+        await admin.execute("CREATE TABLE proxy_schema_version (version integer NOT NULL)")
+        await admin.execute(_MIGRATIONS[0])
+        await admin.execute("INSERT INTO proxy_schema_version VALUES (1)")
+        await admin.execute("INSERT INTO proxy_bindings VALUES ('conv', 'olga', 'Olga', 'cust')")
+    finally:
+        await admin.close()
+    store = PostgresProxyStore(postgres_database)
+    assert await store.routes() == [BINDING]
+    await store.save(Saved(rows=(row("k1", 1, live=True),)))
+    assert (await store.load()).rows == (row("k1", 1, live=True),)
+    await store.close()
