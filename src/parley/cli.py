@@ -56,7 +56,8 @@ relay_app = typer.Typer(
 app.add_typer(relay_app, name="relay")
 proxy_app = typer.Typer(
     help="Run the calling proxy: parley proxy --credentials FILE [--store FILE|URL], until "
-    "SIGINT or SIGTERM. Bind calls to it with bind / bind-pool, also while it runs (it "
+    "SIGINT or SIGTERM (its calls go on when it is started again; --drain or SIGUSR1: "
+    "let them end first). Bind calls to it with bind / bind-pool, also while it runs (it "
     "takes new bindings up within half a second on SQLite, at once on PostgreSQL); "
     "parley calls prints its records."
 )
@@ -655,6 +656,14 @@ def proxy(
     grace: Annotated[
         float, typer.Option(help="Seconds a party may be disconnected before its call ends.")
     ] = 30.0,
+    drain: Annotated[
+        bool,
+        typer.Option(
+            help="On SIGTERM take no new calls (starts get busy) and exit once the live "
+            "ones have ended, as SIGUSR1 always does; without it SIGTERM stops at once, "
+            "ending no call (the next start resumes them)."
+        ),
+    ] = False,
 ) -> None:
     """Run the calling proxy until SIGINT or SIGTERM: parley proxy --credentials FILE."""
     if ctx.invoked_subcommand is not None:
@@ -666,7 +675,9 @@ def proxy(
 
     config = ProxyConfig(ring_lifetime=ring_lifetime, grace=grace)
     where = _store_path(store, credentials)
-    _run(lambda: serve(credentials, where, config, lambda line: print(line, flush=True)))
+    _run(
+        lambda: serve(credentials, where, config, lambda line: print(line, flush=True), drain=drain)
+    )
 
 
 @proxy_app.command("bind")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -324,3 +325,45 @@ async def test_a_start_for_a_finished_call_is_answered_with_a_stop(scene: Scene)
     assert stop["call_id"] == "k9" and stop["data"]["reason"] == "failed"
     assert stop["data"]["detail"] == "call k9 has already ended (busy): place a new call"
     await scene.records(2)  # a start turned away is no leg
+
+
+async def test_sigterm_ends_no_call_and_the_restarted_proxy_goes_on_with_it(
+    scene: Scene,
+) -> None:
+    app, olga, cust = scene.app.identity, scene.olga, scene.cust
+    await olga.voice.start(app, "conv", "k9", "offer", LONG)
+    await cust.next("start")
+    await cust.voice.accept(app, "conv", "k9", "answer")
+    await olga.next("accept")
+    assert await scene.proxy.stop() == 0
+    await cust.voice.stop(app, "conv", "k9")  # while no proxy runs: it waits at the relay
+    await scene.proxy.start()
+    # The first thing olga hears after the accept: the stop came from nobody else.
+    assert (await olga.next("stop"))["data"]["reason"] == "hangup"
+    records = await scene.records(2)
+    assert legs(records, "k9") == {
+        (Leg.INBOUND, olga.id): EndReason.HANGUP,
+        (Leg.OUTBOUND, cust.id): EndReason.HANGUP,
+    }
+
+
+async def test_with_drain_sigterm_turns_new_calls_away_and_exits_once_the_last_ended(
+    scene: Scene,
+) -> None:
+    app, olga, cust = scene.app.identity, scene.olga, scene.cust
+    assert await scene.proxy.stop() == 0
+    scene.proxy.argv.append("--drain")
+    await scene.proxy.start()
+    await olga.voice.start(app, "conv", "k10", "offer", LONG)
+    await cust.next("start")
+    await cust.voice.accept(app, "conv", "k10", "answer")
+    await olga.next("accept")
+    os.kill(scene.proxy.pid, signal.SIGTERM)
+    await eventually(lambda: "parley proxy draining, 1 calls up" in scene.proxy.lines)
+    await cust.voice.start(app, "sales", "k11", "offer", LONG)
+    assert (await cust.next("busy"))["call_id"] == "k11"
+    await olga.voice.stop(app, "conv", "k10")
+    assert (await cust.next("stop"))["data"]["reason"] == "hangup"
+    async with asyncio.timeout(30):
+        assert await scene.proxy.wait() == 0
+    assert scene.proxy.lines[-1] == "parley proxy stopped"

@@ -3,14 +3,21 @@
 It prints plain lines (scripts and tests wait for them): one per binding or pool taken
 up, one ``parley proxy ready as <id>`` once it is connected and the parties are
 permitted, one per leg that ended, and ``parley proxy stopped`` on SIGINT or SIGTERM.
+
+Stopping ends no call: the calls are in the store and the next start resumes them.
+Draining does: SIGUSR1, or SIGTERM with ``drain``, makes the proxy answer new starts
+busy (``parley proxy draining, N calls up``) and exit once the last call has ended; a
+SIGINT or a second SIGTERM then stops it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from parley.client.client import Client
 from parley.protocol.proxy import Binding, ProxyConfig
@@ -20,14 +27,28 @@ from parley.proxy.records import LegRecord, Route
 
 
 async def serve(
-    credentials: Path, store_at: str | Path, config: ProxyConfig, say: Callable[[str], None]
+    credentials: Path,
+    store_at: str | Path,
+    config: ProxyConfig,
+    say: Callable[[str], None],
+    *,
+    drain: bool = False,
 ) -> None:
     """Run the proxy of ``credentials`` on the store at ``store_at`` (a file path or a
-    ``postgresql://`` URL, as :func:`~parley.proxy.location.open_proxy_store` takes)."""
-    stopping = asyncio.Event()
+    ``postgresql://`` URL, as :func:`~parley.proxy.location.open_proxy_store` takes).
+    ``drain``: SIGTERM drains (as SIGUSR1 always does) instead of stopping."""
+    stopping, draining = asyncio.Event(), asyncio.Event()
+
+    def terminated() -> None:
+        if drain and not draining.is_set():
+            draining.set()
+        else:
+            stopping.set()
+
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    loop.add_signal_handler(signal.SIGTERM, terminated)
+    loop.add_signal_handler(signal.SIGUSR1, draining.set)
     store = open_proxy_store(store_at)
     client = Client.from_credentials(credentials)
     try:
@@ -37,12 +58,30 @@ async def serve(
             config,
             on_leg=lambda leg: say(leg_line(leg)),
             on_route=lambda route: say(route_line(route)),
-        ):
+        ) as proxy:
             say(f"parley proxy ready as {client.id} (store {describe(store_at)})")
-            await stopping.wait()
+            stop = asyncio.ensure_future(stopping.wait())
+            try:
+                await _unless(stop, draining.wait())
+                if not stopping.is_set():
+                    say(f"parley proxy draining, {len(proxy.core.bridges)} calls up")
+                    await _unless(stop, proxy.drain())
+            finally:
+                stop.cancel()
     finally:
         await store.close()
     say("parley proxy stopped")
+
+
+async def _unless(stop: asyncio.Future[Any], work: Coroutine[Any, Any, Any]) -> None:
+    """Run ``work`` until it ends or ``stop`` does."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait((stop, task), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def route_line(route: Route) -> str:
