@@ -6,6 +6,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from fuzz.harness import in_unknown_field_json
 
 from parley.client.registration import new_device, new_identity
 from parley.credentials import Credentials
@@ -49,3 +50,19 @@ def test_save_replaces(tmp_path: Path) -> None:
     creds.save(path)
     assert _same(Credentials.load(path), creds)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        in_unknown_field_json(b'"identity":"alice"'),
+        b'{"identity":"a","device":"d","relay_url":"r","secret_key":"\\u00e9"}',
+        b" " * (64 * 1024 + 1),
+    ],
+    ids=["deep", "non-ascii-key", "too-large"],
+)
+def test_a_damaged_file_is_one_error_naming_it(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "a.json"
+    path.write_bytes(content)
+    with pytest.raises(CredentialsError, match=r"a\.json"):
+        Credentials.load(path)

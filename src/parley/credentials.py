@@ -13,6 +13,7 @@ import msgspec
 from parley.crypto.keys import SigningKey
 from parley.errors import CredentialsError
 from parley.ids import DeviceId, IdentityId, is_valid_id
+from parley.protocol.decoding import KIB, Decoder
 
 
 class _CredentialsFile(msgspec.Struct, frozen=True):
@@ -22,6 +23,16 @@ class _CredentialsFile(msgspec.Struct, frozen=True):
     relay_url: str
     name: str | None = None
     version: int = 1
+
+
+# A key, two ids, a URL and a name: a few hundred bytes in practice.
+_decoder: Decoder[_CredentialsFile] = Decoder(
+    _CredentialsFile,
+    format="json",
+    error=CredentialsError,
+    what="JSON",
+    max_bytes=64 * KIB,
+)
 
 
 @dataclass(frozen=True)
@@ -35,19 +46,25 @@ class Credentials:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Credentials:
         try:
-            raw = Path(path).read_bytes()
+            with Path(path).open("rb") as file:
+                # One byte over the bound is enough to refuse it (not all of /dev/zero).
+                raw = file.read(_decoder.max_bytes + 1)
         except OSError as exc:
             raise CredentialsError(f"cannot read credentials {path}: {exc.strerror}") from None
         try:
-            data = msgspec.json.decode(raw, type=_CredentialsFile)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise CredentialsError(f"{path} is not a Parley credentials file: {exc}") from None
+            data = _decoder.decode(raw)
+        except CredentialsError as exc:
+            raise CredentialsError(f"{path} is not a Parley credentials file ({exc})") from None
         if not (is_valid_id(data.identity) and is_valid_id(data.device)):
             raise CredentialsError(f"{path}: identity or device id is invalid")
+        try:
+            secret_key = SigningKey.from_b64(data.secret_key)
+        except CredentialsError as exc:
+            raise CredentialsError(f"{path}: {exc}") from None
         return cls(
             identity=IdentityId(data.identity),
             device=DeviceId(data.device),
-            secret_key=SigningKey.from_b64(data.secret_key),
+            secret_key=secret_key,
             relay_url=data.relay_url,
             name=data.name,
         )

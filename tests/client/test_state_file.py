@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from parley.client.state import State
+from parley.crypto.keys import SigningKey
 from parley.errors import StateFileError
+from parley.protocol.keychain import genesis_entry
 
 
 def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
@@ -15,3 +18,99 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     path.write_bytes(b"not a database " * 200)
     with pytest.raises(StateFileError, match=r"alice\.state\.db .*not a database"):
         State(path, identity="alice", device="d-1")
+
+
+def _state_file(tmp_path: Path) -> Path:
+    """A state file with a cached chain, closed."""
+    path = tmp_path / "alice.state.db"
+    state = State(path, identity="alice", device="d-1")
+    state.save_chain("alice", [genesis_entry("alice", "d-1", SigningKey.generate())])
+    state.record(3)
+    state.close()
+    return path
+
+
+def _alter(path: Path, *statements: str) -> None:
+    db = sqlite3.connect(path)
+    with db:
+        for statement in statements:
+            db.execute(statement)
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        # A chain blob that is not msgpack, one nested past the limit, one of the wrong type.
+        "UPDATE chains SET entries = X'C1'",
+        "UPDATE chains SET entries = X'" + "91" * 5000 + "00'",
+        "UPDATE chains SET entries = 7",
+        # TEXT that is not UTF-8: SQLite keeps it, Python cannot read it.
+        "UPDATE chains SET entries = CAST(X'C1' AS TEXT)",
+    ],
+)
+def test_a_damaged_cached_chain_is_a_state_file_error(tmp_path: Path, statement: str) -> None:
+    path = _state_file(tmp_path)
+    _alter(path, statement)
+    state = State(path, identity="alice", device="d-1")
+    with pytest.raises(StateFileError, match=r"alice\.state\.db"):
+        state.load_chain("alice")
+    state.close()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE meta SET value = 'seven' WHERE key = 'offset'",
+        "UPDATE meta SET value = '" + "9" * 5000 + "' WHERE key = 'offset'",
+        "UPDATE meta SET value = CAST(X'C1' AS TEXT) WHERE key = 'owner'",
+    ],
+)
+def test_damaged_metadata_is_a_state_file_error(tmp_path: Path, statement: str) -> None:
+    path = _state_file(tmp_path)
+    _alter(path, statement)
+    with pytest.raises(StateFileError, match=r"alice\.state\.db"):
+        State(path, identity="alice", device="d-1")
+
+
+def test_a_broken_schema_named_in_other_than_utf8_is_a_state_file_error(tmp_path: Path) -> None:
+    # SQLite's message names the object; Python cannot decode that name (UnicodeDecodeError).
+    path = _state_file(tmp_path)
+    _alter(
+        path,
+        "PRAGMA writable_schema = ON",
+        "UPDATE sqlite_master SET name = CAST(X'C1' AS TEXT), sql = 'CREATE INDEX' "
+        "WHERE name = 'seen_exp'",
+    )
+    with pytest.raises(StateFileError, match=r"alice\.state\.db"):
+        State(path, identity="alice", device="d-1")
+
+
+def test_olm_rows_of_the_wrong_type_are_a_state_file_error(tmp_path: Path) -> None:
+    path = _state_file(tmp_path)
+    _alter(
+        path,
+        "INSERT INTO olm_account VALUES (0, X'00')",
+        "INSERT INTO olm_sessions VALUES ('bob', 'd1', 's', 'not bytes', 'not a rank', 'p')",
+    )
+    state = State(path, identity="alice", device="d-1")
+    with pytest.raises(StateFileError):
+        state.load_olm_account()
+    with pytest.raises(StateFileError):
+        state.load_olm_sessions()
+    state.close()
+
+
+def test_a_corrupt_page_met_after_opening_is_a_state_file_error(tmp_path: Path) -> None:
+    path = _state_file(tmp_path)
+    db = sqlite3.connect(path)
+    (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'chains'").fetchone()
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    with path.open("r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(b"\xff" * page_size)
+    state = State(path, identity="alice", device="d-1")
+    with pytest.raises(StateFileError, match="malformed"):
+        state.load_chain("alice")
+    state.close()

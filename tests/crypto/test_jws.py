@@ -8,6 +8,7 @@ from typing import Any
 import jwt
 import msgspec
 import pytest
+from fuzz.harness import deep_json
 from joserfc import jws as jose_jws
 from joserfc.jwk import OKPKey
 
@@ -135,3 +136,15 @@ def test_pyjwt_round_trips_with_parley() -> None:
         options={"verify_exp": False, "verify_iat": False},
     )
     assert decoded == as_dict
+
+
+def test_deep_nesting_in_the_header_is_malformed_not_a_recursion_error() -> None:
+    header = b64url_encode(b'{"alg":"EdDSA","kid":"d","x":' + deep_json() + b"}")
+    payload = b64url_encode(encode_payload(_start()))
+    with pytest.raises(MalformedMessage):
+        jws.parse(f"{header}.{payload}.AAAA".encode())
+
+
+def test_a_token_over_the_bound_is_refused_before_decoding() -> None:
+    with pytest.raises(MalformedMessage, match="bytes; at most"):
+        jws.parse(b"e30." + b"A" * jws.MAX_TOKEN_BYTES + b".AAAA")

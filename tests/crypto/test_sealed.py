@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fuzz.harness import deep_msgpack
 
 from parley.crypto import sealed
 from parley.crypto.kdf import hkdf_sha256
@@ -68,4 +69,28 @@ def test_hkdf_sha256_rfc5869_case_1() -> None:
     )
     assert okm.hex() == (
         "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+    )
+
+
+def test_deep_nesting_is_tampered_not_a_recursion_error() -> None:
+    # A sixth, unknown field after the five: msgspec recurses into it to skip it.
+    body = sealed.encode(_body(0))
+    with pytest.raises(Tampered):
+        sealed.decode(b"\x96" + body[1:] + deep_msgpack())
+
+
+@pytest.mark.parametrize("olm_type", [-1, 2, 2**64 - 1])
+def test_an_olm_type_other_than_0_or_1_is_tampered(olm_type: int) -> None:
+    # -1 reached vodozemac, which raised OverflowError converting it.
+    with pytest.raises(Tampered):
+        sealed.decode(sealed.encode(_body(olm_type)))
+
+
+def _body(olm_type: int) -> sealed.SealedBody:
+    return sealed.SealedBody(
+        sender_key=b"k" * 32,
+        sender_key_signature=b"s" * 64,
+        keys={"bob:d1": sealed.OlmCiphertext(olm_type, b"olm")},
+        nonce=b"n" * 24,
+        ciphertext=b"c",
     )

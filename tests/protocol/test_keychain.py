@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fuzz.harness import deep_msgpack
 
 from parley.crypto.keys import SigningKey
 from parley.errors import KeyChainError, RevokedKey, UnknownKey
@@ -116,3 +117,18 @@ def test_bad_links_leave_the_chain_unchanged(mutation: str) -> None:
 def test_garbage_entry_is_typed() -> None:
     with pytest.raises(KeyChainError, match="decode"):
         KeyChain("alice").append(ChainEntry(body=b"\xff\x00", signature=b""))
+
+
+def test_deep_nesting_after_the_fields_is_typed_not_a_recursion_error() -> None:
+    body = _genesis(SigningKey.generate()).body
+    # A ninth, unknown element after the eight: msgspec recursed into it to skip it.
+    nested = b"\x99" + body[1:] + deep_msgpack()
+    with pytest.raises(KeyChainError, match="decode"):
+        KeyChain("alice").append(ChainEntry(body=nested, signature=b""))
+
+
+def test_a_valid_entry_padded_over_the_bound_is_refused() -> None:
+    body = _genesis(SigningKey.generate()).body
+    padded = b"\x99" + body[1:] + b"\xc5\x04\x00" + b"\x00" * 1024  # a 1 KiB bin field
+    with pytest.raises(KeyChainError, match="over the"):
+        KeyChain("alice").append(ChainEntry(body=padded, signature=b""))

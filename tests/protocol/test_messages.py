@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fuzz.harness import deep_json, in_unknown_field_json
 
 from parley.errors import MalformedMessage, UnknownMessageType
 from parley.protocol.messages import (
@@ -49,5 +50,19 @@ def test_unknown_type() -> None:
     [b"not json", b"[]", b'{"typ":"chat.voice.stop","iss":"a"}', b'{"iss":"a"}'],
 )
 def test_malformed(raw: bytes) -> None:
+    with pytest.raises(MalformedMessage):
+        decode_payload(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        deep_json(),
+        in_unknown_field_json(b'"typ":"chat.voice.stop"'),
+        # ``data`` is typed Any: msgspec decodes whatever it holds.
+        b'{"typ":"chat.voice.setup","data":{"x":' + deep_json() + b"}}",
+    ],
+)
+def test_deep_nesting_is_malformed_not_a_recursion_error(raw: bytes) -> None:
     with pytest.raises(MalformedMessage):
         decode_payload(raw)

@@ -7,28 +7,13 @@ import contextlib
 import json
 
 import pytest
+from fuzz.samples import SDP
 from hypothesis import given
 from hypothesis import strategies as st
 
 from parley.errors import InvalidSessionDescription, ProtocolError
 from parley.protocol import session_description
 from parley.protocol.session_description import MAX_SDP_BYTES, SdpType, SessionDescription
-
-SDP = "\r\n".join(
-    [
-        "v=0",
-        "o=- 1 2 IN IP4 127.0.0.1",
-        "s=-",
-        "t=0 0",
-        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
-        "c=IN IP4 127.0.0.1",
-        "a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host",
-        "a=end-of-candidates",
-        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
-        "a=rtpmap:111 opus/48000/2",
-        "",
-    ]
-)
 
 
 def test_an_offer_round_trips_as_the_documented_json() -> None:
@@ -43,6 +28,10 @@ def test_an_answer_round_trips() -> None:
     peer_info = session_description.answer(SDP)
     assert json.loads(peer_info)["type"] == "answer"
     assert session_description.parse(peer_info, SdpType.ANSWER).sdp == SDP
+
+
+def _offer_with_port(port: str) -> str:
+    return json.dumps({"v": 1, "type": "offer", "sdp": SDP.replace("audio 9", f"audio {port}")})
 
 
 def test_the_error_is_a_protocol_error() -> None:
@@ -67,6 +56,11 @@ def test_the_error_is_a_protocol_error() -> None:
         (json.dumps({"v": 1, "type": "offer", "sdp": SDP.replace("audio 9", "audio 0")}), "audio"),
         (json.dumps({"v": 1, "type": "offer", "sdp": SDP.replace("a=fingerprint", "a=x")}), "DTLS"),
         ("[" * 100_000, "characters"),
+        # Ports int() refuses though str.isdigit() takes them: a ValueError escaped.
+        (_offer_with_port("²"), "audio"),
+        (_offer_with_port("9" * 5000), "audio"),
+        (_offer_with_port("65536"), "audio"),
+        (_offer_with_port("000"), "audio"),
     ],
 )
 def test_unusable_peer_info_names_its_reason(peer_info: str, reason: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fuzz.harness import deep_json
 
 from parley.web import messages
 from parley.web.guard import Guard, is_loopback
@@ -64,6 +65,21 @@ def test_page_messages_decode_by_their_tag_and_nothing_else_does() -> None:
     assert messages.tag_of('{"t": "place"}') == "place"
     assert messages.tag_of("[1]") is None
     assert messages.tag_of("no") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        deep_json(),
+        '{"t": "hangup", "x": ' + deep_json().decode() + "}",
+        '"\\ud800"',  # a lone surrogate: JSON allows the escape
+        '"\ud800"',  # and text no UTF-8 encoder takes
+    ],
+)
+def test_what_the_page_cannot_have_meant_is_malformed_and_has_no_tag(text: str) -> None:
+    with pytest.raises(MalformedPageMessage):
+        messages.decode(text)
+    assert messages.tag_of(text) is None
 
 
 def test_messages_to_the_page_are_tagged_json() -> None:

@@ -19,15 +19,18 @@ so a restart finds the payload instead of a session that can no longer decrypt i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import msgspec
 
 from parley.errors import StateError, StateFileError
+from parley.protocol.decoding import MIB, Decoder
 from parley.protocol.keychain import ChainEntry
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,14 @@ CREATE TABLE IF NOT EXISTS olm_sessions (
 """
 
 _entries_encoder = msgspec.msgpack.Encoder()
-_entries_decoder = msgspec.msgpack.Decoder(list[ChainEntry])
+# A chain grows by one entry per device added or revoked: thousands fit in this.
+_entries_decoder: Decoder[list[ChainEntry]] = Decoder(
+    list[ChainEntry],
+    format="msgpack",
+    error=StateFileError,
+    what="a cached key chain does not decode",
+    max_bytes=16 * MIB,
+)
 
 
 class Seen(NamedTuple):
@@ -101,12 +111,23 @@ class State:
     """One device's state file. Not thread-safe: used from the client's event loop only."""
 
     def __init__(self, path: str | Path, *, identity: str, device: str) -> None:
-        try:
+        self._path = path
+        with self._usable():
             self._open(path, identity=identity, device=device)
-        except sqlite3.DatabaseError as exc:
+
+    @contextlib.contextmanager
+    def _usable(self) -> Iterator[None]:
+        """What SQLite or the rows it returns make of a damaged file: one typed error.
+
+        Any statement can meet a corrupt page long after the file opened, and SQLite is
+        typeless: a value written by anything else may be of any type."""
+        try:
+            yield
+        # UnicodeDecodeError: SQLite does not check that TEXT is UTF-8; Python does.
+        except (sqlite3.DatabaseError, UnicodeDecodeError, StateFileError) as exc:
             raise StateFileError(
-                f"client state file {path} cannot be used ({exc}); restore it from a backup "
-                "or move it away to start this device afresh"
+                f"client state file {self._path} cannot be used ({exc}); restore it from a "
+                "backup or move it away to start this device afresh"
             ) from None
 
     def _open(self, path: str | Path, *, identity: str, device: str) -> None:
@@ -117,7 +138,7 @@ class State:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._claim(identity, device)
-            self._offset = int(self._meta("offset") or 0)
+            self._offset = _offset(self._meta("offset") or "0")
             self._kept: tuple[int, bytes] | None = None
             # Offsets with a payload on disk: almost always none, so most lookups are free.
             self._opened = {int(o) for (o,) in self._db.execute("SELECT offset FROM opened")}
@@ -144,15 +165,16 @@ class State:
         return self._offset
 
     def is_seen(self, issuer: str, jti: str) -> bool:
-        row = self._db.execute(
-            "SELECT 1 FROM seen WHERE issuer = ? AND jti = ?", (issuer, jti)
-        ).fetchone()
+        with self._usable():
+            row = self._db.execute(
+                "SELECT 1 FROM seen WHERE issuer = ? AND jti = ?", (issuer, jti)
+            ).fetchone()
         return row is not None
 
     def record(self, offset: int, seen: Seen | None = None, olm: OlmChanges | None = None) -> None:
         """Mark ``offset`` processed and, for a verified message, remember its ``jti``;
         with the Olm state that opening it changed."""
-        with self._db:
+        with self._usable(), self._db:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO meta VALUES ('offset', ?) "
@@ -179,24 +201,30 @@ class State:
             return self._kept[1]
         if offset not in self._opened:
             return None
-        row = self._db.execute("SELECT payload FROM opened WHERE offset = ?", (offset,))
-        found = row.fetchone()
-        return None if found is None else bytes(found[0])
+        with self._usable():
+            row = self._db.execute("SELECT payload FROM opened WHERE offset = ?", (offset,))
+            found = row.fetchone()
+            return None if found is None else _typed(found[0], bytes)
 
     def load_olm_account(self) -> str | None:
-        row = self._db.execute("SELECT pickle FROM olm_account WHERE id = 0").fetchone()
-        return None if row is None else str(row[0])
+        with self._usable():
+            row = self._db.execute("SELECT pickle FROM olm_account WHERE id = 0").fetchone()
+            return None if row is None else _typed(row[0], str)
 
     def load_olm_sessions(self) -> list[SessionRow]:
-        rows = self._db.execute(
-            "SELECT identity, device, session_id, peer_key, rank, pickle FROM olm_sessions"
-        )
-        return [SessionRow(*row) for row in rows]
+        with self._usable():
+            rows = self._db.execute(
+                "SELECT identity, device, session_id, peer_key, rank, pickle FROM olm_sessions"
+            )
+            return [
+                SessionRow(*(_typed(v, t) for v, t in zip(row, _SESSION_TYPES, strict=True)))
+                for row in rows
+            ]
 
     def save_olm(self, olm: OlmChanges) -> None:
         if not olm:
             return
-        with self._db:
+        with self._usable(), self._db:
             self._db.execute("BEGIN")
             self._write_olm(olm)
             if self._kept is not None:
@@ -224,7 +252,7 @@ class State:
 
     def prune_seen(self, now: float) -> int:
         """Forget ``jti`` whose message has expired; returns how many."""
-        with self._db:
+        with self._usable(), self._db:
             self._db.execute("BEGIN")
             cursor = self._db.execute("DELETE FROM seen WHERE exp < ?", (now,))
         if cursor.rowcount:
@@ -232,13 +260,14 @@ class State:
         return cursor.rowcount
 
     def load_chain(self, identity: str) -> list[ChainEntry] | None:
-        row = self._db.execute(
-            "SELECT entries FROM chains WHERE identity = ?", (identity,)
-        ).fetchone()
-        return None if row is None else _entries_decoder.decode(row[0])
+        with self._usable():
+            row = self._db.execute(
+                "SELECT entries FROM chains WHERE identity = ?", (identity,)
+            ).fetchone()
+            return None if row is None else _entries_decoder.decode(row[0])
 
     def save_chain(self, identity: str, entries: list[ChainEntry]) -> None:
-        with self._db:
+        with self._usable(), self._db:
             self._db.execute("BEGIN")
             self._db.execute(
                 "INSERT INTO chains VALUES (?, ?) "
@@ -248,3 +277,22 @@ class State:
 
     def close(self) -> None:
         self._db.close()
+
+
+_SESSION_TYPES = (str, str, str, bytes, int, str)
+T = TypeVar("T")
+
+
+def _typed(value: object, kind: type[T]) -> T:
+    """``value`` if SQLite handed back a ``kind``; :class:`StateFileError` if not."""
+    if not isinstance(value, kind):
+        raise StateFileError(f"a {type(value).__name__} where a {kind.__name__} belongs")
+    return value
+
+
+def _offset(text: str) -> int:
+    # Written by record() as str(int); int() would take " 7" or other scripts' digits,
+    # and raise ValueError, not our error, for other text or 5,000 digits.
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise StateFileError(f"the offset {text[:40]!r} is not an inbox offset")
+    return int(text)

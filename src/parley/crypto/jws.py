@@ -13,7 +13,8 @@ import msgspec
 
 from parley.crypto.keys import SigningKey, VerifyKey, b64url_decode, b64url_encode
 from parley.errors import MalformedMessage
-from parley.protocol.messages import Message, decode_payload, encode_payload
+from parley.protocol.decoding import KIB, Decoder
+from parley.protocol.messages import MAX_CLAIMS_BYTES, Message, decode_payload, encode_payload
 
 
 class Header(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -25,7 +26,11 @@ class Header(msgspec.Struct, frozen=True, omit_defaults=True):
 # We sign with "EdDSA" as the public SDKs do; RFC 9864 deprecates it in favour of the
 # fully-specified "Ed25519", which we accept too: device keys are always Ed25519.
 _ED25519_ALGS = frozenset({"EdDSA", "Ed25519"})
-_header_decoder = msgspec.json.Decoder(Header)
+_header_decoder: Decoder[Header] = Decoder(
+    Header, format="json", error=MalformedMessage, what="invalid JWS header", max_bytes=4 * KIB
+)
+# Base64url of the claims and the header, the signature, two dots: room for all of it.
+MAX_TOKEN_BYTES = MAX_CLAIMS_BYTES * 4 // 3 + 8 * KIB
 _header_encoder = msgspec.json.Encoder()
 
 
@@ -48,15 +53,18 @@ def sign(message: Message, key: SigningKey, kid: str) -> bytes:
 
 def parse(token: bytes) -> Token:
     """Split and decode a compact JWS. Nothing in it is trusted yet."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise MalformedMessage(f"the JWS is {len(token)} bytes; at most {MAX_TOKEN_BYTES}")
     parts = token.split(b".")
     if len(parts) != 3:
         raise MalformedMessage("a compact JWS has three dot-separated parts")
     try:
-        header = _header_decoder.decode(b64url_decode(parts[0]))
+        raw_header = b64url_decode(parts[0])
         raw_claims = b64url_decode(parts[1])
         signature = b64url_decode(parts[2])
-    except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except ValueError as exc:  # binascii.Error is one
         raise MalformedMessage(f"invalid JWS encoding: {exc}") from None
+    header = _header_decoder.decode(raw_header)
     if header.alg not in _ED25519_ALGS:
         raise MalformedMessage(f"unsupported JWS algorithm {header.alg!r}; only EdDSA")
     if not header.kid:

@@ -16,12 +16,14 @@ Sans-I/O: bytes in, bytes out; sessions live in :mod:`parley.client.olm`.
 from __future__ import annotations
 
 import secrets
+from typing import Annotated
 
 import msgspec
 import nacl.bindings
 import nacl.exceptions
 
 from parley.errors import Tampered
+from parley.protocol.decoding import MIB, Decoder
 
 KEY_SIZE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_KEYBYTES
 NONCE_SIZE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
@@ -31,7 +33,8 @@ _AAD_DOMAIN = b"parley-sealed-v1"
 class OlmCiphertext(msgspec.Struct, frozen=True, array_like=True):
     """An Olm message: ``type`` 0 is a pre-key message, 1 a normal one."""
 
-    type: int
+    # Bounded here so vodozemac never sees a type it cannot convert (OverflowError).
+    type: Annotated[int, msgspec.Meta(ge=0, le=1)]
     body: bytes
 
 
@@ -45,7 +48,15 @@ class SealedBody(msgspec.Struct, frozen=True, array_like=True):
 
 
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(SealedBody)
+# A sealed body is an envelope's body, which the relay bounds far below this.
+MAX_SEALED_BYTES = 64 * MIB
+_decoder: Decoder[SealedBody] = Decoder(
+    SealedBody,
+    format="msgpack",
+    error=Tampered,
+    what="not a sealed body",
+    max_bytes=MAX_SEALED_BYTES,
+)
 
 
 def associated_data(envelope_id: str, sender: str, sender_device: str, recipient: str) -> bytes:
@@ -80,7 +91,4 @@ def encode(body: SealedBody) -> bytes:
 
 def decode(data: bytes) -> SealedBody:
     """Parse a sealed body; :class:`Tampered` if it is not one."""
-    try:
-        return _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise Tampered(f"not a sealed body: {exc}") from None
+    return _decoder.decode(data)

@@ -21,6 +21,7 @@ import msgspec
 from parley.crypto.keys import SigningKey, VerifyKey
 from parley.errors import BadSignature, KeyChainError, RevokedKey, UnknownKey
 from parley.ids import is_valid_id
+from parley.protocol.decoding import KIB, Decoder
 
 _DOMAIN = b"parley-keychain-v1\x00"
 
@@ -48,16 +49,22 @@ class ChainEntry(msgspec.Struct, frozen=True, array_like=True):
     signature: bytes
 
     def decoded(self) -> EntryBody:
-        try:
-            return _body_decoder.decode(self.body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise KeyChainError(f"key chain entry does not decode: {exc}") from None
+        """The body; :class:`KeyChainError` if it does not decode."""
+        return _body_decoder.decode(self.body)
 
     def digest(self) -> bytes:
         return hashlib.sha256(self.body + self.signature).digest()
 
 
-_body_decoder = msgspec.msgpack.Decoder(EntryBody)
+# Three ids of at most 64 characters, two keys, a hash and two numbers: well under this.
+MAX_ENTRY_BODY_BYTES = 1 * KIB
+_body_decoder: Decoder[EntryBody] = Decoder(
+    EntryBody,
+    format="msgpack",
+    error=KeyChainError,
+    what="key chain entry does not decode",
+    max_bytes=MAX_ENTRY_BODY_BYTES,
+)
 _body_encoder = msgspec.msgpack.Encoder()
 
 

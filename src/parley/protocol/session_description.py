@@ -103,7 +103,10 @@ def _checked(kind: SdpType, sdp: str) -> SessionDescription:
 
 def _is_audio_section(line: str) -> bool:
     # m=audio <port> <proto> <formats>; port 0 is a section turned down (RFC 3264 §6).
+    # ASCII digits, few of them, before int(): it refuses other scripts' digits (which
+    # str.isdigit() takes) and 4,300 digits or more with a ValueError.
     fields = line.split()
-    return (
-        len(fields) >= 4 and fields[0] == "m=audio" and fields[1].isdigit() and int(fields[1]) != 0
-    )
+    if len(fields) < 4 or fields[0] != "m=audio":
+        return False
+    port = fields[1]
+    return port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) <= 65535

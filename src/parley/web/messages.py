@@ -31,6 +31,7 @@ from typing import Annotated, Any, TypeAlias
 import msgspec
 
 from parley.errors import ProtocolError
+from parley.protocol.decoding import Decoder
 from parley.protocol.session_description import MAX_SDP_BYTES
 
 # Generous bounds: ids are at most 64 characters, call ids 32 hex digits; an SDP is at
@@ -137,7 +138,20 @@ class Error(_ToPage, frozen=True, kw_only=True, tag="error"):
 
 ServerMessage: TypeAlias = Hello | Dialing | Incoming | Connected | Ended | Error
 
-_decoder = msgspec.json.Decoder(PageMessage)
+_decoder: Decoder[PageMessage] = Decoder(
+    PageMessage,
+    format="json",
+    error=MalformedPageMessage,
+    what="not a phone page message",
+    max_bytes=MAX_MESSAGE_BYTES,
+)
+_any_decoder: Decoder[Any] = Decoder(
+    Any,
+    format="json",
+    error=MalformedPageMessage,
+    what="not JSON",
+    max_bytes=MAX_MESSAGE_BYTES,
+)
 _encoder = msgspec.json.Encoder()
 
 
@@ -145,10 +159,7 @@ def decode(data: str | bytes) -> PageMessage:
     """A page message, or :class:`MalformedPageMessage` saying what is wrong with it."""
     if isinstance(data, bytes):
         raise MalformedPageMessage("the phone page sends JSON text messages, not binary ones")
-    try:
-        return _decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise MalformedPageMessage(f"not a phone page message: {exc}") from None
+    return _decoder.decode(data)
 
 
 def encode(message: ServerMessage) -> str:
@@ -163,8 +174,8 @@ def tag(message: PageMessage) -> str:
 def tag_of(data: str | bytes) -> str | None:
     """The ``t`` of a message that did not decode, if it has one (for the error reply)."""
     try:
-        value = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+        value = _any_decoder.decode(data)
+    except MalformedPageMessage:
         return None
     tag = value.get("t") if isinstance(value, dict) else None
     return tag if isinstance(tag, str) and len(tag) <= 32 else None
