@@ -664,6 +664,15 @@ def proxy(
             "ending no call (the next start resumes them)."
         ),
     ] = False,
+    lease: Annotated[
+        float | None,
+        typer.Option(
+            help="Be the one active proxy of the store, with a lease of this many seconds: "
+            "while another proxy holds it, wait on standby and take its calls over once "
+            "it stops or dies (within about this long).",
+            min=1.0,
+        ),
+    ] = None,
 ) -> None:
     """Run the calling proxy until SIGINT or SIGTERM: parley proxy --credentials FILE."""
     if ctx.invoked_subcommand is not None:
@@ -676,7 +685,14 @@ def proxy(
     config = ProxyConfig(ring_lifetime=ring_lifetime, grace=grace)
     where = _store_path(store, credentials)
     _run(
-        lambda: serve(credentials, where, config, lambda line: print(line, flush=True), drain=drain)
+        lambda: serve(
+            credentials,
+            where,
+            config,
+            lambda line: print(line, flush=True),
+            drain=drain,
+            lease_seconds=lease,
+        )
     )
 
 

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from parley.credentials import Credentials
 from parley.processes import ChildProcess
 from parley.protocol.call import EndReason
 from parley.proxy import Leg, LegRecord, SqliteProxyStore
+from parley.proxy.postgres import PostgresProxyStore
 
 pytestmark = pytest.mark.e2e
 __all__ = ["postgres_database", "postgres_server"]  # fixtures, for pytest
@@ -367,3 +369,63 @@ async def test_with_drain_sigterm_turns_new_calls_away_and_exits_once_the_last_e
     async with asyncio.timeout(30):
         assert await scene.proxy.wait() == 0
     assert scene.proxy.lines[-1] == "parley proxy stopped"
+
+
+async def test_a_standby_on_postgresql_takes_the_calls_over_when_the_active_proxy_dies(
+    register: Register, postgres_database: str
+) -> None:
+    dsn = postgres_database
+    app, app_path = await register("app")
+    parties = []
+    for name in ("olga", "cust"):
+        _, path = await register(name)
+        client = Client.from_credentials(path)
+        await client.connect()
+        await client.connections.permit(app.identity)
+        parties.append(Party(client))
+    olga, cust = parties
+    await parley(
+        "proxy", "bind", "--store", dsn, "conv", "--operator", olga.id, "--customer", cust.id
+    )  # fmt: skip
+
+    def proxy() -> ChildProcess:
+        return ChildProcess(
+            [sys.executable, "-m", "parley", "proxy", "-c", str(app_path), "--store", dsn,
+             "--lease", "2"],
+            re.compile(r"parley proxy (ready as|standby:) (\S+)"),
+            name="parley proxy",
+        )  # fmt: skip
+
+    active, standby = proxy(), proxy()
+    try:
+        assert (await active.start()).group(1) == "ready as"
+        assert (await standby.start()).group(1) == "standby:"  # one active at a time
+        await olga.voice.start(app.identity, "conv", "k1", "offer", LONG)
+        await cust.next("start")
+        await cust.voice.accept(app.identity, "conv", "k1", "answer")
+        await olga.next("accept")
+        await active.kill()
+        died = time.monotonic()
+        await cust.voice.stop(app.identity, "conv", "k1")  # while no proxy is active
+        _, heard = await olga.got.next()
+        if heard.typ.value == "chat.voice.accept":  # killed before it knew that went out
+            _, heard = await olga.got.next()
+        assert (heard.typ.value, heard["data"]["reason"]) == ("chat.voice.stop", "hangup")
+        took_over = time.monotonic() - died
+        print(f"\nthe standby passed the hang-up on {took_over:.1f} s after the active died")
+        assert took_over < 8.0
+        assert any(line.startswith("parley proxy ready as") for line in standby.lines)
+        store = PostgresProxyStore(dsn)
+        try:
+            records = await store.records()
+        finally:
+            await store.close()
+        assert legs(records, "k1") == {
+            (Leg.INBOUND, olga.id): EndReason.HANGUP,
+            (Leg.OUTBOUND, cust.id): EndReason.HANGUP,
+        }
+    finally:
+        await active.kill()
+        assert await standby.stop() == 0
+        for each in parties:
+            await each.client.close()

@@ -192,6 +192,12 @@ class FlakyReads:
     async def load(self) -> Resumable:
         return await self.store.load()
 
+    async def lease(self, holder: str, seconds: float) -> str:
+        return await self.store.lease(holder, seconds)
+
+    async def release(self, holder: str) -> None:
+        await self.store.release(holder)
+
     async def close(self) -> None:
         await self.store.close()
 

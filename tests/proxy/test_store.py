@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from parley.errors import SchemaMismatch
+from parley.errors import SchemaMismatch, StoreError
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call import CallRecord, EndReason, Role
 from parley.proxy import (
@@ -256,6 +256,7 @@ async def test_the_proxy_tables_share_a_database_with_the_relay_store(
         "proxy_bindings",
         "proxy_bridges",
         "proxy_core",
+        "proxy_lease",
         "proxy_legs",
         "proxy_pools",
         "proxy_schema_version",
@@ -293,4 +294,28 @@ async def test_a_store_at_schema_1_is_migrated_keeping_its_bindings(
     assert await store.routes() == [BINDING]
     await store.save(Saved(rows=(row("k1", 1, live=True),)))
     assert (await store.load()).rows == (row("k1", 1, live=True),)
+    await store.close()
+
+
+async def test_the_lease_is_one_holders_until_released_or_run_out(store_location: str) -> None:
+    first, second = opened(store_location), opened(store_location)
+    assert await first.lease("a", 30.0) == "a"
+    assert await second.lease("b", 30.0) == "a"  # held: b waits
+    assert await first.lease("a", 30.0) == "a"  # renewed
+    await first.release("b")  # not b's to release
+    assert await second.lease("b", 30.0) == "a"
+    await first.release("a")
+    assert await second.lease("b", 0.0) == "b"  # free: taken (and run out at once)
+    assert await first.lease("a", 30.0) == "a"  # run out: taken over
+    await first.close()
+    await second.close()
+
+
+async def test_a_save_fenced_by_a_lease_its_holder_lost_is_refused(store_location: str) -> None:
+    store = opened(store_location)
+    await store.lease("a", 30.0)
+    await store.save(Saved(rows=(row("k1", 1, live=True),), fence="a"))
+    with pytest.raises(StoreError, match="no longer holds the lease"):
+        await store.save(Saved(rows=(row("k2", 2, live=True),), fence="b"))
+    assert [r.call_id for r in (await store.load()).rows] == ["k1"]
     await store.close()

@@ -49,6 +49,7 @@ class CallProxy:
     ``on_leg`` hears of every leg recorded, ``on_route`` of every binding or pool taken
     up (at start and later). ``retry_interval``: how soon a party that could not be
     permitted (the relay unreachable), or a store that could not be read, is tried again.
+    ``holder``: the lease (:mod:`.lease`) this proxy saves under, if it runs with one.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class CallProxy:
         on_route: Callable[[Route], None] | None = None,
         retry_interval: float = 0.5,
         clock: Callable[[], float] = time.time,
+        holder: str | None = None,
     ) -> None:
         self._client = client
         self._store = store
@@ -68,7 +70,7 @@ class CallProxy:
         self._on_route = on_route
         self._retry_interval = retry_interval
         self.core = Proxy(client.id, client.device, config=config)
-        self._durable = DurableCore(self.core, store, retry_interval=retry_interval)
+        self._durable = DurableCore(self.core, store, retry_interval=retry_interval, fence=holder)
         self._runner = _Runner(client, self._durable, self._event, clock=clock)
         self._routes: dict[str, Route] = {}
         self._permitted: set[IdentityId] = set()
@@ -286,3 +288,8 @@ class _Runner(MachineRunner[Resume]):
     async def _deliver(self, send: Send) -> None:
         await self._durable.flushed()
         await super()._deliver(send)
+
+    async def _send(self, send: Send) -> ParleyError | None:
+        refusal = await super()._send(send)
+        self._durable.sent(send)
+        return refusal

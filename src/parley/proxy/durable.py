@@ -8,7 +8,9 @@ several inputs to a transaction when they come fast. Nothing is sent, and no leg
 reported, before the input behind it is committed (:meth:`DurableCore.flushed`), so a
 crash at any moment leaves a store that either has not seen the input or has it with
 its sends: a restart re-sends the outbox (stop, busy and a repeated start or accept are
-all harmless twice) and goes on from the saved bridges.
+all harmless twice) and goes on from the saved bridges. Once the last of an input's
+messages is out, the outbox is cleared (in the next write), so a restart later repeats
+nothing.
 
 The store holds the offset of no message: the client records a message as processed
 before the proxy sees it (:mod:`parley.client.inbox`: a crash there loses a handler call
@@ -59,6 +61,7 @@ LOST = "the proxy could not resume this call (its saved state is unreadable)"
 class DurableCore:
     """``core`` saved to ``store`` after every input. Until :class:`Resume` is handled
     it has no deadline: nothing ends before the client is connected to say so.
+    ``fence``: the lease holder every save is made under (None: no lease).
 
     ``flush_timeout``: how long a send waits for its input to be committed; past it
     (the store away) the call goes on unsaved rather than stall, and the writer keeps
@@ -71,8 +74,10 @@ class DurableCore:
         *,
         retry_interval: float = 0.5,
         flush_timeout: float = 5.0,
+        fence: str | None = None,
     ) -> None:
         self.core = core
+        self._fence = fence
         self._store = store
         self._retry_interval = retry_interval
         self._flush_timeout = flush_timeout
@@ -84,7 +89,8 @@ class DurableCore:
         self._writer: asyncio.Task[None] | None = None
         self._resumed = False
         self._pending: list[Send] = []  # to send on Resume: last outbox, lost calls' stops
-        self._outbox_full = False
+        self._outbox_full = False  # the stored outbox holds sends
+        self._outbox: list[Send] = []  # the current input's sends
         self.idle = asyncio.Event()  # set while no bridge is live
 
     async def restore(self) -> None:
@@ -103,7 +109,7 @@ class DurableCore:
                 )
                 tomb = Kept(call_id=row.call_id, rank=row.rank, live=False, bridge=None)
                 kept.append(tomb)
-                lost.append(Saved(rows=(_row(tomb, row.cid, row.parties),)))
+                lost.append(Saved(rows=(_row(tomb, row.cid, row.parties),), fence=self._fence))
         away: tuple[Away, ...] = ()
         if stored.away is not None:
             try:
@@ -151,6 +157,7 @@ class DurableCore:
             outbox, self._outbox_full = _outbox_encoder.encode(sends), True
         elif self._outbox_full:
             outbox, self._outbox_full = _NOTHING, False
+        self._outbox = sends
         if not changes and outbox is None:
             return
         me = self.core.identity
@@ -161,8 +168,17 @@ class DurableCore:
                 outbox=outbox,
                 away=None if changes.away is None else encode_away(changes.away),
                 keep=self.core.config.memory,
+                fence=self._fence,
             )
         )
+
+    def sent(self, send: Send) -> None:
+        """``send`` went out (or to the runner's retries). After the last of an input's,
+        its outbox is done with: a restart need not send them again."""
+        if self._outbox and send is self._outbox[-1]:
+            self._outbox = []
+            self._outbox_full = False
+            self._put(Saved(outbox=_NOTHING, keep=self.core.config.memory, fence=self._fence))
 
     def _put(self, saved: Saved) -> None:
         self._queue.append(saved)
@@ -208,7 +224,7 @@ class DurableCore:
             return
         if sent and self._outbox_full:
             self._outbox_full = False
-            self._put(Saved(outbox=_NOTHING, keep=self.core.config.memory))
+            self._put(Saved(outbox=_NOTHING, keep=self.core.config.memory, fence=self._fence))
         await self.flushed()
         self._writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -33,13 +33,14 @@ from parley.ids import IdentityId
 from parley.protocol.proxy import Binding, Pool
 from parley.proxy.location import describe
 from parley.proxy.records import BridgeRow, LegRecord, Resumable, Route, Saved
+from parley.proxy.store import fenced
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 CHANNEL: Final = "parley_proxy_bindings"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 # pg_advisory_xact_lock key serialising schema setup: two processes opening a new
 # database at once (``parley proxy bind`` beside a starting proxy) would otherwise race
 # in CREATE TABLE IF NOT EXISTS, which is not safe against concurrent creators.
@@ -92,6 +93,14 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     -- the core's outbox and presence, one row each
     CREATE TABLE proxy_core (key text PRIMARY KEY, value bytea NOT NULL);
     """,
+    # 3: which proxy process is the active one, until when (the database's Unix time).
+    """
+    CREATE TABLE proxy_lease (
+        id integer PRIMARY KEY CHECK (id = 0),
+        holder text NOT NULL,
+        expires double precision NOT NULL
+    );
+    """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
 
@@ -107,6 +116,14 @@ _UPSERT_BRIDGE: Final = (
     " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_id) DO UPDATE SET"
     " cid = excluded.cid, parties = excluded.parties, live = excluded.live,"
     " rank = excluded.rank, state = excluded.state"
+)
+# The database's clock, not the processes': a lease means the same on every host.
+_TAKE_LEASE: Final = (
+    "INSERT INTO proxy_lease (id, holder, expires)"
+    " VALUES (0, $1, extract(epoch FROM clock_timestamp()) + $2)"
+    " ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, expires = excluded.expires"
+    " WHERE proxy_lease.holder = excluded.holder"
+    " OR proxy_lease.expires < extract(epoch FROM clock_timestamp())"
 )
 # Ended rows past the newest ``keep`` of them: the core has forgotten them.
 _PRUNE: Final = (
@@ -388,6 +405,9 @@ class PostgresProxyStore:
 
         async def work(db: Any) -> None:
             async with db.transaction():
+                if saved.fence is not None:
+                    found = await db.fetchval("SELECT holder FROM proxy_lease FOR SHARE")
+                    fenced(saved.fence, found)
                 await db.executemany(_UPSERT_BRIDGE, rows)
                 await db.executemany(_INSERT_LEG, legs)
                 await db.executemany(
@@ -427,6 +447,20 @@ class PostgresProxyStore:
             )
 
         return await self._with(work)
+
+    async def lease(self, holder: str, seconds: float) -> str:
+        async def work(db: Any) -> str:
+            async with db.transaction():
+                await db.execute(_TAKE_LEASE, holder, seconds)
+                return str(await db.fetchval("SELECT holder FROM proxy_lease"))
+
+        return await self._with(work)
+
+    async def release(self, holder: str) -> None:
+        async def work(db: Any) -> None:
+            await db.execute("DELETE FROM proxy_lease WHERE holder = $1", holder)
+
+        await self._with(work)
 
     async def close(self) -> None:
         self._closed = True

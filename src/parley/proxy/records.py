@@ -106,6 +106,9 @@ class Saved(msgspec.Struct, frozen=True, kw_only=True):
     outbox: bytes | None = None
     away: bytes | None = None
     keep: int = 1024
+    # Written only while this holder has the lease (a standby that took over fences
+    # off an active one that lost it); None: no lease in use.
+    fence: str | None = None
 
     def then(self, later: Saved) -> Saved:
         """This and ``later`` as one write (later rows win)."""
@@ -116,6 +119,7 @@ class Saved(msgspec.Struct, frozen=True, kw_only=True):
             outbox=self.outbox if later.outbox is None else later.outbox,
             away=self.away if later.away is None else later.away,
             keep=later.keep,
+            fence=later.fence,
         )
 
 

@@ -8,6 +8,11 @@ Stopping ends no call: the calls are in the store and the next start resumes the
 Draining does: SIGUSR1, or SIGTERM with ``drain``, makes the proxy answer new starts
 busy (``parley proxy draining, N calls up``) and exit once the last call has ended; a
 SIGINT or a second SIGTERM then stops it at once.
+
+With a lease (``--lease SECONDS``) it is the one active proxy of its store: while another
+holds the lease it prints ``parley proxy standby: <holder> is active`` and waits, and it
+takes over (resuming the calls) once that one stops or its lease runs out. An active
+proxy that loses its lease stops at once, with exit code 1.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from parley.client.client import Client
+from parley.errors import StoreError
 from parley.protocol.proxy import Binding, ProxyConfig
 from parley.proxy.component import CallProxy
+from parley.proxy.lease import Lease
 from parley.proxy.location import describe, open_proxy_store
 from parley.proxy.records import LegRecord, Route
 
@@ -33,10 +40,13 @@ async def serve(
     say: Callable[[str], None],
     *,
     drain: bool = False,
+    lease_seconds: float | None = None,
 ) -> None:
     """Run the proxy of ``credentials`` on the store at ``store_at`` (a file path or a
     ``postgresql://`` URL, as :func:`~parley.proxy.location.open_proxy_store` takes).
-    ``drain``: SIGTERM drains (as SIGUSR1 always does) instead of stopping."""
+    ``drain``: SIGTERM drains (as SIGUSR1 always does) instead of stopping.
+    ``lease_seconds``: be the one active proxy of the store (:mod:`.lease`), waiting on
+    standby while another is."""
     stopping, draining = asyncio.Event(), asyncio.Event()
 
     def terminated() -> None:
@@ -50,27 +60,49 @@ async def serve(
     loop.add_signal_handler(signal.SIGTERM, terminated)
     loop.add_signal_handler(signal.SIGUSR1, draining.set)
     store = open_proxy_store(store_at)
-    client = Client.from_credentials(credentials)
+    lease = None if lease_seconds is None else Lease(store, lease_seconds)
+    stop = asyncio.ensure_future(stopping.wait())
+    lost: list[str] = []
+    keeper: asyncio.Task[None] | None = None
     try:
+        if lease is not None:
+            await _unless(
+                stop, lease.acquire(lambda holder: say(f"parley proxy standby: {holder} is active"))
+            )
+            if stopping.is_set():
+                return
+        client = Client.from_credentials(credentials)
         async with CallProxy(
             client,
             store,
             config,
             on_leg=lambda leg: say(leg_line(leg)),
             on_route=lambda route: say(route_line(route)),
+            holder=None if lease is None else lease.holder,
         ) as proxy:
             say(f"parley proxy ready as {client.id} (store {describe(store_at)})")
-            stop = asyncio.ensure_future(stopping.wait())
-            try:
-                await _unless(stop, draining.wait())
-                if not stopping.is_set():
-                    say(f"parley proxy draining, {len(proxy.core.bridges)} calls up")
-                    await _unless(stop, proxy.drain())
-            finally:
-                stop.cancel()
+            if lease is not None:
+                keeper = asyncio.create_task(_keep(lease, lost, stopping))
+            await _unless(stop, draining.wait())
+            if not stopping.is_set():
+                say(f"parley proxy draining, {len(proxy.core.bridges)} calls up")
+                await _unless(stop, proxy.drain())
+        if lease is not None and not lost:
+            await lease.release()  # a standby takes over at once
     finally:
+        stop.cancel()
+        if keeper is not None:
+            keeper.cancel()
         await store.close()
-    say("parley proxy stopped")
+        say("parley proxy stopped")
+    if lost:
+        raise StoreError(f"the proxy stopped: {lost[0]}")
+
+
+async def _keep(lease: Lease, lost: list[str], stopping: asyncio.Event) -> None:
+    """Renew ``lease``; once lost, say why in ``lost`` and stop the proxy."""
+    lost.append(await lease.keep())
+    stopping.set()
 
 
 async def _unless(stop: asyncio.Future[Any], work: Coroutine[Any, Any, Any]) -> None:

@@ -26,6 +26,7 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
+from parley.errors import StoreError
 from parley.ids import IdentityId
 from parley.protocol.proxy import Binding, Pool
 from parley.proxy.records import BridgeRow, LegRecord, Resumable, Route, Saved
@@ -60,6 +61,13 @@ class ProxyStore(Protocol):
 
     async def load(self) -> Resumable:
         """What the last :meth:`save` calls left: the core's rows, outbox, presence."""
+
+    async def lease(self, holder: str, seconds: float) -> str:
+        """Take the lease of the active proxy for ``seconds`` (or renew it) if it is free,
+        expired or ``holder``'s already; return who holds it now."""
+
+    async def release(self, holder: str) -> None:
+        """Give the lease up, if ``holder`` has it."""
 
     async def close(self) -> None: ...
 
@@ -108,7 +116,19 @@ CREATE TABLE IF NOT EXISTS bridges (
 CREATE INDEX IF NOT EXISTS bridges_by_rank ON bridges (live, rank);
 -- the core's outbox and presence, one row each
 CREATE TABLE IF NOT EXISTS core (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+-- which proxy process is the active one, until when (Unix seconds)
+CREATE TABLE IF NOT EXISTS lease (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    holder TEXT NOT NULL,
+    expires REAL NOT NULL
+);
 """
+
+_TAKE_LEASE = (
+    "INSERT INTO lease VALUES (0, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+    " holder = excluded.holder, expires = excluded.expires"
+    " WHERE lease.holder = excluded.holder OR lease.expires < ?"
+)
 
 # Ended rows (not live) past the newest ``keep`` of them: the core has forgotten them.
 _PRUNE = (
@@ -267,6 +287,8 @@ class SqliteProxyStore:
         def work(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN IMMEDIATE")
+                if saved.fence is not None:
+                    _fenced(saved.fence, db.execute("SELECT holder FROM lease").fetchone())
                 db.executemany("INSERT OR REPLACE INTO bridges VALUES (?, ?, ?, ?, ?, ?)", rows)
                 db.executemany(
                     f"INSERT OR IGNORE INTO legs ({_LEG_COLUMNS}) VALUES ({marks})", legs
@@ -300,8 +322,31 @@ class SqliteProxyStore:
 
         return await self._do(work)
 
+    async def lease(self, holder: str, seconds: float) -> str:
+        def work(db: sqlite3.Connection) -> str:
+            now = time.time()
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute(_TAKE_LEASE, (holder, now + seconds, now))
+                return str(db.execute("SELECT holder FROM lease").fetchone()[0])
+
+        return await self._do(work)
+
+    async def release(self, holder: str) -> None:
+        await self._do(lambda db: db.execute("DELETE FROM lease WHERE holder = ?", (holder,)))
+
     async def close(self) -> None:
         await self._do(lambda db: db.close())
+
+
+def fenced(holder: str, found: object) -> None:
+    """Raise unless ``found`` (the lease's holder column, or None) is ``holder``."""
+    if found is None or found != holder:
+        raise StoreError(f"this proxy no longer holds the lease (held by {found}): not saving")
+
+
+def _fenced(holder: str, row: tuple[object, ...] | None) -> None:
+    fenced(holder, None if row is None else row[0])
 
 
 def _parties(column: str) -> tuple[IdentityId, ...]:
