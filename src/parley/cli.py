@@ -258,11 +258,40 @@ def relay(
         ),
     ] = None,
     rate: Annotated[
-        float, typer.Option(help="Messages per second one connection may send, sustained.")
-    ] = _DEFAULTS.rate_per_second,
-    burst: Annotated[int, typer.Option(help="Messages one connection may send at once.")] = (
-        _DEFAULTS.burst
+        float,
+        typer.Option(
+            help="Requests (messages, key claims, lookups, ...) per second one device may "
+            "make, sustained, over all its connections to this node."
+        ),
+    ] = _DEFAULTS.device_rate,
+    burst: Annotated[int, typer.Option(help="Requests one device may make at once.")] = (
+        _DEFAULTS.device_burst
     ),
+    identity_rate: Annotated[
+        float, typer.Option(help="Requests per second one identity may make, all devices.")
+    ] = _DEFAULTS.identity_rate,
+    identity_burst: Annotated[
+        int, typer.Option(help="Requests one identity may make at once, all devices.")
+    ] = _DEFAULTS.identity_burst,
+    connections_per_device: Annotated[
+        int,
+        typer.Option(
+            help="Connections one device may keep open; a new one past this closes the oldest."
+        ),
+    ] = _DEFAULTS.connections_per_device,
+    preauth_per_source: Annotated[
+        int,
+        typer.Option(help="Connections from one address that may wait unauthenticated at once."),
+    ] = _DEFAULTS.preauth_per_source,
+    registration_rate: Annotated[
+        float, typer.Option(help="Registrations per second from one address, sustained.")
+    ] = _DEFAULTS.registration_rate,
+    registration_burst: Annotated[
+        int, typer.Option(help="Registrations from one address at once.")
+    ] = _DEFAULTS.registration_burst,
+    max_name: Annotated[
+        int, typer.Option(help="Longest identity display name, in characters.")
+    ] = _DEFAULTS.max_name,
     max_body: Annotated[int, typer.Option(help="Largest message body in bytes.")] = (
         _DEFAULTS.max_body
     ),
@@ -278,7 +307,18 @@ def relay(
         # One plain line with the URL: scripts and tests wait for it.
         print(f"parley relay listening on {server.url} node {server.node_id}", flush=True)
 
-    config = RelayConfig(rate_per_second=rate, burst=burst, max_body=max_body)
+    config = RelayConfig(
+        device_rate=rate,
+        device_burst=burst,
+        identity_rate=identity_rate,
+        identity_burst=identity_burst,
+        connections_per_device=connections_per_device,
+        preauth_per_source=preauth_per_source,
+        registration_rate=registration_rate,
+        registration_burst=registration_burst,
+        max_name=max_name,
+        max_body=max_body,
+    )
     _run(lambda: run_relay(data_dir, host, port, config, ready, store=store, bus=bus))
 
 

@@ -166,15 +166,19 @@ class CredentialsError(ParleyError):
 
 
 class RelayError(ParleyError):
-    """The relay refused a request; ``code`` is the wire error code."""
+    """The relay refused a request; ``code`` is the wire error code, ``retry_after`` the
+    seconds the relay said to wait before asking again (None: it did not say)."""
 
     code: str = "internal"
     _by_code: ClassVar[dict[str, type[RelayError]]] = {}
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.retry_after = retry_after
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -182,9 +186,9 @@ class RelayError(ParleyError):
             RelayError._by_code[code] = cls
 
     @staticmethod
-    def from_code(code: str, message: str) -> RelayError:
+    def from_code(code: str, message: str, retry_after: float | None = None) -> RelayError:
         cls = RelayError._by_code.get(code, RelayError)
-        return cls(message, code=code)
+        return cls(message, code=code, retry_after=retry_after)
 
 
 class AuthenticationFailed(RelayError):
@@ -208,6 +212,9 @@ class NotPermitted(RelayError):
 
 
 class RateLimited(RelayError):
+    """Too many requests (of this device, identity or network address): wait
+    ``retry_after`` seconds, then try again."""
+
     codes = ("rate_limited",)
 
 

@@ -41,6 +41,10 @@ class Wrapper:
     def remote(self) -> str:
         return self.inner.remote
 
+    @property
+    def source(self) -> str:
+        return self.inner.source
+
     async def send(self, data: bytes) -> None:
         await self.inner.send(data)
 

@@ -32,6 +32,10 @@ class Gate:
     def remote(self) -> str:
         return self.inner.remote
 
+    @property
+    def source(self) -> str:
+        return self.inner.source
+
     async def send(self, data: bytes) -> None:
         await self.open.wait()
         self.sent.append(frames.decode_relay_frame(data))

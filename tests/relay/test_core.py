@@ -212,7 +212,7 @@ async def test_send_rejections(
 
 
 async def test_sends_over_the_burst_are_rate_limited(tmp_path: Path, clock: FakeClock) -> None:
-    config = RelayConfig(rate_per_second=1, burst=2)
+    config = RelayConfig(device_rate=1, device_burst=2)
     relay = Relay(SqliteStore(tmp_path / "r.db"), config, clock=clock)
     await relay.start()
     try:

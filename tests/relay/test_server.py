@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
 
 from parley.errors import TransportClosed
 from parley.protocol import frames
@@ -124,3 +125,31 @@ async def test_run_relay_stops_on_sigterm(tmp_path: Path) -> None:
     await asyncio.wait_for(task, WAIT)
     with pytest.raises(TransportClosed):
         await connect_websocket(url, open_timeout=WAIT)
+
+
+async def test_an_oversized_frame_is_answered_too_large_before_the_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = RelayConfig(max_body=1000)
+    async with RelayServer(tmp_path / "data", config=config) as server:
+        async with connect(server.url, max_size=None) as ws:
+            challenge = frames.decode_relay_frame(
+                await asyncio.wait_for(ws.recv(decode=False), WAIT)
+            )
+            assert isinstance(challenge, frames.Challenge)
+            await ws.send(b"\x00" * (1000 + frames.FRAME_OVERHEAD + 1))
+            reply = frames.decode_relay_frame(await asyncio.wait_for(ws.recv(decode=False), WAIT))
+            assert isinstance(reply, frames.Error)
+            assert reply.code is frames.ErrorCode.TOO_LARGE
+            assert reply.ref is None
+            await asyncio.wait_for(ws.wait_closed(), WAIT)
+            assert ws.close_code == 1009
+        # Still serving everyone else.
+        await (await session(server.url, Identity.create("bob"), register=True)).close()
+        rejected = server.relay.metrics.registry.get_sample_value(
+            "parley_relay_rejected_total", {"reason": "too_large"}
+        )
+        assert rejected == 1
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "too_large" in r.message]
+    assert len(warnings) == 1 and "127.0.0.1:" in warnings[0].message
+    assert not any(r.exc_info for r in caplog.records)

@@ -63,6 +63,8 @@ class Node:
         StoreStatus.STORED, (InboxRow("bob", "d1", 1),)
     )
     delivered: int = 0
+    registration: Registration = Registration.CREATED
+    wait: float | None = None  # what a Charge is answered: None, a token was there
     asked: list[Query[Any]] = field(default_factory=list)
     # A hook run before each answer, to change the world between two queries.
     before: Callable[[Query[Any]], None] = lambda _: None
@@ -100,7 +102,9 @@ class Node:
                 chain.append(entry)
                 return body
             case fx.CreateIdentity():
-                return Registration.CREATED
+                return self.registration
+            case fx.Charge() | fx.ChargeRegistration():
+                return self.wait
             case _:
                 return None
 
@@ -321,16 +325,14 @@ def test_registering_answers_taken_and_invalid_chains(
     ]
     assert fx.CreateIdentity(alice.genesis, "Alice", clock.now) in node.asked
 
-    def taken(query: Query[Any]) -> Any:
-        return Registration.TAKEN
-
-    node.answer = taken  # type: ignore[method-assign]
+    node.registration = Registration.TAKEN
     assert rejections(node.run(session.receive(register))) == [(3, ErrorCode.IDENTITY_EXISTS)]
 
-    def invalid(query: Query[Any]) -> Any:
-        raise KeyChainError("no")
+    def invalid(query: Query[Any]) -> None:
+        if isinstance(query, fx.CreateIdentity):
+            raise KeyChainError("no")
 
-    node.answer = invalid  # type: ignore[method-assign]
+    node.before = invalid
     assert rejections(node.run(session.receive(register))) == [(3, ErrorCode.INVALID_KEY_CHAIN)]
     assert session.phase is Phase.HANDSHAKE
 
@@ -452,14 +454,64 @@ def test_a_send_must_be_encrypted_for_exactly_the_current_devices(
         assert rejections(effects) == ([(7, ErrorCode.STALE_DEVICES)] if refused else [])
 
 
-def test_sends_past_the_burst_are_rate_limited_until_tokens_come_back(
+@pytest.mark.parametrize(
+    "frame",
+    [
+        send(),
+        frames.ClaimKeys(ref=7, identity="bob", sessions={}),
+        frames.GetKeys(ref=7, identity="bob"),
+        frames.Watch(ref=7, identities=["bob"]),
+        frames.Unwatch(ref=7, identities=["bob"]),
+        frames.Permit(ref=7, identity="bob"),
+        frames.Unpermit(ref=7, identity="bob"),
+        frames.ListConnections(ref=7),
+        frames.PublishKeys(ref=7, identity_key=b"k" * 32, signature=b"s" * 64),
+    ],
+)
+def test_every_request_is_charged_and_refused_with_a_retry_after_when_over_budget(
+    alice: Identity, node: Node, clock: FakeClock, frame: frames.ClientFrame
+) -> None:
+    session = session_of(alice, node, clock)
+    node.wait = 0.25
+    effects = node.run(session.receive(frame))
+    message = "too many requests; slow down"
+    assert effects == [fx.Reject(7, ErrorCode.RATE_LIMITED, message, retry_after=0.25)]
+    # Charged to this device (and so its identity), and nothing else done.
+    assert [q for q in node.asked if not isinstance(q, fx.LoadChain)] == [fx.Charge("alice", "d1")]
+
+
+def test_a_confirm_takes_no_token_and_one_that_moves_nothing_is_not_written(
     alice: Identity, node: Node, clock: FakeClock
 ) -> None:
-    session = session_of(alice, node, clock, RelayConfig(rate_per_second=1, burst=2))
-    outcomes = [rejections(node.run(session.receive(send()))) for _ in range(3)]
-    assert outcomes == [[], [], [(7, ErrorCode.RATE_LIMITED)]]
-    clock.advance(1)
-    assert rejections(node.run(session.receive(send()))) == []
+    node.confirmed = 3
+    session = session_of(alice, node, clock)
+    node.wait = 1.0  # over budget: a confirm goes through all the same
+    node.delivered = 10
+    for offset in (2, 3, 5, 5, 4, 6):
+        node.run(session.receive(frames.Confirm(offset=offset)))
+    saved = [q.offset for q in node.asked if isinstance(q, fx.SaveConfirm)]
+    assert saved == [5, 6]
+    assert not any(isinstance(q, fx.Charge) for q in node.asked)
+
+
+def test_registrations_are_charged_to_the_address_and_names_bounded(
+    alice: Identity, node: Node, clock: FakeClock
+) -> None:
+    session = Session(RelayConfig(max_name=5), clock, NONCE)
+    long_name = frames.Register(ref=1, entry=alice.genesis, name="Alice!")
+    assert rejections(node.run(session.receive(long_name))) == [(1, ErrorCode.MALFORMED)]
+    assert not any(isinstance(q, fx.CreateIdentity) for q in node.asked)
+    node.wait = 3.0
+    fine = frames.Register(ref=2, entry=alice.genesis, name="Alice")
+    assert node.run(session.receive(fine)) == [
+        fx.Reject(
+            2,
+            ErrorCode.RATE_LIMITED,
+            "too many registrations from this address; retry later",
+            retry_after=3.0,
+        )
+    ]
+    assert not any(isinstance(q, fx.CreateIdentity) for q in node.asked)
 
 
 # -- other requests ---------------------------------------------------------------------
@@ -559,10 +611,10 @@ def test_revoking_a_device_publishes_and_kicks_it(
     assert rejections(stale) == [(3, ErrorCode.INVALID_KEY_CHAIN)]
 
 
-def test_claims_need_a_permit_take_a_token_and_tell_devices_low_on_keys(
+def test_claims_need_a_permit_and_tell_devices_low_on_keys(
     alice: Identity, bob: Identity, node: Node, clock: FakeClock
 ) -> None:
-    session = session_of(alice, node, clock, RelayConfig(rate_per_second=1, burst=1))
+    session = session_of(alice, node, clock)
     node.permits = {}
     claim = frames.ClaimKeys(ref=4, identity="bob", sessions={})
     assert rejections(node.run(session.receive(claim))) == [(4, ErrorCode.NOT_PERMITTED)]
@@ -575,8 +627,6 @@ def test_claims_need_a_permit_take_a_token_and_tell_devices_low_on_keys(
         fx.TellKeysLow("bob", "d2", KeyStatus(0, True)),
     ]
     assert fx.TakeKeys("bob", {}, None) in node.asked
-    assert rejections(node.run(session.receive(claim))) == [(4, ErrorCode.RATE_LIMITED)]
-    clock.advance(1)
     own = frames.ClaimKeys(ref=5, identity="alice", sessions={})
     node.run(session.receive(own))
     # Claiming one's own identity's keys never claims the asking device's.

@@ -300,7 +300,7 @@ class Connection:
         except TimeoutError:
             raise DeliveryTimeout("the relay did not complete the handshake in time") from None
         if isinstance(reply, Error):
-            raise RelayError.from_code(reply.code, reply.message)
+            raise relay_error(reply)
         if not isinstance(reply, Welcome):
             raise MalformedFrame(f"expected welcome, got {type(reply).__name__}")
         log.info(
@@ -398,7 +398,7 @@ class Connection:
             pending.future.set_result(reply)
 
     def _on_error(self, frame: Error) -> None:
-        error = RelayError.from_code(frame.code, frame.message)
+        error = relay_error(frame)
         if frame.code in _FATAL_CODES:
             # About the session, whatever request it answers: everything waiting fails.
             self._fail(error)
@@ -421,6 +421,11 @@ class Connection:
                 item.future.set_exception(make_error())
 
 
+def relay_error(frame: Error) -> RelayError:
+    """The exception that an Error frame from the relay stands for."""
+    return RelayError.from_code(frame.code, frame.message, frame.retry_after)
+
+
 def _copy(error: RelayError) -> RelayError:
     # A fresh instance per raise, so tracebacks of different callers do not pile up.
-    return RelayError.from_code(error.code, str(error))
+    return RelayError.from_code(error.code, str(error), error.retry_after)

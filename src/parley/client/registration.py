@@ -16,6 +16,7 @@ from parley.client.connection import (
     Connector,
     expect_challenge,
     recv_frame,
+    relay_error,
     websocket_connector,
 )
 from parley.client.directory import fetch_chain
@@ -26,7 +27,6 @@ from parley.errors import (
     DeliveryTimeout,
     KeyChainError,
     MalformedFrame,
-    RelayError,
 )
 from parley.ids import DeviceId, IdentityId, is_valid_id, new_device_id, new_identity_id
 from parley.protocol.frames import AppendKey, Done, Error, Register, Registered, encode
@@ -82,7 +82,7 @@ async def register(
     finally:
         await transport.close()
     if isinstance(reply, Error):
-        raise RelayError.from_code(reply.code, reply.message)
+        raise relay_error(reply)
     if not isinstance(reply, Registered) or reply.identity != identity:
         raise MalformedFrame(f"expected registered({identity}), got {reply!r}")
     log.info("registered identity %s with device %s", identity, device)

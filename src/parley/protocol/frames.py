@@ -153,6 +153,8 @@ class Error(Frame, frozen=True, kw_only=True, tag="error"):
     ref: int | None = None
     code: ErrorCode
     message: str
+    # Seconds until the same request may succeed (``rate_limited``); None: not said.
+    retry_after: float | None = None
 
 
 class Connections(Frame, frozen=True, kw_only=True, tag="connections"):

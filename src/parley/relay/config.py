@@ -15,9 +15,23 @@ class RelayConfig:
     max_body: int = DEFAULT_MAX_BODY
     # Seconds a connection may stay unauthenticated before it is closed.
     auth_timeout: float = 10.0
-    # Token bucket per connection for Send frames.
-    rate_per_second: float = 200.0
-    burst: int = 400
+    # Token buckets for every request that costs the relay work (Send, ClaimKeys,
+    # GetKeys, Watch, Permit, ...): one per device, shared by its connections to this
+    # node, and one per identity, shared by its devices. Tokens a second; at most saved.
+    device_rate: float = 200.0
+    device_burst: int = 400
+    identity_rate: float = 400.0
+    identity_burst: int = 800
+    # Connections one device may keep open to this node; a new one past this closes
+    # the oldest. (On several nodes a device has one: the newest closes the others.)
+    connections_per_device: int = 4
+    # Per network address: connections not authenticated yet (more are closed at once),
+    # and registrations (a token bucket: per second, at most saved).
+    preauth_per_source: int = 32
+    registration_rate: float = 1.0
+    registration_burst: int = 30
+    # Longest display name of an identity, in characters.
+    max_name: int = 128
     # Envelopes never live longer than this, whatever the sender asks for.
     max_lifetime: float = SEVEN_DAYS
     # How often expired inbox rows and envelopes are deleted.

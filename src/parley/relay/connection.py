@@ -60,6 +60,9 @@ class Connection:
         self.identity: str | None = None
         self.device: str | None = None
         self.authenticated_at = 0.0
+        # The network address counted among the unauthenticated until this connection
+        # authenticates or ends (None: not counted, or no longer).
+        self.preauth_source: str | None = None
         # The highest offset written to this connection (or skipped as expired).
         self.cursor = 0
         self._replies: deque[bytes] = deque()

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -40,15 +41,36 @@ from parley.relay.config import RelayConfig
 from parley.relay.connection import Connection, Context
 from parley.relay.directory import Directory
 from parley.relay.effects import Effect, Query, Work
+from parley.relay.limits import Buckets, LogLimiter, Quota
 from parley.relay.metrics import RelayMetrics
 from parley.relay.prekeys import KeyDirectory
 from parley.relay.presence import PresenceBoard
-from parley.relay.session import CLOSE_GOING_AWAY, CLOSE_REPLACED, CLOSE_REVOKED, Phase, Session
+from parley.relay.session import (
+    CLOSE_GOING_AWAY,
+    CLOSE_REPLACED,
+    CLOSE_REVOKED,
+    CLOSE_TRY_AGAIN_LATER,
+    Phase,
+    Session,
+)
 from parley.relay.store import InboxRow, RelayStore
 from parley.relay.store.timed import timed_store
 from parley.transport import Transport
 
 logger = logging.getLogger(__name__)
+
+# Refusals that say a client sent something wrong or abusive: logged as warnings (with
+# the peer), at most a few a second; the rest only at debug level.
+_BAD_INPUT = frozenset(
+    {
+        ErrorCode.MALFORMED,
+        ErrorCode.UNSUPPORTED,
+        ErrorCode.TOO_LARGE,
+        ErrorCode.AUTH_FAILED,
+        ErrorCode.INVALID_KEY_CHAIN,
+        ErrorCode.RATE_LIMITED,
+    }
+)
 
 
 class Relay:
@@ -85,6 +107,12 @@ class Relay:
         # connection goes away, and close() waits for them before closing the store.
         self._inflight: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        # Per network address: connections not authenticated yet, and registrations.
+        self._preauth: Counter[str] = Counter()
+        self._registrations = Buckets(self.config.registration_rate, self.config.registration_burst)
+        self._device_budgets = Buckets(self.config.device_rate, self.config.device_burst)
+        self._identity_budgets = Buckets(self.config.identity_rate, self.config.identity_burst)
+        self._bad_input = LogLimiter(logger, rate=5.0, burst=20, clock=time.monotonic)
         self._closing = False
 
     @property
@@ -148,7 +176,10 @@ class Relay:
 
     async def sweep(self) -> int:
         """Delete expired inbox rows and envelopes now; returns the rows deleted."""
-        expired = await self._store.expire(self._clock())
+        now = self._clock()
+        for budgets in (self._registrations, self._device_budgets, self._identity_budgets):
+            budgets.prune(now)
+        expired = await self._store.expire(now)
         self.metrics.messages_expired.inc(expired)
         return expired
 
@@ -163,7 +194,13 @@ class Relay:
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
+        source = transport.source
+        if self._preauth[source] >= self.config.preauth_per_source:
+            await self._turn_away(transport)
+            return
+        self._preauth[source] += 1
         conn = Connection(transport, self._ctx)
+        conn.preauth_source = source
         session = Session(self.config, self._clock, secrets.token_bytes(32))
         self._connections.add(conn)
         conn.start()
@@ -176,6 +213,7 @@ class Relay:
             logger.exception("%s: unexpected failure; closing the connection", conn)
             conn.close_soon(1011, "internal error")
         finally:
+            self._release_preauth(conn)
             self._detach(conn)
             self._presence.forget(conn)
             self._connections.discard(conn)
@@ -254,6 +292,10 @@ class Relay:
                 return await self._store.stored_from(sender, recipient, envelope_id)
             case fx.DeliveredUpTo():
                 return conn.cursor
+            case fx.Charge(identity=identity, device=device):
+                return self._charge(identity, device)
+            case fx.ChargeRegistration():
+                return self._charge_registration(conn.transport.source)
             case fx.CreateIdentity(genesis=genesis, name=name, now=now):
                 return await self._directory.register(genesis, name, now)
             case fx.AppendEntry(identity=identity, entry=entry):
@@ -279,8 +321,8 @@ class Relay:
         match effect:
             case fx.Reply(frame=frame):
                 conn.reply(frame)
-            case fx.Reject(ref=ref, code=code, message=message):
-                self._reject(conn, ref, code, message)
+            case fx.Reject(ref=ref, code=code, message=message, retry_after=retry_after):
+                self._reject(conn, ref, code, message, retry_after)
             case fx.Close(code=code, reason=reason):
                 conn.close_soon(code, reason)
             case fx.Attach(identity=identity, device=device, resume_after=resume_after):
@@ -314,8 +356,11 @@ class Relay:
                 raise TypeError(f"no way to apply {effect!r}")
 
     def _attach(self, conn: Connection, identity: str, device: str, resume_after: int) -> None:
+        self._release_preauth(conn)
         conn.attach(identity, device, resume_after)
-        self._sessions.setdefault((identity, device), set()).add(conn)
+        conns = self._sessions.setdefault((identity, device), set())
+        older = sorted(conns, key=lambda c: c.authenticated_at)
+        conns.add(conn)
         self._publish(
             SessionOpened(
                 identity=identity, device=device, node=self.node, since=conn.authenticated_at
@@ -325,6 +370,52 @@ class Relay:
             self._publish_presence(identity)
         self.metrics.connections.inc()
         logger.info("%s: authenticated, resuming after %d", conn, resume_after)
+        # A device keeps only so many connections here: the oldest go (after the new one
+        # is counted, so the device never looks gone to those watching it).
+        for oldest in older[: max(0, len(older) + 1 - self.config.connections_per_device)]:
+            logger.info("%s: too many connections of this device; closing the oldest", oldest)
+            self.metrics.limited.labels("connections").inc()
+            self._detach(oldest)
+            oldest.close_soon(CLOSE_REPLACED, "replaced by a newer connection of this device")
+
+    def _charge(self, identity: str, device: str) -> float | None:
+        now = self._clock()
+        device_budget = self._device_budgets.get(f"{identity}:{device}", now)
+        identity_budget = self._identity_budgets.get(identity, now)
+        wait = Quota(device_budget, identity_budget).charge(now)
+        if wait is not None:
+            which = "device" if device_budget.wait(now) >= wait else "identity"
+            self.metrics.limited.labels(which).inc()
+        return wait
+
+    def _charge_registration(self, source: str) -> float | None:
+        now = self._clock()
+        wait = Quota(self._registrations.get(source, now)).charge(now)
+        if wait is not None:
+            self.metrics.limited.labels("registration").inc()
+        return wait
+
+    def _release_preauth(self, conn: Connection) -> None:
+        source, conn.preauth_source = conn.preauth_source, None
+        if source is not None:
+            self._preauth[source] -= 1
+            if self._preauth[source] <= 0:
+                del self._preauth[source]
+
+    async def _turn_away(self, transport: Transport) -> None:
+        """Too many connections from this address are not authenticated yet."""
+        self.metrics.limited.labels("preauth").inc()
+        self._bad_input.warning(
+            "%s: too many unauthenticated connections from %s", transport.remote, transport.source
+        )
+        error = frames.Error(
+            code=ErrorCode.RATE_LIMITED,
+            message="too many connections from this address are not authenticated yet",
+            retry_after=self.config.auth_timeout,
+        )
+        with contextlib.suppress(TransportClosed, OSError):
+            await transport.send(frames.encode(error))
+            await transport.close(CLOSE_TRY_AGAIN_LATER, "too many unauthenticated connections")
 
     def _detach(self, conn: Connection) -> None:
         if conn.identity is None or conn.device is None:
@@ -450,10 +541,25 @@ class Relay:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _reject(self, conn: Connection, ref: int | None, code: ErrorCode, message: str) -> None:
+    def _reject(
+        self,
+        conn: Connection,
+        ref: int | None,
+        code: ErrorCode,
+        message: str,
+        retry_after: float | None = None,
+    ) -> None:
         self.metrics.rejected.labels(code.value).inc()
-        logger.debug("%s: %s (ref %s): %s", conn, code.value, ref, message)
-        conn.reply(frames.Error(ref=ref, code=code, message=message))
+        if code in _BAD_INPUT:
+            self._bad_input.warning("%s: %s: %s", conn, code.value, message)
+        else:
+            logger.debug("%s: %s (ref %s): %s", conn, code.value, ref, message)
+        conn.reply(frames.Error(ref=ref, code=code, message=message, retry_after=retry_after))
+
+    def refused_too_large(self, peer: str, reason: str) -> None:
+        """The WebSocket edge refused a message over the size limit (and closes)."""
+        self.metrics.rejected.labels(ErrorCode.TOO_LARGE.value).inc()
+        self._bad_input.warning("%s: %s: %s", peer, ErrorCode.TOO_LARGE.value, reason)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(_logged(work))

@@ -105,6 +105,21 @@ class DeliveredUpTo(Query[int]):
 
 
 @dataclass(frozen=True, slots=True)
+class Charge(Query[float | None]):
+    """Take a token from the budgets of ``identity:device``: None if taken, else the
+    seconds until one is there."""
+
+    identity: str
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRegistration(Query[float | None]):
+    """Take a token from the registration budget of this connection's network address:
+    None if taken, else the seconds until one is there."""
+
+
+@dataclass(frozen=True, slots=True)
 class CreateIdentity(Query[Registration]):
     """Register the identity ``genesis`` creates; raises KeyChainError if invalid."""
 
@@ -183,6 +198,7 @@ class Reject(Effect):
     ref: int | None
     code: ErrorCode
     message: str
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,14 @@ class RelayMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.limited = Counter(
+            "parley_relay_limited",
+            "Requests and connections refused or closed by a limit, by which limit: "
+            "device, identity (request rates), registration and preauth (per network "
+            "address), connections (a device's oldest connection closed), slow_reader.",
+            ["limit"],
+            registry=self.registry,
+        )
 
         self.store_seconds = Histogram(
             "parley_relay_store_seconds",

@@ -17,19 +17,23 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from parley.errors import InvalidBusLocation
-from parley.protocol.frames import FRAME_OVERHEAD
+from parley.protocol.frames import FRAME_OVERHEAD, Error, ErrorCode, encode
 from parley.relay.bus.location import backend as bus_backend
 from parley.relay.bus.location import open_bus
 from parley.relay.config import RelayConfig
 from parley.relay.core import Relay
 from parley.relay.metrics import CONTENT_TYPE_LATEST
 from parley.relay.store.location import DB_NAME, backend, open_store, redacted
-from parley.transport.websocket import WebSocketTransport, authority, bound_port
+from parley.transport.websocket import WebSocketTransport, authority, bound_port, peer_name
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +102,7 @@ class RelayServer:
                 # too_large error rather than a closed connection.
                 max_size=self.config.max_body + FRAME_OVERHEAD,
                 compression=None,
+                create_connection=self._connection_class(),
             )
         except BaseException:
             await self.relay.close()
@@ -152,6 +157,35 @@ class RelayServer:
 
     def _authority(self) -> str:
         return authority(self.host, self.port)
+
+    def _connection_class(self) -> type[ServerConnection]:
+        limit = self.config.max_body + FRAME_OVERHEAD
+        too_large = encode(
+            Error(code=ErrorCode.TOO_LARGE, message=f"a frame is at most {limit} bytes")
+        )
+        relay = self.relay
+
+        class RelayConnection(ServerConnection):
+            """Says ``too_large`` in a typed Error before websockets closes with 1009.
+
+            websockets refuses an oversized message in its protocol layer (from the
+            frame header, before reading the payload) and fails the connection there;
+            it has no hook for a last message, so this wraps that protocol's ``fail``.
+            """
+
+            def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
+                super().__init__(protocol, *args, **kwargs)
+                fail = protocol.fail
+
+                def fail_saying_why(code: int, reason: str = "") -> None:
+                    if code == CloseCode.MESSAGE_TOO_BIG and protocol.state is State.OPEN:
+                        protocol.send_binary(too_large)
+                        relay.refused_too_large(peer_name(self), reason)
+                    fail(code, reason)
+
+                protocol.fail = fail_saying_why  # type: ignore[method-assign]
+
+        return RelayConnection
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         await self.relay.handle(WebSocketTransport(ws))

@@ -63,7 +63,6 @@ from parley.relay.bus.events import ChainChanged, PermitsChanged, Revoked
 from parley.relay.config import RelayConfig
 from parley.relay.directory import Registration
 from parley.relay.effects import Effect, Work, ask
-from parley.relay.limits import TokenBucket
 from parley.relay.prekeys import InvalidKeys, check_publish
 from parley.relay.store import IdentityKey, StoreStatus
 
@@ -75,6 +74,7 @@ CLOSE_AUTH_FAILED = 4003
 CLOSE_AUTH_TIMEOUT = 4008
 CLOSE_REPLACED = 4009  # the device connected to another relay node
 CLOSE_GOING_AWAY = 1001  # RFC 6455 §7.4.1: the server is going down
+CLOSE_TRY_AGAIN_LATER = 1013  # IANA-registered: a limit was reached, come back later
 
 MAX_ENVELOPE_ID = 128
 _CLIENT_TAGS = frozenset(cls.__struct_config__.tag for cls in get_args(ClientFrame))
@@ -107,10 +107,10 @@ class Session:
         self._config = config
         self._clock = clock
         self._nonce = nonce
-        self._bucket = TokenBucket(config.rate_per_second, config.burst, clock())
         self.phase = Phase.HANDSHAKE
         self.identity: str | None = None
         self.device: str | None = None
+        self._confirmed = 0  # the highest offset confirmed over this session
 
     def challenge(self) -> Challenge:
         """The first frame of the connection."""
@@ -156,6 +156,15 @@ class Session:
                 yield fx.Reject(ref, ErrorCode.NOT_AUTHENTICATED, "authenticate first")
 
     def _register(self, frame: Register) -> Work[None]:
+        wait = yield from ask(fx.ChargeRegistration())
+        if wait is not None:
+            msg = "too many registrations from this address; retry later"
+            yield fx.Reject(frame.ref, ErrorCode.RATE_LIMITED, msg, retry_after=wait)
+            return
+        if frame.name is not None and len(frame.name) > self._config.max_name:
+            msg = f"a name is at most {self._config.max_name} characters"
+            yield fx.Reject(frame.ref, ErrorCode.MALFORMED, msg)
+            return
         try:
             outcome = yield from ask(fx.CreateIdentity(frame.entry, frame.name, self._clock()))
         except KeyChainError as exc:
@@ -192,6 +201,7 @@ class Session:
         resume_after = max(frame.resume_after, confirmed)
         self._fire(Outcome.AUTHENTICATED)
         self.identity, self.device = identity, device
+        self._confirmed = confirmed
         yield fx.Reply(Welcome(identity=identity, device=device, resume_after=resume_after))
         yield fx.Attach(identity, device, resume_after)
         # Keys claimed while the device was away may have left it low, or handed out its
@@ -220,14 +230,29 @@ class Session:
             ref = getattr(frame, "ref", None)
             yield fx.Reject(ref, ErrorCode.DEVICE_REVOKED, "this device was revoked")
             return
+        if isinstance(frame, Confirm):
+            # A device cannot confirm (and so delete) what it has not been sent; a confirm
+            # that moves nothing costs nothing, so it takes no token either.
+            offset = min(frame.offset, (yield from ask(fx.DeliveredUpTo())))
+            if offset > self._confirmed:
+                self._confirmed = offset
+                yield fx.Spawn(_asked(fx.SaveConfirm(identity, device, offset)))
+            return
+        if not isinstance(frame, Authenticate):
+            wait = yield from ask(fx.Charge(identity, device))
+            if wait is not None:
+                ref = getattr(frame, "ref", None)
+                msg = "too many requests; slow down"
+                yield fx.Reject(ref, ErrorCode.RATE_LIMITED, msg, retry_after=wait)
+                return
+        yield from self._serve_request(identity, device, chain, frame)
+
+    def _serve_request(
+        self, identity: str, device: str, chain: KeyChain, frame: ClientFrame
+    ) -> Work[None]:
         match frame:
             case Send():
                 yield from self._send(identity, device, frame)
-            case Confirm(offset=offset):
-                # A device cannot confirm (and so delete) what it has not been sent.
-                offset = min(offset, (yield from ask(fx.DeliveredUpTo())))
-                if offset > 0:
-                    yield fx.Spawn(_asked(fx.SaveConfirm(identity, device, offset)))
             case Permit(ref=ref, identity=peer):
                 if (yield from ask(fx.LoadChain(peer))) is None:
                     yield fx.Reject(ref, ErrorCode.UNKNOWN_IDENTITY, f"no identity {peer!r}")
@@ -296,9 +321,6 @@ class Session:
         if len(frame.body) > self._config.max_body:
             limit = self._config.max_body
             yield fx.Reject(ref, ErrorCode.TOO_LARGE, f"body is over {limit} bytes")
-            return
-        if not self._bucket.take(now):
-            yield fx.Reject(ref, ErrorCode.RATE_LIMITED, "too many messages; slow down")
             return
         if not 0 < len(frame.envelope_id) <= MAX_ENVELOPE_ID:
             msg = f"envelope_id must be 1-{MAX_ENVELOPE_ID} characters"
@@ -388,9 +410,6 @@ class Session:
         refusal = yield from self._may_message(claimer, whose)
         if refusal is not None:
             yield fx.Reject(ref, *refusal)
-            return
-        if not self._bucket.take(self._clock()):
-            yield fx.Reject(ref, ErrorCode.RATE_LIMITED, "too many requests; slow down")
             return
         exclude = device if whose == claimer else None
         devices, claims = yield from ask(fx.TakeKeys(whose, frame.sessions, exclude))

@@ -16,6 +16,11 @@ class Transport(Protocol):
         """A printable name of the other end, for logs."""
         ...
 
+    @property
+    def source(self) -> str:
+        """The other end's network address (no port): what per-address limits count."""
+        ...
+
     async def send(self, data: bytes) -> None:
         """Send one message; raises :class:`~parley.errors.TransportClosed` once closed."""
         ...

@@ -22,6 +22,10 @@ class MemoryTransport:
     def remote(self) -> str:
         return self._name
 
+    @property
+    def source(self) -> str:
+        return "memory"
+
     async def send(self, data: bytes) -> None:
         if self._closed:
             raise TransportClosed(f"{self._name}: closed")

@@ -18,10 +18,12 @@ class WebSocketTransport:
 
     @property
     def remote(self) -> str:
+        return peer_name(self._ws)
+
+    @property
+    def source(self) -> str:
         address = self._ws.remote_address
-        if isinstance(address, tuple) and len(address) >= 2:
-            return f"{address[0]}:{address[1]}"
-        return str(address)
+        return str(address[0]) if isinstance(address, tuple) and address else str(address)
 
     async def send(self, data: bytes) -> None:
         try:
@@ -49,6 +51,14 @@ async def connect_websocket(url: str, *, open_timeout: float = 10.0) -> WebSocke
     except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
         raise TransportClosed(f"cannot connect to {url}: {exc}") from None
     return WebSocketTransport(ws)
+
+
+def peer_name(ws: ClientConnection | ServerConnection) -> str:
+    """``host:port`` of the other end, for logs."""
+    address = ws.remote_address
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
 
 
 def bound_port(server: Server) -> int:
