@@ -40,6 +40,7 @@ from typing import Annotated, TypeAlias
 import msgspec
 
 from parley.errors import MalformedFrame
+from parley.protocol.decoding import MIB, Decoder
 from parley.protocol.keychain import ChainEntry
 
 PROTOCOL_VERSION = 1
@@ -47,6 +48,9 @@ DEFAULT_MAX_BODY = 64 * 1024
 # The WebSocket layer allows a little more than a body so an oversized body gets a
 # typed ``too_large`` error instead of a closed connection.
 FRAME_OVERHEAD = 4 * 1024
+# The transport enforces the relay's configured limit; this ceiling is what a frame
+# decoder accepts whatever the configuration (a relay's max_body stays well below it).
+MAX_FRAME_BYTES = 64 * MIB
 
 
 # Inbox offsets are SQLite integers: anything outside 0..2**63-1 is a malformed frame,
@@ -329,8 +333,20 @@ ClientFrame: TypeAlias = (
 )
 
 _encoder = msgspec.msgpack.Encoder()
-_relay_decoder: msgspec.msgpack.Decoder[RelayFrame] = msgspec.msgpack.Decoder(RelayFrame)
-_client_decoder: msgspec.msgpack.Decoder[ClientFrame] = msgspec.msgpack.Decoder(ClientFrame)
+_relay_decoder: Decoder[RelayFrame] = Decoder(
+    RelayFrame,
+    format="msgpack",
+    error=MalformedFrame,
+    what="not a relay frame",
+    max_bytes=MAX_FRAME_BYTES,
+)
+_client_decoder: Decoder[ClientFrame] = Decoder(
+    ClientFrame,
+    format="msgpack",
+    error=MalformedFrame,
+    what="not a client frame",
+    max_bytes=MAX_FRAME_BYTES,
+)
 
 
 def encode(frame: Frame) -> bytes:
@@ -339,18 +355,12 @@ def encode(frame: Frame) -> bytes:
 
 def decode_client_frame(data: bytes) -> ClientFrame:
     """Decode a frame sent by a client; :class:`MalformedFrame` for anything else."""
-    try:
-        return _client_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise MalformedFrame(f"not a client frame: {exc}") from None
+    return _client_decoder.decode(data)
 
 
 def decode_relay_frame(data: bytes) -> RelayFrame:
     """Decode a frame sent by the relay; :class:`MalformedFrame` for anything else."""
-    try:
-        return _relay_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise MalformedFrame(f"not a relay frame: {exc}") from None
+    return _relay_decoder.decode(data)
 
 
 def auth_message(nonce: bytes, identity: str, device: str) -> bytes:
