@@ -134,3 +134,67 @@ async def test_a_dead_client_does_not_hold_up_shutdown(relay: Relay, clock: Fake
     await asyncio.wait_for(relay.close(), WAIT)
     await asyncio.wait_for(dead.task, WAIT)
     await asyncio.wait_for(sender.task, WAIT)
+
+
+async def test_a_client_that_stops_reading_is_closed_and_keeps_its_messages(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    config = RelayConfig(write_timeout=0.2, close_timeout=0.1, sweep_interval=3600)
+    relay = Relay(SqliteStore(tmp_path / "relay.db"), config, clock=clock)
+    await relay.start()
+    try:
+        alice, bob, _ = await setup(relay)
+        gates: list[Gate] = []
+
+        def gated(inner: MemoryTransport) -> Gate:
+            gates.append(Gate(inner))
+            return gates[-1]
+
+        stalled = await online(relay, alice, wrap=gated)
+        gates[0].open.clear()
+        sender = await online(relay, bob)
+        await send_many(sender, "alice", clock)
+        assert await stalled.closed() == 1008
+        slow_readers = relay.metrics.registry.get_sample_value(
+            "parley_relay_limited_total", {"limit": "slow_reader"}
+        )
+        assert slow_readers == 1
+        again = await online(relay, alice)
+        delivered = [await again.expect(frames.Deliver) for _ in range(COUNT)]
+        assert [d.envelope.id for d in delivered] == [f"alice-{i}" for i in range(COUNT)]
+        await again.close()
+        await sender.close()
+    finally:
+        await relay.close()
+
+
+async def test_live_deliveries_past_the_byte_cap_are_read_from_the_store_instead(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="parley.relay.connection")
+    # Room for a thousand deliveries by count, but only 100 bytes of bodies (3 of 30).
+    config = RelayConfig(send_queue=1000, send_queue_bytes=100, catchup_bytes=64)
+    relay = Relay(SqliteStore(tmp_path / "relay.db"), config, clock=clock)
+    await relay.start()
+    try:
+        alice, bob, _ = await setup(relay)
+        gates: list[Gate] = []
+
+        def gated(inner: MemoryTransport) -> Gate:
+            gates.append(Gate(inner))
+            return gates[-1]
+
+        slow = await online(relay, alice, wrap=gated)
+        gates[0].open.clear()
+        sender = await online(relay, bob)
+        for i in range(COUNT):
+            reply = await sender.send_to("alice", b"x" * 30, f"alice-{i}", clock() + HOUR)
+            assert isinstance(reply, frames.Ack)
+        assert "switching to catch-up reads" in caplog.text
+        gates[0].open.set()
+        delivered = [await slow.expect(frames.Deliver) for _ in range(COUNT)]
+        assert [d.envelope.id for d in delivered] == [f"alice-{i}" for i in range(COUNT)]
+        await slow.close()
+        await sender.close()
+    finally:
+        await relay.close()

@@ -45,3 +45,12 @@ class RelayConfig:
     reply_queue: int = 1024
     # Seconds given to a closing connection to flush what is already queued for it.
     close_timeout: float = 5.0
+    # Bytes queued per connection at most: replies, live deliveries (past it: read from
+    # the store instead), and one catch-up read, so a connection's memory is bounded
+    # whatever it is sent.
+    reply_bytes: int = 1 << 20
+    send_queue_bytes: int = 1 << 20
+    catchup_bytes: int = 1 << 20
+    # Seconds one write to a client may wait for it to read; then it is closed (what it
+    # was sent stays in its inbox for its next connection).
+    write_timeout: float = 30.0

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from parley.errors import TransportClosed
+from parley.errors import ParleyError, TransportClosed
 from parley.protocol.frames import Deliver, Envelope, Frame, encode
 from parley.relay.config import RelayConfig
 from parley.relay.directory import Directory
@@ -35,6 +35,12 @@ from parley.relay.store import RelayStore
 from parley.transport import Transport
 
 logger = logging.getLogger(__name__)
+
+CLOSE_POLICY = 1008  # RFC 6455 §7.4.1: the client broke a rule (here: it stopped reading)
+
+
+class SlowReader(ParleyError):
+    """A write to the client did not complete within the write timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,9 @@ class Connection:
         # The highest offset written to this connection (or skipped as expired).
         self.cursor = 0
         self._replies: deque[bytes] = deque()
+        self._reply_bytes = 0
         self._deliveries: deque[Deliver] = deque()
+        self._delivery_bytes = 0
         self._need_read = False
         self._attached = False
         self._closing: tuple[int, str] | None = None
@@ -95,10 +103,16 @@ class Connection:
         """Queue a reply; never blocks (the reader waits for room before reading more)."""
         if self._gone:
             return
-        self._replies.append(encode(frame))
-        if len(self._replies) >= self._ctx.config.reply_queue:
+        data = encode(frame)
+        self._replies.append(data)
+        self._reply_bytes += len(data)
+        if not self._has_room():
             self._room.clear()
         self._wake.set()
+
+    def _has_room(self) -> bool:
+        config = self._ctx.config
+        return len(self._replies) < config.reply_queue and self._reply_bytes < config.reply_bytes
 
     async def wait_for_room(self) -> None:
         """Wait until the client has read enough replies to take more requests."""
@@ -117,13 +131,23 @@ class Connection:
         """Offer a freshly stored delivery; never blocks."""
         if not self._attached:
             return
-        if len(self._deliveries) >= self._ctx.config.send_queue:
+        config = self._ctx.config
+        size = len(deliver.envelope.body)
+        if (
+            len(self._deliveries) >= config.send_queue
+            or self._delivery_bytes + size > config.send_queue_bytes
+        ):
             logger.info("%s is behind; switching to catch-up reads from the store", self)
-            self._deliveries.clear()
+            self._clear_deliveries()
             self._need_read = True
         else:
             self._deliveries.append(deliver)
+            self._delivery_bytes += size
         self._wake.set()
+
+    def _clear_deliveries(self) -> None:
+        self._deliveries.clear()
+        self._delivery_bytes = 0
 
     def wake_read(self) -> None:
         """New rows may be in the store for this device (another node stored them, or
@@ -140,7 +164,7 @@ class Connection:
         ``close_timeout`` the writer is cancelled and the transport closed regardless.
         """
         self._attached = False
-        self._deliveries.clear()
+        self._clear_deliveries()
         if self._closing is None:
             self._closing = (code, reason)
         self._wake.set()
@@ -171,6 +195,11 @@ class Connection:
                 await self._deliver()
         except TransportClosed:
             logger.debug("%s: transport closed", self)
+        except SlowReader:
+            logger.info("%s: not reading; closing (its inbox keeps what it was sent)", self)
+            self._ctx.metrics.limited.labels("slow_reader").inc()
+            if self._closing is None:
+                self._closing = (CLOSE_POLICY, "not reading")
         except Exception:
             logger.exception("%s: writer failed; closing the connection", self)
             if self._closing is None:
@@ -179,17 +208,28 @@ class Connection:
             self._attached = False
             self._gone = True
             self._replies.clear()
+            self._reply_bytes = 0
             self._room.set()  # a reader waiting for room must see the close instead
             await self._close_transport()
 
     async def _flush_replies(self) -> None:
         while self._replies:
-            await self.transport.send(self._replies.popleft())
-            if len(self._replies) < self._ctx.config.reply_queue:
+            data = self._replies.popleft()
+            self._reply_bytes -= len(data)
+            await self._send(data)
+            if self._has_room():
                 self._room.set()
 
+    async def _send(self, data: bytes) -> None:
+        try:
+            async with asyncio.timeout(self._ctx.config.write_timeout):
+                await self.transport.send(data)
+        except TimeoutError:
+            raise SlowReader from None
+
     async def _deliver(self) -> None:
-        batch = self._ctx.config.catchup_batch
+        config = self._ctx.config
+        batch = config.catchup_batch
         while self._attached:
             if self._replies:
                 await self._flush_replies()
@@ -197,18 +237,21 @@ class Connection:
                 self._need_read = False
                 assert self.identity is not None and self.device is not None
                 items = await self._ctx.store.read_inbox(
-                    self.identity, self.device, self.cursor, batch
+                    self.identity, self.device, self.cursor, batch, config.catchup_bytes
                 )
-                if len(items) == batch:
-                    self._need_read = True
+                if len(items) == batch or (
+                    sum(len(i.envelope.body) for i in items) >= config.catchup_bytes
+                ):
+                    self._need_read = True  # there may be more
                 for item in items:
                     if not self._attached:
                         return
                     await self._write(item.offset, item.envelope, None)
             elif self._deliveries:
                 deliver = self._deliveries.popleft()
+                self._delivery_bytes -= len(deliver.envelope.body)
                 if self._ctx.push_in_sequence and deliver.offset > self.cursor + 1:
-                    self._deliveries.clear()
+                    self._clear_deliveries()
                     self._need_read = True
                     continue
                 await self._write(deliver.offset, deliver.envelope, deliver)
@@ -228,7 +271,7 @@ class Connection:
             chain = await self._ctx.directory.chain(envelope.sender)
             version = chain.version if chain is not None else 0
             frame = Deliver(offset=offset, envelope=envelope, sender_keys_version=version)
-        await self.transport.send(encode(frame))
+        await self._send(encode(frame))
         self.cursor = offset
         self._ctx.metrics.messages_out.inc()
 

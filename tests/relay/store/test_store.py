@@ -179,6 +179,28 @@ async def test_read_inbox_pages(store: RelayStore, people: People) -> None:
     assert await store.read_inbox("nobody", "d1", 0, 10) == []
 
 
+async def test_a_read_stops_once_its_bodies_reach_max_bytes(
+    store: RelayStore, people: People
+) -> None:
+    for i in range(5):
+        await store.store_envelope(envelope(f"e{i}"))  # bodies of 10 bytes: b"body of e0"
+    ids = [
+        [i.envelope.id for i in await store.read_inbox("alice", "d1", 0, 100, max_bytes=m)]
+        for m in (1, 10, 11, 25, 30, 10_000)
+    ]
+    assert ids == [
+        ["e0"],  # at least one, however small the budget
+        ["e0"],
+        ["e0", "e1"],
+        ["e0", "e1", "e2"],
+        ["e0", "e1", "e2"],
+        ["e0", "e1", "e2", "e3", "e4"],
+    ]
+    first = await store.read_inbox("alice", "d1", 0, 100, max_bytes=20)
+    rest = await store.read_inbox("alice", "d1", first[-1].offset, 2, max_bytes=10_000)
+    assert [i.envelope.id for i in first + rest] == ["e0", "e1", "e2", "e3"]
+
+
 async def test_confirm_is_monotonic_and_releases_bodies(
     backend: Backend, store: RelayStore
 ) -> None:

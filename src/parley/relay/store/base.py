@@ -123,9 +123,11 @@ class RelayStore(Protocol):
         ...
 
     async def read_inbox(
-        self, identity: str, device: str, after: int, limit: int
+        self, identity: str, device: str, after: int, limit: int, max_bytes: int | None = None
     ) -> list[InboxItem]:
-        """Up to ``limit`` inbox items with offset > ``after``, in offset order."""
+        """Up to ``limit`` inbox items with offset > ``after``, in offset order; with
+        ``max_bytes``, only as many as it takes for their bodies to reach that size
+        (at least one), so one read never holds more than that plus one body."""
         ...
 
     async def confirmed_offset(self, identity: str, device: str) -> int:

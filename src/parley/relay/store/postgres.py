@@ -316,19 +316,27 @@ class PostgresStore:
         )
 
     async def read_inbox(
-        self, identity: str, device: str, after: int, limit: int
+        self, identity: str, device: str, after: int, limit: int, max_bytes: int | None = None
     ) -> list[InboxItem]:
+        # The bodies' sizes are summed in the database (a window over the page, from the
+        # lengths alone), so the bodies past max_bytes are never sent here.
         rows = await self._fetch(
-            "SELECT i.pos, m.id, m.sender, m.sender_device, m.recipient, m.body,"
+            "SELECT p.pos, m.id, m.sender, m.sender_device, m.recipient, m.body,"
             " m.sent_at, m.expires_at"
-            " FROM inbox i JOIN messages m ON m.seq = i.message"
-            " WHERE i.identity = $1 AND i.device = $2 AND i.pos > $3"
-            " ORDER BY i.pos LIMIT $4",
+            " FROM (SELECT i.pos, i.message, SUM(octet_length(b.body))"
+            "   OVER (ORDER BY i.pos ROWS UNBOUNDED PRECEDING) - octet_length(b.body) AS before"
+            "   FROM inbox i JOIN messages b ON b.seq = i.message"
+            "   WHERE i.identity = $1 AND i.device = $2 AND i.pos > $3"
+            "   ORDER BY i.pos LIMIT $4) p"
+            " JOIN messages m ON m.seq = p.message"
+            " WHERE $5::bigint IS NULL OR p.before < $5::bigint"
+            " ORDER BY p.pos",
             identity,
             device,
             after,
             # SQLite reads a negative LIMIT as none.
             limit if limit >= 0 else None,
+            max_bytes,
         )
         return [
             InboxItem(

@@ -194,10 +194,10 @@ class SqliteStore:
         return await self._db.run(job)
 
     async def read_inbox(
-        self, identity: str, device: str, after: int, limit: int
+        self, identity: str, device: str, after: int, limit: int, max_bytes: int | None = None
     ) -> list[InboxItem]:
         def job(conn: sqlite3.Connection) -> list[InboxItem]:
-            rows = conn.execute(
+            cursor = conn.execute(
                 "SELECT i.pos, m.id, m.sender, m.sender_device, m.recipient, m.body,"
                 " m.sent_at, m.expires_at"
                 " FROM inbox i JOIN messages m ON m.seq = i.message"
@@ -205,21 +205,30 @@ class SqliteStore:
                 " ORDER BY i.pos LIMIT ?",
                 (identity, device, after, limit),
             )
-            return [
-                InboxItem(
-                    offset=pos,
-                    envelope=Envelope(
-                        id=id_,
-                        sender=sender,
-                        sender_device=sender_device,
-                        recipient=recipient,
-                        body=body,
-                        sent_at=sent_at,
-                        expires_at=expires_at,
-                    ),
+            items: list[InboxItem] = []
+            total = 0
+            # The cursor steps through rows one at a time: stopping at max_bytes means the
+            # rest are never read into memory.
+            for pos, id_, sender, sender_device, recipient, body, sent_at, expires_at in cursor:
+                items.append(
+                    InboxItem(
+                        offset=pos,
+                        envelope=Envelope(
+                            id=id_,
+                            sender=sender,
+                            sender_device=sender_device,
+                            recipient=recipient,
+                            body=body,
+                            sent_at=sent_at,
+                            expires_at=expires_at,
+                        ),
+                    )
                 )
-                for pos, id_, sender, sender_device, recipient, body, sent_at, expires_at in rows
-            ]
+                total += len(body)
+                if max_bytes is not None and total >= max_bytes:
+                    break
+            cursor.close()
+            return items
 
         return await self._db.run(job)
 
