@@ -23,6 +23,9 @@ class _CredentialsFile(msgspec.Struct, frozen=True):
     relay_url: str
     name: str | None = None
     version: int = 1
+    # The CA that signs the relay's certificate (PEM), when wss:// is not signed by one
+    # the system trusts; a relative path is relative to the credentials file.
+    ca_file: str | None = None
 
 
 # A key, two ids, a URL and a name: a few hundred bytes in practice.
@@ -42,6 +45,7 @@ class Credentials:
     secret_key: SigningKey
     relay_url: str
     name: str | None = None
+    ca_file: str | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Credentials:
@@ -67,6 +71,7 @@ class Credentials:
             secret_key=secret_key,
             relay_url=data.relay_url,
             name=data.name,
+            ca_file=None if data.ca_file is None else str(_beside(Path(path), data.ca_file)),
         )
 
     def _body(self) -> bytes:
@@ -79,6 +84,7 @@ class Credentials:
                         secret_key=self.secret_key.to_b64(),
                         relay_url=self.relay_url,
                         name=self.name,
+                        ca_file=self.ca_file,
                     )
                 )
             )
@@ -113,6 +119,12 @@ class Credentials:
         """Where a client keeps its offset, seen message ids and cached keys."""
         path = Path(credentials_path)
         return path.with_name(path.stem + ".state.db")
+
+
+def _beside(credentials: Path, path: str) -> Path:
+    """``path`` as written in the credentials file at ``credentials``: absolute, so the
+    file saved again (or the client in another folder) still names the same one."""
+    return credentials.absolute().parent / path
 
 
 def _write_atomically(target: Path, body: bytes, *, replace: bool) -> None:

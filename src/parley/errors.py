@@ -38,7 +38,8 @@ The tree::
     │   └── InternalRelayError
     ├── RelayConnectionError              the connection to the relay is not usable
     │   ├── NotConnected
-    │   └── TransportClosed
+    │   ├── TransportClosed
+    │   └── CertificateVerifyFailed   a wss:// relay whose certificate does not verify
     ├── DeliveryTimeout               the relay did not acknowledge in time
     ├── StoreError                    the relay's store of record cannot serve
     │   ├── StoreUnavailable          its database cannot be reached or refused the login
@@ -54,6 +55,8 @@ The tree::
     │   ├── InvalidRelayUrl           a relay URL (list) that names no relay
     │   ├── InvalidStoreLocation      a relay ``--store`` that names no usable backend
     │   ├── InvalidBusLocation        a relay ``--bus`` that names no usable bus
+    │   ├── InvalidTlsConfig          a TLS certificate, key or CA file that cannot be used
+    │   ├── InvalidMetricsAddress     a relay ``--metrics`` that is not HOST:PORT
     │   └── InvalidProxyStoreLocation a proxy ``--store`` that names no backend
     ├── BusError                      the bus between relay nodes cannot start (Redis away)
     └── MediaError                    the media of a call (``parley.media``)
@@ -252,6 +255,11 @@ class TransportClosed(RelayConnectionError):
     """The underlying transport closed."""
 
 
+class CertificateVerifyFailed(RelayConnectionError):
+    """A ``wss://`` relay's certificate does not verify against the trusted CAs (the
+    system store, or the CA file given): wrong CA, expired, or another host's name."""
+
+
 class DeliveryTimeout(ParleyError):
     """The relay did not acknowledge a request within the timeout."""
 
@@ -333,6 +341,15 @@ class InvalidStoreLocation(ConfigurationError):
 
 class InvalidBusLocation(ConfigurationError):
     """A relay ``--bus`` that names no bus Parley has, or one whose extra is not installed."""
+
+
+class InvalidTlsConfig(ConfigurationError):
+    """A TLS setting that cannot be used: a certificate, key or CA file that cannot be
+    read or is not what it should be (the message names the file), or half a pair."""
+
+
+class InvalidMetricsAddress(ConfigurationError):
+    """A relay ``--metrics`` listener address that is not ``HOST:PORT``."""
 
 
 class InvalidProxyStoreLocation(ConfigurationError):

@@ -59,9 +59,11 @@ class Client:
     message whose confirm was lost, and starts a new Olm account that cannot open what
     was sealed for the previous one while it was away.
     ``connector`` opens a transport to the relay (default: a WebSocket to
-    ``credentials.relay_url``). Requests fail with :class:`DeliveryTimeout` after
-    ``ack_timeout`` seconds; sent messages expire ``message_lifetime`` seconds after
-    they are signed. ``clock`` returns Unix time in seconds.
+    ``credentials.relay_url``; a ``wss://`` relay's certificate verified against
+    ``ca_file``, else the credentials' CA file, else the system's trusted CAs).
+    Requests fail with :class:`DeliveryTimeout` after ``ack_timeout`` seconds; sent
+    messages expire ``message_lifetime`` seconds after they are signed. ``clock``
+    returns Unix time in seconds.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class Client:
         *,
         state_path: str | os.PathLike[str] | None = None,
         connector: Connector | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
         ack_timeout: float = 10.0,
         message_lifetime: float = 300.0,
         clock: Callable[[], float] = time.time,
@@ -81,7 +84,8 @@ class Client:
         """Messages refused by the receive checks, by reason (``"bad_signature"``, ...)."""
         self._connection = Connection(
             credentials,
-            connector or websocket_connector(credentials.relay_url),
+            connector
+            or websocket_connector(credentials.relay_url, ca_file=ca_file or credentials.ca_file),
             on_deliver=self._on_deliver,
             resume_after=self._resume_after,
             # Late-bound: the presence service is built on this connection, just below.
@@ -110,6 +114,7 @@ class Client:
         *,
         state_path: str | os.PathLike[str] | None = None,
         connector: Connector | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
         ack_timeout: float = 10.0,
         message_lifetime: float = 300.0,
         clock: Callable[[], float] = time.time,
@@ -119,6 +124,7 @@ class Client:
             Credentials.load(path),
             state_path=Credentials.default_state_path(path) if state_path is None else state_path,
             connector=connector,
+            ca_file=ca_file,
             ack_timeout=ack_timeout,
             message_lifetime=message_lifetime,
             clock=clock,

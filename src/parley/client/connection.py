@@ -21,6 +21,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeAlias, TypeVar
@@ -30,6 +32,7 @@ from parley.client.backoff import Backoff
 from parley.credentials import Credentials
 from parley.errors import (
     AuthenticationFailed,
+    CertificateVerifyFailed,
     DeliveryTimeout,
     DeviceRevoked,
     InvalidRelayUrl,
@@ -65,6 +68,7 @@ from parley.protocol.frames import (
     encode,
 )
 from parley.transport import Transport
+from parley.transport.tls import client_context
 from parley.transport.websocket import connect_websocket
 
 log = logging.getLogger(__name__)
@@ -115,23 +119,44 @@ def _check_relay_url(url: str) -> None:
         raise InvalidRelayUrl(f"relay URL {url!r} has port 0; {shape}")
 
 
-def websocket_connector(relay_url: str) -> Connector:
+def websocket_connector(
+    relay_url: str, *, ca_file: str | os.PathLike[str] | None = None
+) -> Connector:
     """The default connector: a new WebSocket per attempt, to the node that answered
     last; if it does not answer, to the next one of ``relay_url``'s (failover), each
     tried once per attempt. A device resumes after its offset on whichever node it
-    reaches, so moving between nodes loses nothing."""
+    reaches, so moving between nodes loses nothing.
+
+    ``wss://`` nodes must present a certificate that verifies against ``ca_file`` (PEM)
+    if given, else the system's trusted CAs; every node of the list alike.
+    """
     urls = relay_urls(relay_url)
     current = 0
+    context: ssl.SSLContext | None = None
+    attempts = 0
 
     async def connect() -> Transport:
-        nonlocal current
+        nonlocal current, context, attempts
+        if context is None and any(url.startswith("wss://") for url in urls):
+            # Once, on first use: a bad CA file is an error of the first connect.
+            context = client_context(ca_file)
+        attempts += 1
         failure: RelayConnectionError | None = None
         for step in range(len(urls)):
             index = (current + step) % len(urls)
             try:
-                transport = await connect_websocket(urls[index])
-            except RelayConnectionError as exc:
+                transport = await connect_websocket(urls[index], ssl_context=context)
+            except CertificateVerifyFailed as exc:
+                # Not a node that is away: reconnecting will not help until someone
+                # fixes the certificate or the CA, so say so at every reconnect (the
+                # first attempt's error goes to the caller, who says it).
+                if attempts > 1:
+                    log.warning("%s", exc)
                 failure = exc
+                continue
+            except RelayConnectionError as exc:
+                if not isinstance(failure, CertificateVerifyFailed):
+                    failure = exc
                 if len(urls) > 1:
                     log.info("relay node %s unreachable: %s", urls[index], exc)
                 continue
@@ -141,6 +166,11 @@ def websocket_connector(relay_url: str) -> Connector:
         raise failure
 
     return connect
+
+
+def credentials_connector(credentials: Credentials) -> Connector:
+    """The default connector of a device: its relay URL(s) and CA file."""
+    return websocket_connector(credentials.relay_url, ca_file=credentials.ca_file)
 
 
 @dataclass

@@ -14,10 +14,10 @@ import logging
 from parley.client.connection import (
     Connection,
     Connector,
+    credentials_connector,
     expect_challenge,
     recv_frame,
     relay_error,
-    websocket_connector,
 )
 from parley.client.directory import fetch_chain
 from parley.credentials import Credentials
@@ -38,7 +38,11 @@ DEFAULT_TIMEOUT = 10.0
 
 
 def new_identity(
-    relay_url: str, name: str | None = None, identity_id: str | None = None
+    relay_url: str,
+    name: str | None = None,
+    identity_id: str | None = None,
+    *,
+    ca_file: str | None = None,
 ) -> Credentials:
     """The credentials of a new identity and its first device, made here and not yet
     registered (:func:`register`): the key never leaves this machine, so it can be
@@ -46,7 +50,9 @@ def new_identity(
 
     ``identity_id`` defaults to a fresh random id; an invalid one raises
     :class:`CredentialsError`. ``relay_url`` is checked when connecting
-    (:func:`~parley.client.connection.relay_urls`).
+    (:func:`~parley.client.connection.relay_urls`); ``ca_file`` is the CA that signs a
+    ``wss://`` relay's certificate, if the system does not trust it (kept in the
+    credentials, and given to every device added from them).
     """
     identity = IdentityId(identity_id) if identity_id is not None else new_identity_id()
     if not is_valid_id(identity):
@@ -57,6 +63,7 @@ def new_identity(
         secret_key=SigningKey.generate(),
         relay_url=relay_url,
         name=name,
+        ca_file=ca_file,
     )
 
 
@@ -71,7 +78,7 @@ async def register(
     signs a new genesis, with its own time) raises :class:`IdentityExists`."""
     identity, device = credentials.identity, credentials.device
     entry = genesis_entry(identity, device, credentials.secret_key)
-    transport = await (connector or websocket_connector(credentials.relay_url))()
+    transport = await (connector or credentials_connector(credentials))()
     try:
         async with asyncio.timeout(ack_timeout):
             await expect_challenge(transport)
@@ -95,6 +102,7 @@ async def register_identity(
     connector: Connector | None = None,
     *,
     ack_timeout: float = DEFAULT_TIMEOUT,
+    ca_file: str | None = None,
 ) -> Credentials:
     """Create a key and a device, and register a new identity with its genesis entry
     (:func:`new_identity` then :func:`register`; to save the key before registering,
@@ -103,7 +111,7 @@ async def register_identity(
     ``identity_id`` defaults to a fresh random id. Registering the same genesis twice is
     harmless; another identity by that id raises :class:`IdentityExists`.
     """
-    credentials = new_identity(relay_url, name=name, identity_id=identity_id)
+    credentials = new_identity(relay_url, name=name, identity_id=identity_id, ca_file=ca_file)
     await register(credentials, connector, ack_timeout=ack_timeout)
     return credentials
 
@@ -117,6 +125,7 @@ def new_device(credentials: Credentials) -> Credentials:
         secret_key=SigningKey.generate(),
         relay_url=credentials.relay_url,
         name=credentials.name,
+        ca_file=credentials.ca_file,
     )
 
 
@@ -133,7 +142,7 @@ async def register_device(
         raise CredentialsError(f"{device.device} is a device of {device.identity}")
     connection = Connection(
         credentials,
-        connector or websocket_connector(credentials.relay_url),
+        connector or credentials_connector(credentials),
         # Deliveries to the signing device are left unconfirmed: its own client gets them.
         on_deliver=lambda deliver: None,
         resume_after=lambda: 0,

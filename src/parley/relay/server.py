@@ -2,7 +2,9 @@
 
 Both are served on one port: websockets' ``process_request`` hook answers plain HTTP
 requests before the WebSocket handshake, so probes and Prometheus need no second
-listener.
+listener. With a certificate and key the port speaks TLS (``wss://``, ``https://``);
+``metrics=HOST:PORT`` moves ``/metrics`` to a plain-HTTP listener of its own (say, on
+loopback or an internal network), off the port strangers reach.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import contextlib
 import http
 import json
 import logging
+import os
 import secrets
 import signal
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
@@ -25,7 +30,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from parley.errors import InvalidBusLocation
+from parley.errors import InvalidBusLocation, InvalidMetricsAddress, InvalidTlsConfig
 from parley.protocol.frames import FRAME_OVERHEAD, Error, ErrorCode, encode
 from parley.relay.bus.location import backend as bus_backend
 from parley.relay.bus.location import open_bus
@@ -33,6 +38,7 @@ from parley.relay.config import RelayConfig
 from parley.relay.core import Relay
 from parley.relay.metrics import CONTENT_TYPE_LATEST
 from parley.relay.store.location import DB_NAME, backend, open_store, redacted
+from parley.transport.tls import server_context
 from parley.transport.websocket import WebSocketTransport, authority, bound_port, peer_name
 
 logger = logging.getLogger(__name__)
@@ -53,7 +59,13 @@ class RelayServer:
         store: str | None = None,
         bus: str | None = None,
         node_id: str | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        metrics: str | None = None,
     ) -> None:
+        # Files and addresses first: a bad one is refused before the store is opened.
+        self._tls = _tls_context(tls_cert, tls_key)
+        self._metrics_address = None if metrics is None else parse_listen_address(metrics)
         self.data_dir = Path(data_dir)
         self.host = host
         self.config = config or RelayConfig()
@@ -71,6 +83,7 @@ class RelayServer:
             open_store(store, self.data_dir), self.config, bus=open_bus(bus, self.node_id)
         )
         self._server: Server | None = None
+        self._metrics_server: Server | None = None
         self._closed = False
 
     @property
@@ -82,11 +95,20 @@ class RelayServer:
 
     @property
     def url(self) -> str:
-        return f"ws://{self._authority()}"
+        return f"{'wss' if self._tls else 'ws'}://{self._authority()}"
 
     @property
     def http_url(self) -> str:
-        return f"http://{self._authority()}"
+        return f"{'https' if self._tls else 'http'}://{self._authority()}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Where ``/metrics`` is served: its own listener's, else the main port's."""
+        if self._metrics_server is None:
+            return f"{self.http_url}/metrics"
+        assert self._metrics_address is not None
+        host = self._metrics_address[0]
+        return f"http://{authority(host, bound_port(self._metrics_server))}/metrics"
 
     async def start(self) -> None:
         if self.store_backend == "sqlite":
@@ -103,8 +125,18 @@ class RelayServer:
                 max_size=self.config.max_body + FRAME_OVERHEAD,
                 compression=None,
                 create_connection=self._connection_class(),
+                ssl=self._tls,
             )
+            if self._metrics_address is not None:
+                self._metrics_server = await serve(
+                    _never_upgraded,
+                    *self._metrics_address,
+                    process_request=self._process_metrics_request,
+                )
         except BaseException:
+            if self._server is not None:
+                self._server.close()
+                await self._server.wait_closed()
             await self.relay.close()
             raise
         logger.info(
@@ -115,6 +147,8 @@ class RelayServer:
             self._store_description,
             self.bus_backend,
         )
+        if self._metrics_server is not None:
+            logger.info("metrics on %s", self.metrics_url)
         if self.store_backend != "sqlite" and self.bus_backend == "local":
             logger.warning(
                 "no --bus: this node assumes it is the only one on its store; run "
@@ -125,6 +159,9 @@ class RelayServer:
         if self._closed:
             return
         self._closed = True
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            await self._metrics_server.wait_closed()
         if self._server is not None:
             # Stop accepting, let the relay close its connections with "going away",
             # then wait for the handlers to return.
@@ -199,12 +236,53 @@ class RelayServer:
             ok = report["status"] == "ok"
             status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
             return _respond(conn, status, json.dumps(report), "application/json")
-        if path == "/metrics":
-            text = self.relay.metrics.render().decode()
-            return _respond(conn, http.HTTPStatus.OK, text, CONTENT_TYPE_LATEST)
+        if path == "/metrics" and self._metrics_address is None:
+            return self._metrics(conn)
         if "websocket" in request.headers.get("Upgrade", "").lower():
             return None
-        return _respond(conn, http.HTTPStatus.NOT_FOUND, "not found\n", "text/plain")
+        return _not_found(conn)
+
+    async def _process_metrics_request(self, conn: ServerConnection, request: Request) -> Response:
+        if request.path.split("?", 1)[0] == "/metrics":
+            return self._metrics(conn)
+        return _not_found(conn)
+
+    def _metrics(self, conn: ServerConnection) -> Response:
+        text = self.relay.metrics.render().decode()
+        return _respond(conn, http.HTTPStatus.OK, text, CONTENT_TYPE_LATEST)
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6; port 0 picks a free one) as (host, port);
+    :class:`InvalidMetricsAddress` if it is not one."""
+    shape = f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9100, [::1]:9100)"
+    try:
+        parts = urlsplit(f"//{value}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise InvalidMetricsAddress(shape) from None
+    if not host or port is None or parts.netloc != value or parts.username is not None:
+        raise InvalidMetricsAddress(shape)
+    return host, port
+
+
+def _tls_context(
+    cert: str | os.PathLike[str] | None, key: str | os.PathLike[str] | None
+) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise InvalidTlsConfig("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+    return server_context(cert, key)
+
+
+async def _never_upgraded(ws: ServerConnection) -> None:
+    # The metrics listener answers every request in process_request: no WebSocket opens.
+    await ws.close()
+
+
+def _not_found(conn: ServerConnection) -> Response:
+    return _respond(conn, http.HTTPStatus.NOT_FOUND, "not found\n", "text/plain")
 
 
 def _respond(
@@ -225,10 +303,14 @@ async def run_relay(
     *,
     store: str | None = None,
     bus: str | None = None,
+    tls_cert: str | os.PathLike[str] | None = None,
+    tls_key: str | os.PathLike[str] | None = None,
+    metrics: str | None = None,
 ) -> None:
     """Run a relay until SIGINT or SIGTERM, then shut it down cleanly.
 
-    ``on_ready`` gets the server once it is listening (its ``url``, ``node_id``).
+    ``on_ready`` gets the server once it is listening (its ``url``, ``node_id``); the
+    keyword arguments are :class:`RelayServer`'s.
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -240,7 +322,18 @@ async def run_relay(
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     try:
-        async with RelayServer(data_dir, host, port, config, store=store, bus=bus) as server:
+        server = RelayServer(
+            data_dir,
+            host,
+            port,
+            config,
+            store=store,
+            bus=bus,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            metrics=metrics,
+        )
+        async with server:
             on_ready(server)
             await stop.wait()
             logger.info("signal received; shutting down")

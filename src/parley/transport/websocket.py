@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
+
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection
 
-from parley.errors import MalformedFrame, TransportClosed
+from parley.errors import CertificateVerifyFailed, MalformedFrame, TransportClosed
 from parley.protocol.frames import DEFAULT_MAX_BODY, FRAME_OVERHEAD
 
 MAX_MESSAGE = DEFAULT_MAX_BODY + FRAME_OVERHEAD
@@ -44,10 +46,24 @@ class WebSocketTransport:
         await self._ws.close(code, reason)
 
 
-async def connect_websocket(url: str, *, open_timeout: float = 10.0) -> WebSocketTransport:
-    """Open a WebSocket to a relay; :class:`TransportClosed` if it cannot."""
+async def connect_websocket(
+    url: str, *, open_timeout: float = 10.0, ssl_context: ssl.SSLContext | None = None
+) -> WebSocketTransport:
+    """Open a WebSocket to a relay; :class:`TransportClosed` if it cannot,
+    :class:`CertificateVerifyFailed` if a ``wss://`` relay's certificate does not verify.
+
+    ``ssl_context`` is for ``wss://`` URLs (default: the system's trusted CAs); a
+    ``ws://`` URL ignores it, so one context serves a list of mixed URLs.
+    """
+    tls = ssl_context if url.startswith("wss://") else None
     try:
-        ws = await connect(url, max_size=MAX_MESSAGE, open_timeout=open_timeout, compression=None)
+        ws = await connect(
+            url, max_size=MAX_MESSAGE, open_timeout=open_timeout, compression=None, ssl=tls
+        )
+    except ssl.SSLCertVerificationError as exc:
+        raise CertificateVerifyFailed(
+            f"certificate verify failed for {url}: {exc.verify_message or exc.reason}"
+        ) from None
     except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
         raise TransportClosed(f"cannot connect to {url}: {exc}") from None
     return WebSocketTransport(ws)
