@@ -257,6 +257,31 @@ def relay(
             "default: none (this node is the only one).",
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            envvar="PARLEY_TLS_CERT",
+            help="Serve wss:// (and https://) with this PEM certificate (its chain after "
+            "it); needs --tls-key.",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-key", envvar="PARLEY_TLS_KEY", help="The certificate's PEM private key."
+        ),
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            envvar="PARLEY_METRICS",
+            metavar="HOST:PORT",
+            help="Serve /metrics (plain HTTP) on a listener of its own, not on --port; "
+            "default: on --port.",
+        ),
+    ] = None,
     rate: Annotated[
         float,
         typer.Option(
@@ -319,7 +344,20 @@ def relay(
         max_name=max_name,
         max_body=max_body,
     )
-    _run(lambda: run_relay(data_dir, host, port, config, ready, store=store, bus=bus))
+    _run(
+        lambda: run_relay(
+            data_dir,
+            host,
+            port,
+            config,
+            ready,
+            store=store,
+            bus=bus,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            metrics=metrics,
+        )
+    )
 
 
 @relay_app.command("migrate")
@@ -356,6 +394,15 @@ def identity_new(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Credentials file to write (0600).")],
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            envvar="PARLEY_CA_FILE",
+            help="The CA (PEM) that signs a wss:// relay's certificate, if the system does "
+            "not trust it; kept in the credentials for every command that connects.",
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option(help="A display name for the identity.")] = None,
     identity_id: Annotated[
         str | None, typer.Option("--id", help="Choose the identity id instead of a random one.")
@@ -370,12 +417,15 @@ def identity_new(
 
     def make() -> Credentials:
         relay_urls(relay_url)
-        creds = new_identity(relay_url, name=name, identity_id=identity_id)
+        ca = None if ca_file is None else str(ca_file.absolute())
+        creds = new_identity(relay_url, name=name, identity_id=identity_id, ca_file=ca)
         creds.create(out)
         return creds
 
     creds = _local(make)
-    _register_saved(out, relay_url, lambda connector: register(creds, connector))
+    _register_saved(
+        out, relay_url, lambda connector: register(creds, connector), ca_file=creds.ca_file
+    )
     err_console.print(Text(f"registered identity, device {creds.device}, credentials in {out}"))
     print(creds.identity)
 
@@ -401,7 +451,10 @@ def identity_add_device(
 
     signer, creds = _local(make)
     _register_saved(
-        out, signer.relay_url, lambda connector: register_device(signer, creds, connector)
+        out,
+        signer.relay_url,
+        lambda connector: register_device(signer, creds, connector),
+        ca_file=signer.ca_file,
     )
     err_console.print(Text(f"added device to {creds.identity}, credentials in {out}"))
     print(creds.device)
@@ -416,7 +469,10 @@ def _local(work: Callable[[], T]) -> T:
 
 
 def _register_saved(
-    path: Path, relay_url: str, work: Callable[[Connector], Awaitable[None]]
+    path: Path,
+    relay_url: str,
+    work: Callable[[Connector], Awaitable[None]],
+    ca_file: str | None = None,
 ) -> None:
     """Register a key already saved in ``path`` (``work`` gets the connector to use).
 
@@ -426,7 +482,7 @@ def _register_saved(
     from parley.client.connection import websocket_connector
     from parley.errors import CredentialsError, KeyChainError, RelayError
 
-    connect = websocket_connector(relay_url)
+    connect = websocket_connector(relay_url, ca_file=ca_file)
     reached = False
 
     async def connector() -> Transport:
@@ -453,13 +509,13 @@ async def _fetch_chains(
 ) -> dict[str, KeyChain | None]:
     """The key chains of ``identities`` from the relay of ``credentials`` (None: the
     relay knows no such identity), over a connection that only reads keys."""
-    from parley.client.connection import Connection, websocket_connector
+    from parley.client.connection import Connection, credentials_connector
     from parley.client.directory import fetch_chain
     from parley.errors import UnknownIdentity
 
     connection = Connection(
         credentials,
-        websocket_connector(credentials.relay_url),
+        credentials_connector(credentials),
         on_deliver=lambda deliver: None,  # left unconfirmed: the device's own client gets them
         resume_after=lambda: 0,
         ack_timeout=10.0,

@@ -214,6 +214,13 @@ class NotPermitted(RelayError):
     codes = ("not_permitted",)
 
 
+class RegistrationRefused(RelayError):
+    """The relay registers no new identities (``registration_closed``), or only with
+    a valid, unused invitation token (``invalid_invite``)."""
+
+    codes = ("registration_closed", "invalid_invite")
+
+
 class RateLimited(RelayError):
     """Too many requests (of this device, identity or network address): wait
     ``retry_after`` seconds, then try again."""

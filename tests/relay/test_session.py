@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from parley.errors import IllegalTransition, KeyChainError
+from parley.errors import IllegalTransition, KeyChainError, RegistrationRefused
 from parley.protocol import frames
 from parley.protocol.frames import (
     Ack,
@@ -30,9 +30,10 @@ from parley.protocol.frames import (
 from parley.protocol.keychain import KeyChain, KeyOp
 from parley.relay import effects as fx
 from parley.relay.bus.events import ChainChanged, PermitsChanged, Revoked
-from parley.relay.config import RelayConfig
+from parley.relay.config import RegistrationPolicy, RelayConfig
 from parley.relay.directory import Registration
 from parley.relay.effects import Effect, Query, Work
+from parley.relay.invites import token_hash
 from parley.relay.session import Phase, Session, covers, diagnose
 from parley.relay.store import (
     Claim,
@@ -666,3 +667,50 @@ def test_covers_wants_every_device_but_the_sender_s_own() -> None:
     assert not covers([], "alice", "d1", keys)
     duplicated = [DeviceRef("bob", "d1", KEY.key)] * 2
     assert not covers(duplicated, "alice", "d1", keys)
+
+
+@pytest.mark.parametrize(
+    ("policy", "token", "expected", "invite"),
+    [
+        (RegistrationPolicy.OPEN, None, None, None),
+        (RegistrationPolicy.OPEN, "t0k3n", None, None),  # not needed: not used up either
+        (RegistrationPolicy.TOKEN, "t0k3n", None, token_hash("t0k3n")),
+        (RegistrationPolicy.TOKEN, None, ErrorCode.INVALID_INVITE, None),
+        (RegistrationPolicy.TOKEN, "x" * 129, ErrorCode.MALFORMED, None),
+        (RegistrationPolicy.TOKEN, "", ErrorCode.MALFORMED, None),
+        (RegistrationPolicy.CLOSED, "t0k3n", ErrorCode.REGISTRATION_CLOSED, None),
+    ],
+)
+def test_registration_follows_the_relay_s_policy(
+    alice: Identity,
+    node: Node,
+    clock: FakeClock,
+    policy: RegistrationPolicy,
+    token: str | None,
+    expected: ErrorCode | None,
+    invite: bytes | None,
+) -> None:
+    session = Session(RelayConfig(registration=policy), clock, NONCE)
+    register = frames.Register(ref=1, entry=alice.genesis, token=token)
+    effects = node.run(session.receive(register))
+    created = [q for q in node.asked if isinstance(q, fx.CreateIdentity)]
+    if expected is None:
+        assert replies(effects) == [frames.Registered(ref=1, identity="alice")]
+        assert [q.invite for q in created] == [invite]
+    else:
+        assert rejections(effects) == [(1, expected)]
+        assert created == []
+        assert not any(isinstance(q, fx.ChargeRegistration) for q in node.asked)
+
+
+def test_an_invitation_the_store_refuses_is_answered_invalid_invite(
+    alice: Identity, node: Node, clock: FakeClock
+) -> None:
+    def refuse(query: Query[Any]) -> None:
+        if isinstance(query, fx.CreateIdentity):
+            raise RegistrationRefused("used", code="invalid_invite")
+
+    node.before = refuse
+    session = Session(RelayConfig(registration=RegistrationPolicy.TOKEN), clock, NONCE)
+    register = frames.Register(ref=1, entry=alice.genesis, token="t0k3n")
+    assert node.run(session.receive(register)) == [fx.Reject(1, ErrorCode.INVALID_INVITE, "used")]

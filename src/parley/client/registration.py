@@ -72,17 +72,23 @@ async def register(
     connector: Connector | None = None,
     *,
     ack_timeout: float = DEFAULT_TIMEOUT,
+    token: str | None = None,
 ) -> None:
     """Register the identity of ``credentials`` (from :func:`new_identity`) with its
     genesis entry. An identity by that id already there (this one included: each call
-    signs a new genesis, with its own time) raises :class:`IdentityExists`."""
+    signs a new genesis, with its own time) raises :class:`IdentityExists`.
+
+    ``token``: an invitation token (``parley relay invite``), for a relay that registers
+    invited identities only; a relay that refuses raises :class:`RegistrationRefused`."""
     identity, device = credentials.identity, credentials.device
     entry = genesis_entry(identity, device, credentials.secret_key)
     transport = await (connector or credentials_connector(credentials))()
     try:
         async with asyncio.timeout(ack_timeout):
             await expect_challenge(transport)
-            await transport.send(encode(Register(ref=1, entry=entry, name=credentials.name)))
+            await transport.send(
+                encode(Register(ref=1, entry=entry, name=credentials.name, token=token))
+            )
             reply = await recv_frame(transport)
     except TimeoutError:
         raise DeliveryTimeout(f"the relay did not answer within {ack_timeout:g} s") from None
@@ -103,6 +109,7 @@ async def register_identity(
     *,
     ack_timeout: float = DEFAULT_TIMEOUT,
     ca_file: str | None = None,
+    token: str | None = None,
 ) -> Credentials:
     """Create a key and a device, and register a new identity with its genesis entry
     (:func:`new_identity` then :func:`register`; to save the key before registering,
@@ -112,7 +119,7 @@ async def register_identity(
     harmless; another identity by that id raises :class:`IdentityExists`.
     """
     credentials = new_identity(relay_url, name=name, identity_id=identity_id, ca_file=ca_file)
-    await register(credentials, connector, ack_timeout=ack_timeout)
+    await register(credentials, connector, ack_timeout=ack_timeout, token=token)
     return credentials
 
 

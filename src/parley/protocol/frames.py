@@ -74,6 +74,8 @@ class ErrorCode(enum.StrEnum):
     CONFLICT = "conflict"
     EXPIRED = "expired"
     STALE_DEVICES = "stale_devices"
+    REGISTRATION_CLOSED = "registration_closed"
+    INVALID_INVITE = "invalid_invite"
     INTERNAL = "internal"
 
 
@@ -202,6 +204,8 @@ class Register(Frame, frozen=True, kw_only=True, tag="register"):
     ref: int
     entry: ChainEntry
     name: str | None = None
+    # An invitation token, for a relay that registers only invited identities.
+    token: str | None = None
 
 
 class Authenticate(Frame, frozen=True, kw_only=True, tag="auth"):

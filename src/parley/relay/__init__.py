@@ -4,7 +4,7 @@ Start one with :class:`RelayServer` (WebSocket + ``/health`` + ``/metrics``) or,
 tests and embedding, drive a :class:`Relay` over any transport.
 """
 
-from parley.relay.config import RelayConfig
+from parley.relay.config import RegistrationPolicy, RelayConfig
 from parley.relay.core import Relay
 from parley.relay.metrics import RelayMetrics
 from parley.relay.server import RelayServer, run_relay
@@ -12,6 +12,7 @@ from parley.relay.store import RelayStore
 from parley.relay.store.sqlite import SqliteStore
 
 __all__ = [
+    "RegistrationPolicy",
     "Relay",
     "RelayConfig",
     "RelayMetrics",

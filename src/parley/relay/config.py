@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from parley.protocol.frames import DEFAULT_MAX_BODY
 
 SEVEN_DAYS = 7 * 24 * 3600.0
+
+
+class RegistrationPolicy(enum.StrEnum):
+    """Who may register a new identity: anyone, whoever holds an invitation token, or
+    nobody (a relay whose identities are all made already)."""
+
+    OPEN = "open"
+    TOKEN = "token"
+    CLOSED = "closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +42,7 @@ class RelayConfig:
     registration_burst: int = 30
     # Longest display name of an identity, in characters.
     max_name: int = 128
+    registration: RegistrationPolicy = RegistrationPolicy.OPEN
     # Envelopes never live longer than this, whatever the sender asks for.
     max_lifetime: float = SEVEN_DAYS
     # How often expired inbox rows and envelopes are deleted.

@@ -296,8 +296,8 @@ class Relay:
                 return self._charge(identity, device)
             case fx.ChargeRegistration():
                 return self._charge_registration(conn.transport.source)
-            case fx.CreateIdentity(genesis=genesis, name=name, now=now):
-                return await self._directory.register(genesis, name, now)
+            case fx.CreateIdentity(genesis=genesis, name=name, now=now, invite=invite):
+                return await self._directory.register(genesis, name, now, invite)
             case fx.AppendEntry(identity=identity, entry=entry):
                 return await self._directory.append(identity, entry)
             case fx.SavePermit(owner=owner, peer=peer):

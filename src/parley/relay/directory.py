@@ -51,8 +51,14 @@ class Directory:
         """The chain if it is in memory, as it is for every authenticated identity."""
         return self._chains.get(identity)
 
-    async def register(self, genesis: ChainEntry, name: str | None, now: float) -> Registration:
-        """Register the identity that ``genesis`` creates; KeyChainError if invalid."""
+    async def register(
+        self, genesis: ChainEntry, name: str | None, now: float, invite: bytes | None = None
+    ) -> Registration:
+        """Register the identity that ``genesis`` creates; KeyChainError if invalid.
+
+        ``invite``: an invitation token's hash, used up by this registration
+        (RegistrationRefused if it cannot be); a repeat of a registration that
+        succeeded needs none."""
         body = genesis.decoded()
         chain = KeyChain(body.identity)
         chain.append(genesis)
@@ -61,9 +67,12 @@ class Directory:
             if existing is not None:
                 same = existing.entries[0] == genesis
                 return Registration.ALREADY if same else Registration.TAKEN
-            if not await self._store.create_identity(body.identity, name, genesis, body, now):
+            if not await self._store.create_identity(
+                body.identity, name, genesis, body, now, invite
+            ):
                 return Registration.TAKEN
-            self._chains[body.identity] = chain
+            # Not cached: registering many identities must not grow the relay's memory;
+            # the chain is read when the identity is first used.
             return Registration.CREATED
 
     async def append(self, identity: str, entry: ChainEntry) -> EntryBody:

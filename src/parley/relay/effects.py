@@ -126,6 +126,7 @@ class CreateIdentity(Query[Registration]):
     genesis: ChainEntry
     name: str | None
     now: float
+    invite: bytes | None = None  # an invitation token's hash, used up if it registers
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from typing import get_args
 import msgspec
 
 from parley.crypto.keys import VerifyKey
-from parley.errors import BadSignature, IllegalTransition, KeyChainError
+from parley.errors import BadSignature, IllegalTransition, KeyChainError, RegistrationRefused
 from parley.protocol import frames
 from parley.protocol.frames import (
     ONE_TIME_KEYS_LOW,
@@ -60,9 +60,10 @@ from parley.protocol.frames import (
 from parley.protocol.keychain import KeyChain, KeyOp
 from parley.relay import effects as fx
 from parley.relay.bus.events import ChainChanged, PermitsChanged, Revoked
-from parley.relay.config import RelayConfig
+from parley.relay.config import RegistrationPolicy, RelayConfig
 from parley.relay.directory import Registration
 from parley.relay.effects import Effect, Work, ask
+from parley.relay.invites import MAX_TOKEN, token_hash
 from parley.relay.prekeys import InvalidKeys, check_publish
 from parley.relay.store import IdentityKey, StoreStatus
 
@@ -156,6 +157,18 @@ class Session:
                 yield fx.Reject(ref, ErrorCode.NOT_AUTHENTICATED, "authenticate first")
 
     def _register(self, frame: Register) -> Work[None]:
+        policy = self._config.registration
+        if policy is RegistrationPolicy.CLOSED:
+            msg = "this relay registers no new identities"
+            yield fx.Reject(frame.ref, ErrorCode.REGISTRATION_CLOSED, msg)
+            return
+        if frame.token is not None and not 0 < len(frame.token) <= MAX_TOKEN:
+            yield fx.Reject(frame.ref, ErrorCode.MALFORMED, f"a token is 1-{MAX_TOKEN} characters")
+            return
+        if policy is RegistrationPolicy.TOKEN and frame.token is None:
+            msg = "this relay registers invited identities only: give an invitation token"
+            yield fx.Reject(frame.ref, ErrorCode.INVALID_INVITE, msg)
+            return
         wait = yield from ask(fx.ChargeRegistration())
         if wait is not None:
             msg = "too many registrations from this address; retry later"
@@ -165,10 +178,19 @@ class Session:
             msg = f"a name is at most {self._config.max_name} characters"
             yield fx.Reject(frame.ref, ErrorCode.MALFORMED, msg)
             return
+        invite = (
+            token_hash(frame.token)
+            if policy is RegistrationPolicy.TOKEN and frame.token is not None
+            else None
+        )
+        create = fx.CreateIdentity(frame.entry, frame.name, self._clock(), invite)
         try:
-            outcome = yield from ask(fx.CreateIdentity(frame.entry, frame.name, self._clock()))
+            outcome = yield from ask(create)
         except KeyChainError as exc:
             yield fx.Reject(frame.ref, ErrorCode.INVALID_KEY_CHAIN, str(exc))
+            return
+        except RegistrationRefused as exc:
+            yield fx.Reject(frame.ref, ErrorCode.INVALID_INVITE, str(exc))
             return
         identity = frame.entry.decoded().identity
         if outcome is Registration.TAKEN:

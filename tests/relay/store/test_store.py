@@ -19,6 +19,7 @@ from tests.relay.store.helpers import (
     revoke_device,
 )
 
+from parley.errors import RegistrationRefused
 from parley.relay.store import Claim, KeyStatus, RelayStore, StoreResult, StoreStatus
 
 People = tuple[Identity, Identity]
@@ -383,3 +384,28 @@ async def test_concurrent_claims_never_share_a_key(
     assert sorted(k for k in handed if k is not None) == sorted(keys)
     assert [c.one_time_key for (c,) in claims if c.fallback] == [b"F" * 32] * 5
     assert await store.key_status("alice", "d1") == KeyStatus(0, fallback_key=False)
+
+
+async def test_an_invitation_registers_one_identity_once_before_it_expires(
+    store: RelayStore,
+) -> None:
+    await store.create_invites([b"good", b"late"], NOW, NOW + 60)
+    carol, dave, erin = (Identity.create(n) for n in ("carol", "dave", "erin"))
+
+    async def create(ident: Identity, invite: bytes, now: float = NOW) -> bool:
+        genesis = ident.genesis
+        return await store.create_identity(ident.id, None, genesis, genesis.decoded(), now, invite)
+
+    assert await create(carol, b"good")
+    for ident, invite, now in [
+        (dave, b"good", NOW),  # used by carol
+        (dave, b"nope", NOW),  # never issued
+        (dave, b"late", NOW + 60),  # expired
+    ]:
+        with pytest.raises(RegistrationRefused):
+            await create(ident, invite, now)
+    # A refused invitation stored nothing: dave is still free.
+    assert await store.load_chain("dave") is None
+    # An id that is taken does not use the invitation up.
+    assert not await create(carol, b"late")
+    assert await create(erin, b"late")

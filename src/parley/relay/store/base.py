@@ -17,6 +17,9 @@ from typing import Protocol
 from parley.protocol.frames import Envelope
 from parley.protocol.keychain import ChainEntry, EntryBody
 
+# Why an invitation did not register an identity (the store cannot tell which it was).
+INVITE_REFUSED = "the invitation token is unknown, used or expired; ask for a new one"
+
 
 class StoreStatus(enum.Enum):
     STORED = "stored"
@@ -90,9 +93,24 @@ class RelayStore(Protocol):
         ...
 
     async def create_identity(
-        self, identity: str, name: str | None, genesis: ChainEntry, body: EntryBody, now: float
+        self,
+        identity: str,
+        name: str | None,
+        genesis: ChainEntry,
+        body: EntryBody,
+        now: float,
+        invite: bytes | None = None,
     ) -> bool:
-        """Store a new identity with its genesis entry; False if the id is taken."""
+        """Store a new identity with its genesis entry; False if the id is taken.
+
+        With ``invite`` (an invitation token's hash), the invitation is used up in the
+        same transaction; :class:`~parley.errors.RegistrationRefused` if it is unknown,
+        used or expired (and nothing is stored)."""
+        ...
+
+    async def create_invites(self, invites: list[bytes], now: float, expires_at: float) -> None:
+        """Store invitation token hashes, each good for one registration until
+        ``expires_at``."""
         ...
 
     async def load_chain(self, identity: str) -> list[ChainEntry] | None:

@@ -39,10 +39,11 @@ from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 
-from parley.errors import ChainConflict
+from parley.errors import ChainConflict, RegistrationRefused
 from parley.protocol.frames import Envelope
 from parley.protocol.keychain import ChainEntry, EntryBody, KeyOp
 from parley.relay.store.base import (
+    INVITE_REFUSED,
     Claim,
     IdentityKey,
     InboxItem,
@@ -151,7 +152,13 @@ class PostgresStore:
     # -- directory --------------------------------------------------------------------
 
     async def create_identity(
-        self, identity: str, name: str | None, genesis: ChainEntry, body: EntryBody, now: float
+        self,
+        identity: str,
+        name: str | None,
+        genesis: ChainEntry,
+        body: EntryBody,
+        now: float,
+        invite: bytes | None = None,
     ) -> bool:
         async def job(conn: Connection) -> bool:
             created = await conn.fetchval(
@@ -163,10 +170,35 @@ class PostgresStore:
             )
             if not created:
                 return False
+            if invite is not None:
+                # The row lock makes two registrations with one token take turns: the
+                # second finds it used.
+                used = await conn.fetchval(
+                    "UPDATE invites SET used_by = $1 WHERE token_hash = $2"
+                    " AND used_by IS NULL AND expires_at > $3 RETURNING true",
+                    identity,
+                    invite,
+                    now,
+                )
+                if not used:
+                    # Raising rolls the transaction back: the identity row goes too.
+                    raise RegistrationRefused(INVITE_REFUSED, code="invalid_invite")
             await _insert_entry(conn, identity, genesis, body)
             return True
 
         return await self._run(job)
+
+    async def create_invites(self, invites: list[bytes], now: float, expires_at: float) -> None:
+        async def job(conn: Connection) -> None:
+            for invite in invites:
+                await conn.execute(
+                    "INSERT INTO invites (token_hash, created_at, expires_at) VALUES ($1, $2, $3)",
+                    invite,
+                    now,
+                    expires_at,
+                )
+
+        await self._run(job)
 
     async def load_chain(self, identity: str) -> list[ChainEntry] | None:
         rows = await self._fetch(

@@ -104,7 +104,17 @@ CREATE TABLE fallback_keys (
 
 # MIGRATIONS[n - 1] takes the schema from version n - 1 to n. Append, never edit: a
 # database at version n has run exactly the first n of them.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Version 2: invitation tokens (hashes), for relays that register only invited identities.
+_V2 = """
+CREATE TABLE invites (
+    token_hash bytea PRIMARY KEY,
+    created_at double precision NOT NULL,
+    expires_at double precision NOT NULL,
+    used_by text COLLATE "C"
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _CREATE_VERSION_TABLE = """

@@ -16,9 +16,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
+from parley.errors import RegistrationRefused
 from parley.protocol.frames import Envelope
 from parley.protocol.keychain import ChainEntry, EntryBody, KeyOp
 from parley.relay.store.base import (
+    INVITE_REFUSED,
     Claim,
     IdentityKey,
     InboxItem,
@@ -89,6 +91,12 @@ CREATE TABLE IF NOT EXISTS one_time_keys (
     key BLOB NOT NULL,
     UNIQUE (identity, device, key)
 );
+CREATE TABLE IF NOT EXISTS invites (
+    token_hash BLOB PRIMARY KEY,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    used_by TEXT
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fallback_keys (
     identity TEXT NOT NULL,
     device TEXT NOT NULL,
@@ -133,7 +141,13 @@ class SqliteStore:
     # -- directory --------------------------------------------------------------------
 
     async def create_identity(
-        self, identity: str, name: str | None, genesis: ChainEntry, body: EntryBody, now: float
+        self,
+        identity: str,
+        name: str | None,
+        genesis: ChainEntry,
+        body: EntryBody,
+        now: float,
+        invite: bytes | None = None,
     ) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
@@ -142,10 +156,28 @@ class SqliteStore:
             )
             if cursor.rowcount == 0:
                 return False
+            if invite is not None:
+                used = conn.execute(
+                    "UPDATE invites SET used_by = ? WHERE token_hash = ?"
+                    " AND used_by IS NULL AND expires_at > ?",
+                    (identity, invite, now),
+                )
+                if used.rowcount == 0:
+                    # The job's savepoint is rolled back: the identity row goes too.
+                    raise RegistrationRefused(INVITE_REFUSED, code="invalid_invite")
             _insert_entry(conn, identity, genesis, body)
             return True
 
         return await self._db.run(job)
+
+    async def create_invites(self, invites: list[bytes], now: float, expires_at: float) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO invites (token_hash, created_at, expires_at) VALUES (?, ?, ?)",
+                [(invite, now, expires_at) for invite in invites],
+            )
+
+        await self._db.run(job)
 
     async def load_chain(self, identity: str) -> list[ChainEntry] | None:
         def job(conn: sqlite3.Connection) -> list[ChainEntry] | None:

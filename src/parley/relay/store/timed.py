@@ -20,6 +20,7 @@ T = TypeVar("T")
 _TIMED = frozenset(
     {
         "create_identity",
+        "create_invites",
         "load_chain",
         "append_entry",
         "load_permits",
