@@ -5,6 +5,7 @@ store, which does not know this CA), and /metrics moves to a listener of its own
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import urllib.error
 import urllib.request
@@ -116,6 +117,37 @@ async def test_without_the_ca_the_certificate_does_not_verify(
     other = make_tls_files(tmp_path / "other-ca")
     with pytest.raises(CertificateVerifyFailed):
         await Client(plain, ca_file=other.ca).connect()
+
+
+async def test_reconnecting_to_a_certificate_that_does_not_verify_warns_each_time(
+    tls: TlsFiles, tmp_path: Path
+) -> None:
+    warned = asyncio.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if (
+                record.levelno == logging.WARNING
+                and "certificate verify failed" in record.getMessage()
+            ):
+                warned.set()
+
+    watch = Watch()
+    logging.getLogger("parley.client.connection").addHandler(watch)
+    try:
+        async with RelayServer(tmp_path / "a", tls_cert=tls.cert, tls_key=tls.key) as first:
+            creds = await register_identity(first.url, ca_file=str(tls.ca))
+            client = Client(creds)
+            await client.connect()
+            port = first.port
+        # The relay comes back on the same port with a certificate of another CA.
+        other = make_tls_files(tmp_path / "other")
+        async with RelayServer(tmp_path / "b", port=port, tls_cert=other.cert, tls_key=other.key):
+            async with asyncio.timeout(WAIT):
+                await warned.wait()
+            await client.close()
+    finally:
+        logging.getLogger("parley.client.connection").removeHandler(watch)
 
 
 async def test_every_node_of_a_failover_list_must_verify(
