@@ -136,3 +136,64 @@ async def test_a_port_in_use_and_an_unusable_store_are_one_line_errors(tmp_path:
         "proxy", "bind", "c1", "--operator", "a1", "--customer", "b1", "--store", store
     )
     assert code == 1 and "unable to open database file" in err and "Traceback" not in err
+
+
+async def test_a_relay_by_invitation_registers_each_token_once(tmp_path: Path) -> None:
+    relay = RelayProcess(tmp_path / "data", extra_args=["--registration", "token"])
+    await relay.start()
+    try:
+        out = tmp_path / "alice.json"
+        code, _, err = await parley("identity", "new", "--relay", relay.url, "--out", str(out))
+        assert code == 1 and "invitation token" in err
+        assert len(err.strip().splitlines()) == 1, err
+        assert not out.exists()  # nobody holds a key the relay never took
+        code, tokens, err = await parley(
+            "relay", "invite", "--data-dir", str(tmp_path / "data"), "--count", "2"
+        )
+        assert code == 0, err
+        first, second = tokens.split()
+        code, _, err = await parley(
+            "identity", "new", "--relay", relay.url, "--out", str(out), "--token", first
+        )
+        assert code == 0, err
+        again = tmp_path / "bob.json"
+        code, _, err = await parley(
+            "identity", "new", "--relay", relay.url, "--out", str(again), "--token", first
+        )
+        assert code == 1 and "unknown, used or expired" in err
+        code, _, err = await parley(
+            "identity", "new", "--relay", relay.url, "--out", str(again), "--token", second
+        )
+        assert code == 0, err
+    finally:
+        await relay.stop()
+
+
+async def test_a_closed_relay_registers_nobody(tmp_path: Path) -> None:
+    closed = RelayProcess(tmp_path / "closed", extra_args=["--registration", "closed"])
+    await closed.start()
+    try:
+        out = tmp_path / "alice.json"
+        code, _, err = await parley("identity", "new", "--relay", closed.url, "--out", str(out))
+        assert code == 1 and "registers no new identities" in err
+    finally:
+        await closed.stop()
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),  # every interface: an open relay there warns
+        ("::", False),
+        ("10.0.0.5", False),
+        ("relay.example.org", False),
+    ],
+)
+def test_which_listening_addresses_count_as_loopback(host: str, loopback: bool) -> None:
+    from parley.cli import _is_loopback
+
+    assert _is_loopback(host) is loopback

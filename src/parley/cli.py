@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+import ipaddress
 import json
 import logging
 import signal
@@ -32,7 +33,7 @@ from rich.table import Table
 from rich.text import Text
 
 from parley.errors import ParleyError
-from parley.relay.config import RelayConfig
+from parley.relay.config import RegistrationPolicy, RelayConfig
 
 if TYPE_CHECKING:
     from parley.client.connection import Connector
@@ -70,6 +71,18 @@ phone_app = typer.Typer(
 app.add_typer(phone_app, name="phone")
 
 _DEFAULTS = RelayConfig()
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or name the relay listens on) is this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 _PIPED = not sys.stdout.isatty()
 # Piped output is for scripts: no wrapping at 80 columns, no box drawing.
 console = Console(soft_wrap=True) if _PIPED else Console()
@@ -317,6 +330,26 @@ def relay(
     max_name: Annotated[
         int, typer.Option(help="Longest identity display name, in characters.")
     ] = _DEFAULTS.max_name,
+    auth_timeout: Annotated[
+        float,
+        typer.Option(min=0.1, help="Seconds a connection may take to authenticate."),
+    ] = _DEFAULTS.auth_timeout,
+    write_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds a client may leave the relay's writes unread before it is closed "
+            "(what it was sent stays in its inbox).",
+        ),
+    ] = _DEFAULTS.write_timeout,
+    registration: Annotated[
+        RegistrationPolicy,
+        typer.Option(
+            envvar="PARLEY_REGISTRATION",
+            help="Who may register new identities: anyone (open), holders of an "
+            "invitation token from `parley relay invite` (token), or nobody (closed).",
+        ),
+    ] = _DEFAULTS.registration,
     max_body: Annotated[int, typer.Option(help="Largest message body in bytes.")] = (
         _DEFAULTS.max_body
     ),
@@ -343,7 +376,17 @@ def relay(
         registration_burst=registration_burst,
         max_name=max_name,
         max_body=max_body,
+        auth_timeout=auth_timeout,
+        write_timeout=write_timeout,
+        registration=registration,
     )
+    if registration is RegistrationPolicy.OPEN and not _is_loopback(host):
+        err_console.print(
+            Text(
+                f"warning: registration is open on {host}: anyone who reaches this relay "
+                "can register identities (--registration token or closed to stop that)"
+            )
+        )
     _run(
         lambda: run_relay(
             data_dir,
@@ -358,6 +401,28 @@ def relay(
             metrics=metrics,
         )
     )
+
+
+@relay_app.command("invite")
+@_command()
+def relay_invite(
+    store: StoreLocationOption = None,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the SQLite database is, without --store.")
+    ] = Path("parley-data"),
+    count: Annotated[int, typer.Option(min=1, max=1000, help="How many tokens.")] = 1,
+    valid_for: Annotated[float, typer.Option(min=1.0, help="Seconds each token stays usable.")] = 7
+    * 24
+    * 3600.0,
+) -> None:
+    """Print new invitation tokens, one per line, each good for one registration on a
+    relay run with --registration token (`parley identity new --token TOKEN`).
+
+    Works while the relay runs: the tokens go straight into its store."""
+    from parley.relay.invites import issue_in
+
+    for token in _run(lambda: issue_in(store, data_dir, count, valid_for)):
+        print(token)
 
 
 @relay_app.command("migrate")
@@ -407,6 +472,14 @@ def identity_new(
     identity_id: Annotated[
         str | None, typer.Option("--id", help="Choose the identity id instead of a random one.")
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PARLEY_INVITE",
+            help="An invitation token (`parley relay invite`), for a relay that registers "
+            "invited identities only.",
+        ),
+    ] = None,
 ) -> None:
     """Register a new identity and its first device; prints the identity id last.
 
@@ -424,7 +497,10 @@ def identity_new(
 
     creds = _local(make)
     _register_saved(
-        out, relay_url, lambda connector: register(creds, connector), ca_file=creds.ca_file
+        out,
+        relay_url,
+        lambda connector: register(creds, connector, token=token),
+        ca_file=creds.ca_file,
     )
     err_console.print(Text(f"registered identity, device {creds.device}, credentials in {out}"))
     print(creds.identity)
