@@ -476,7 +476,11 @@ def test_every_request_is_charged_and_refused_with_a_retry_after_when_over_budge
     node.wait = 0.25
     effects = node.run(session.receive(frame))
     message = "too many requests; slow down"
-    assert effects == [fx.Reject(7, ErrorCode.RATE_LIMITED, message, retry_after=0.25)]
+    # Refused, and the connection left unread for as long: TCP holds the client back.
+    assert effects == [
+        fx.Reject(7, ErrorCode.RATE_LIMITED, message, retry_after=0.25),
+        fx.Pause(0.25),
+    ]
     # Charged to this device (and so its identity), and nothing else done.
     assert [q for q in node.asked if not isinstance(q, fx.LoadChain)] == [fx.Charge("alice", "d1")]
 
@@ -510,7 +514,8 @@ def test_registrations_are_charged_to_the_address_and_names_bounded(
             ErrorCode.RATE_LIMITED,
             "too many registrations from this address; retry later",
             retry_after=3.0,
-        )
+        ),
+        fx.Pause(3.0),
     ]
     assert not any(isinstance(q, fx.CreateIdentity) for q in node.asked)
 
@@ -714,3 +719,12 @@ def test_an_invitation_the_store_refuses_is_answered_invalid_invite(
     session = Session(RelayConfig(registration=RegistrationPolicy.TOKEN), clock, NONCE)
     register = frames.Register(ref=1, entry=alice.genesis, token="t0k3n")
     assert node.run(session.receive(register)) == [fx.Reject(1, ErrorCode.INVALID_INVITE, "used")]
+
+
+def test_a_long_wait_pauses_the_connection_only_so_long(
+    alice: Identity, node: Node, clock: FakeClock
+) -> None:
+    session = session_of(alice, node, clock)
+    node.wait = 60.0
+    effects = node.run(session.receive(frames.ListConnections(ref=1)))
+    assert effects[-1] == fx.Pause(5.0)  # then it may try again, and is told again

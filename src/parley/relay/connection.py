@@ -80,6 +80,9 @@ class Connection:
         self._closing: tuple[int, str] | None = None
         # The writer has stopped: nothing queued from now on would ever be written.
         self._gone = False
+        self._unpaused = asyncio.Event()
+        self._unpaused.set()
+        self._resume: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -117,6 +120,19 @@ class Connection:
     async def wait_for_room(self) -> None:
         """Wait until the client has read enough replies to take more requests."""
         await self._room.wait()
+
+    def pause_reading(self, seconds: float) -> None:
+        """Take no request from this client for ``seconds`` (it is over a budget)."""
+        if self.closing:
+            return
+        self._unpaused.clear()
+        if self._resume is not None:
+            self._resume.cancel()
+        self._resume = asyncio.get_running_loop().call_later(seconds, self._unpaused.set)
+
+    async def wait_unpaused(self) -> None:
+        """Until a pause is over (at once if there is none, or the connection closes)."""
+        await self._unpaused.wait()
 
     def attach(self, identity: str, device: str, resume_after: int) -> None:
         """Start delivering this device's inbox after ``resume_after``, then live."""
@@ -165,6 +181,7 @@ class Connection:
         """
         self._attached = False
         self._clear_deliveries()
+        self._unpaused.set()  # a reader held back must see the close
         if self._closing is None:
             self._closing = (code, reason)
         self._wake.set()
@@ -180,6 +197,8 @@ class Connection:
             await asyncio.wait({self._writer})
         if self._abort is not None:
             self._abort.cancel()
+        if self._resume is not None:
+            self._resume.cancel()
         await self._close_transport()
 
     # -- the writer task --------------------------------------------------------------

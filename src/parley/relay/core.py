@@ -238,6 +238,7 @@ class Relay:
     async def _next_frame(self, conn: Connection, session: Session) -> None:
         """Read one frame and do what the session makes of it."""
         await conn.wait_for_room()
+        await conn.wait_unpaused()
         try:
             data = await conn.transport.recv()
         except MalformedFrame as exc:  # e.g. a text WebSocket message
@@ -350,6 +351,8 @@ class Relay:
                 self._presence.unwatch(conn, identity)
             case fx.UnwatchBy(watcher=watcher, owner=owner):
                 self._presence.unwatch_by(watcher, owner)
+            case fx.Pause(seconds=seconds):
+                conn.pause_reading(seconds)
             case fx.Spawn(work=work):
                 self._spawn(self._run(conn, session, work))
             case _:

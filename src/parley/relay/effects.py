@@ -271,6 +271,15 @@ class UnwatchBy(Effect):
 
 
 @dataclass(frozen=True, slots=True)
+class Pause(Effect):
+    """Read nothing more from this connection for ``seconds``: a client over its budget
+    is held back by TCP flow control instead of being answered frame by frame, so a
+    flood costs the relay no more than the requests it lets through."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Spawn(Effect):
     """Run ``work`` beside the connection's next frames (a store write that may join a
     group commit); works spawned by one session start in the order spawned."""

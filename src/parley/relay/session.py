@@ -78,6 +78,8 @@ CLOSE_GOING_AWAY = 1001  # RFC 6455 §7.4.1: the server is going down
 CLOSE_TRY_AGAIN_LATER = 1013  # IANA-registered: a limit was reached, come back later
 
 MAX_ENVELOPE_ID = 128
+# Longest a connection over its budget is left unread at once (then it may try again).
+MAX_PAUSE = 5.0
 _CLIENT_TAGS = frozenset(cls.__struct_config__.tag for cls in get_args(ClientFrame))
 _raw_decoder = msgspec.msgpack.Decoder()
 
@@ -173,6 +175,7 @@ class Session:
         if wait is not None:
             msg = "too many registrations from this address; retry later"
             yield fx.Reject(frame.ref, ErrorCode.RATE_LIMITED, msg, retry_after=wait)
+            yield fx.Pause(min(wait, MAX_PAUSE))
             return
         if frame.name is not None and len(frame.name) > self._config.max_name:
             msg = f"a name is at most {self._config.max_name} characters"
@@ -266,6 +269,7 @@ class Session:
                 ref = getattr(frame, "ref", None)
                 msg = "too many requests; slow down"
                 yield fx.Reject(ref, ErrorCode.RATE_LIMITED, msg, retry_after=wait)
+                yield fx.Pause(min(wait, MAX_PAUSE))
                 return
         yield from self._serve_request(identity, device, chain, frame)
 
