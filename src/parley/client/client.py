@@ -138,13 +138,18 @@ class Client:
     def device(self) -> DeviceId:
         return self._credentials.device
 
-    def observe(self, observer: Observer) -> Callable[[], None]:
+    def observe(self, observer: Observer, *, before_record: bool = False) -> Callable[[], None]:
         """See every verified message with its signing device, own-device copies too.
 
         For layers built on the voice messages (calls, the proxy); apps use ``voice()``.
+        Like handlers, an observer runs after the message is recorded as processed: a
+        crash may lose it, never repeat it. With ``before_record`` it runs before that
+        record: it sees every message at least once, and again after a crash or a
+        :meth:`close` while it ran, so it must skip repeats itself (by ``jti`` and
+        issuer) — for an observer that saves what it handled in a store of its own.
         Returns a function that stops the observing.
         """
-        return self._handlers.observe(observer)
+        return self._handlers.observe(observer, before_record=before_record)
 
     def observe_sent(self, observer: Callable[[Message], None]) -> Callable[[], None]:
         """See every message this device sent (through ``voice()``, ``calls()`` or a

@@ -4,6 +4,13 @@ Beside the handlers, *observers* see every verified message, including the copie
 what this identity's other devices sent (``own_copy``), with the signing device: the
 call layer and the proxy build on them, without taking the app's ``on_*`` handlers.
 
+Handlers and observers run after the client records a message as processed: a crash
+can lose a call to them but never repeats one (at most once). An observer added with
+``before_record=True`` runs *before* that record instead (at least once): if the client
+stops or dies while it runs, or before the record is written, it sees the message again
+after the restart. It is for observers that keep their own record of what they handled
+in their own store (the calling proxy), and so can skip a repeat by message id.
+
 Handlers receive ``(issuer, payload)`` and may be plain functions or coroutine
 functions (DESIGN.md §2). An exception in a handler is logged and never reaches the
 client's tasks: one bad message must not stop the inbox.
@@ -38,6 +45,7 @@ class Handlers:
     def __init__(self) -> None:
         self._by_type: dict[type[Payload], Handler[Message]] = {}
         self._observers: list[Observer] = []
+        self._before_record: list[Observer] = []
 
     def subscribe(self, cls: type[P], handler: Handler[P]) -> None:
         def call(issuer: str, message: Message) -> Awaitable[None] | None:
@@ -48,13 +56,18 @@ class Handlers:
             log.debug("replacing the handler for %s", cls.__name__)
         self._by_type[cls] = call
 
-    def observe(self, observer: Observer) -> Callable[[], None]:
-        """Add an observer; returns a function that removes it."""
-        self._observers.append(observer)
-        return lambda: self._observers.remove(observer)
+    def observe(self, observer: Observer, *, before_record: bool = False) -> Callable[[], None]:
+        """Add an observer (``before_record``: see the module); returns a function that
+        removes it."""
+        observers = self._before_record if before_record else self._observers
+        observers.append(observer)
+        return lambda: observers.remove(observer)
 
-    async def notify(self, observed: Observed) -> None:
-        for observer in list(self._observers):
+    async def notify(self, observed: Observed, *, before_record: bool = False) -> None:
+        """Run the observers (``before_record``: those that run before the record). An
+        exception is logged and the next one runs; a cancellation goes through, so the
+        record after it is not written."""
+        for observer in list(self._before_record if before_record else self._observers):
             try:
                 result = observer(observed)
                 if inspect.isawaitable(result):

@@ -11,11 +11,15 @@ awaits a send does not block the connection that reads the send's Ack. Per deliv
    is written with it, so neither a retry nor a restart needs the spent keys again;
 3. verify (:mod:`.verify`); a rejection (failing to open included) is counted in
    ``rejected`` by reason, logged with the sender, recorded and never reaches a handler;
-4. record the offset and ``jti`` (dropping the kept payload) *before*
+4. run the observers that asked to run before the record (``before_record``): a crash
+   or a stop while they run, or before 5, leaves the offset unrecorded, so after the
+   restart they see the message again (opened from the kept payload if its keys were
+   spent on disk) — at least once, for observers that skip repeats themselves;
+5. record the offset and ``jti`` (dropping the kept payload) *before*
    calling the handler, so a crash can lose a handler call but never repeat one;
-5. call the handler (none subscribed: dropped, logged at debug), unless the message is
-   a copy of what another device of this identity sent; then the observers;
-6. confirm to the relay, batched while more deliveries are queued.
+6. call the handler (none subscribed: dropped, logged at debug), unless the message is
+   a copy of what another device of this identity sent; then the other observers;
+7. confirm to the relay, batched while more deliveries are queued.
 
 A delivery that cannot be opened or verified *yet* (the key fetch timed out, the
 connection is down) is retried with backoff, never dropped: it says nothing about the
@@ -155,13 +159,15 @@ class Inbox:
             )
             self._record(offset, None)
             return
-        self._record(offset, Seen(message.iss, message.jti, message.exp))
         # A copy of what another device of ours sent is not addressed to us: observers
         # (the call layer) see it, the app's handlers do not.
         own_copy = envelope.sender == self._identity and envelope.recipient != self._identity
+        observed = Observed(message, message.iss, device, own_copy)
+        await self._handlers.notify(observed, before_record=True)
+        self._record(offset, Seen(message.iss, message.jti, message.exp))
         if not own_copy and not await self._handlers.dispatch(message.iss, message):
             log.debug("no handler for %s; dropped envelope %s", message.typ, envelope.id)
-        await self._handlers.notify(Observed(message, message.iss, device, own_copy))
+        await self._handlers.notify(observed)
 
     async def _open(self, deliver: Deliver) -> bytes:
         # Opened before (a retry, or a restart after decrypting): its keys are spent.
