@@ -13,6 +13,7 @@ from tests.client.helpers import World, eventually
 from tests.proxy.helpers import Party
 
 from parley.client import Client
+from parley.client.handlers import Observed
 from parley.credentials import Credentials
 from parley.errors import UnknownIdentity
 from parley.protocol.call import EndReason
@@ -41,8 +42,9 @@ class Setup:
         """A store on this test's data, as a proxy or ``parley proxy bind`` opens it."""
         return open_proxy_store(self.store_location, poll_interval=0.05)
 
-    def proxy(self, app: Credentials, store: ProxyStore) -> CallProxy:
-        client = Client(app, state_path=self.world.state_path(app), connector=self.world.link)
+    def proxy(self, app: Credentials, store: ProxyStore, client: Client | None = None) -> CallProxy:
+        if client is None:
+            client = self.client(app)
         return CallProxy(
             client,
             store,
@@ -51,6 +53,9 @@ class Setup:
             on_route=self.routes.append,
             retry_interval=0.05,
         )
+
+    def client(self, app: Credentials) -> Client:
+        return Client(app, state_path=self.world.state_path(app), connector=self.world.link)
 
 
 @pytest.fixture
@@ -299,6 +304,52 @@ async def test_a_call_whose_state_cannot_be_read_is_ended_failed_on_both_sides(
         assert proxy.core.bridges == {}
     # The next start finds its party free (the lost call is not kept "on a call").
     assert not (await store.load()).rows[0].live
+    # Its legs are recorded from the row's plain columns, ended failed at the restart.
+    lost = [r for r in await store.records() if r.reason is EndReason.FAILED]
+    assert sorted((r.leg, r.caller, r.callee) for r in lost) == [
+        (Leg.INBOUND, operator.id, app.identity),
+        (Leg.OUTBOUND, app.identity, customer.id),
+    ]
+    assert all(r.call_id == "k1" and r.cid == "conv" and r.answered is None for r in lost)
+    await store.close()
+
+
+class Crash:
+    """An observer after the proxy's, before the client's record: on the first start it
+    never returns, so the proxy stops with the start saved and not recorded."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+
+    async def __call__(self, observed: Observed) -> None:
+        if observed.message.typ.value == "chat.voice.start" and not self.reached.is_set():
+            self.reached.set()
+            await asyncio.Event().wait()  # until the client closes: cancelled
+
+
+async def test_a_start_delivered_again_after_a_stop_before_its_record_is_handled_once(
+    setup: Setup,
+) -> None:
+    app = await setup.world.identity("app")
+    operator, customer = await setup.parties(app, "olga", "cust")
+    store = setup.store()
+    client = setup.client(app)
+    crash = Crash()
+    async with setup.proxy(app, store, client) as proxy:
+        client.observe(crash, before_record=True)  # after the proxy's own
+        await proxy.bind("conv", operator=operator.id, customer=customer.id)
+        await operator.voice.start(app.identity, "conv", "k1", "offer", {})
+        await customer.next("start")
+        await crash.reached.wait()
+    # The client delivers the start again; the restarted proxy has it saved: skipped.
+    async with setup.proxy(app, store) as proxy:
+        await eventually(lambda: proxy.repeats == 1)
+        assert proxy.core.bridges["k1"].inbound.state == "ringing"  # resumed, as it was
+        await operator.voice.stop(app.identity, "conv", "k1")  # the caller gives up
+        await customer.next("stop")
+        await eventually(lambda: len(setup.legs) == 2)
+    assert len(customer.got.items) == 2  # one start, one stop
+    assert {r.reason for r in await store.records()} == {EndReason.HANGUP}
     await store.close()
 
 

@@ -15,6 +15,7 @@ import pytest
 from parley.errors import SchemaMismatch, StoreError
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call import CallRecord, EndReason, Role
+from parley.protocol.proxy_state import MessageId
 from parley.proxy import (
     Binding,
     Leg,
@@ -186,6 +187,35 @@ async def test_ended_rows_beyond_the_newest_kept_are_forgotten_live_ones_never(
     await store.close()
 
 
+async def test_handled_messages_are_saved_with_their_input_once_and_forgotten_after_exp(
+    store_location: str,
+) -> None:
+    store = opened(store_location)
+    early, late = MessageId(OLGA, "j1", exp=100), MessageId(CUST, "j2", exp=200)
+    await store.save(Saved(rows=(row("k1", 1, live=True),), handled=(early, late)))
+    # The same id again (a redelivery saved by an older proxy) is kept once.
+    await store.save(Saved(handled=(early,)))
+    await store.close()
+    store = opened(store_location)
+    loaded = await store.load()
+    assert (loaded.rows, set(loaded.handled)) == ((row("k1", 1, live=True),), {early, late})
+    # forget_before drops the ids that expired before it, in the same write.
+    again = MessageId(OLGA, "j3", exp=300)
+    await store.save(Saved(handled=(again,), forget_before=150))
+    assert set((await store.load()).handled) == {late, again}
+    await store.close()
+
+
+async def test_a_fenced_save_refused_keeps_its_handled_ids_out(store_location: str) -> None:
+    """The ids go in the same transaction as the rest: a refused write writes none."""
+    store = opened(store_location)
+    assert await store.lease("other", 60) == "other"
+    with pytest.raises(StoreError):
+        await store.save(Saved(handled=(MessageId(OLGA, "j1", exp=100),), fence="me"))
+    assert (await store.load()).handled == ()
+    await store.close()
+
+
 def test_the_default_store_sits_beside_the_credentials(tmp_path: Path) -> None:
     assert default_store_path(tmp_path / "app.json") == tmp_path / "app.proxy.db"
 
@@ -256,6 +286,7 @@ async def test_the_proxy_tables_share_a_database_with_the_relay_store(
         "proxy_bindings",
         "proxy_bridges",
         "proxy_core",
+        "proxy_handled",
         "proxy_lease",
         "proxy_legs",
         "proxy_pools",
@@ -294,6 +325,26 @@ async def test_a_store_at_schema_1_is_migrated_keeping_its_bindings(
     assert await store.routes() == [BINDING]
     await store.save(Saved(rows=(row("k1", 1, live=True),)))
     assert (await store.load()).rows == (row("k1", 1, live=True),)
+    await store.close()
+
+
+async def test_a_store_at_schema_3_is_migrated_keeping_its_calls(postgres_database: str) -> None:
+    admin = await asyncpg.connect(postgres_database)
+    try:
+        await admin.execute("CREATE TABLE proxy_schema_version (version integer NOT NULL)")
+        for migration in _MIGRATIONS[:3]:
+            await admin.execute(migration)
+        await admin.execute("INSERT INTO proxy_schema_version VALUES (3)")
+        await admin.execute(
+            "INSERT INTO proxy_bridges VALUES ('k1', 'conv', '{olga,cust}', true, 1, 'x')"
+        )
+    finally:
+        await admin.close()
+    store = PostgresProxyStore(postgres_database)
+    handled = MessageId(OLGA, "j1", exp=100)
+    await store.save(Saved(handled=(handled,)))
+    loaded = await store.load()
+    assert (loaded.rows, loaded.handled) == ((row("k1", 1, live=True, state=b"x"),), (handled,))
     await store.close()
 
 

@@ -8,6 +8,10 @@ so a stored state either decodes to exactly this shape or is refused as unreadab
 ``rank`` orders what is kept: live bridges by when they were opened, ended bridges and
 tombstones by when they were remembered, so a restored core iterates and forgets in the
 same order as one that never stopped.
+
+Beside them the I/O side keeps the identity of every message it handled
+(:class:`MessageId`), saved with what the message changed, so a message the client
+delivers again after a crash (:class:`Heard`) is skipped rather than handled twice.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import msgspec
 
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call import Call, CallRecord, CallState, Role
+from parley.protocol.call_io import Received
 
 
 class LegState(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,6 +118,23 @@ class Resume(msgspec.Struct, frozen=True, kw_only=True):
     up (so the I/O side watches their peers) and acts on deadlines from now on."""
 
     now: float
+
+
+class MessageId(msgspec.Struct, frozen=True):
+    """A handled message's replay key (its issuer and ``jti``) and its ``exp``: past
+    that the client refuses it as expired, so the key can be forgotten."""
+
+    issuer: str
+    jti: str
+    exp: int
+
+
+class Heard(msgspec.Struct, frozen=True, kw_only=True):
+    """Input: a verified message with its identity, which may come again (the client
+    delivers it again when the proxy stopped before the client recorded it)."""
+
+    received: Received
+    id: MessageId
 
 
 _encoder = msgspec.msgpack.Encoder()

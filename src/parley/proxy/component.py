@@ -29,10 +29,10 @@ from parley.client.client import Client
 from parley.client.handlers import Observed
 from parley.client.machine import Event, MachineRunner
 from parley.errors import ParleyError, RelayError, StoreError
-from parley.ids import IdentityId
-from parley.protocol.call_io import Ended, Send
+from parley.ids import DeviceId, IdentityId
+from parley.protocol.call_io import Ended, Received, Send
 from parley.protocol.proxy import Binding, Pool, Proxy, ProxyConfig
-from parley.protocol.proxy_state import Resume
+from parley.protocol.proxy_state import Heard, MessageId, Resume
 from parley.proxy.durable import DurableCore
 from parley.proxy.records import LegRecord, Route, parties
 from parley.proxy.store import ProxyStore
@@ -111,15 +111,21 @@ class CallProxy:
             self._unobserve()
             self._unobserve = None
         await self._runner.close()
-        # Once the last input's messages are out, nothing is left to send again.
+        # The last input carried out: the outbox keeps only what was still retried.
         await self._runner.settled()
-        await self._durable.close(sent=True)
+        await self._durable.close()
         await self._client.close()
 
     async def drain(self) -> None:
         """Take no new calls (a start gets busy) and return once no call is live."""
         self.core.drain()
         await self._durable.idle.wait()
+
+    @property
+    def repeats(self) -> int:
+        """Messages the client delivered again after a restart (the proxy stopped after
+        saving them, before the client recorded them) and the proxy skipped."""
+        return self._durable.repeats
 
     async def __aenter__(self) -> CallProxy:
         await self.start()
@@ -265,9 +271,11 @@ class CallProxy:
             self._on_leg(leg)
 
 
-class _Runner(MachineRunner[Resume]):
+class _Runner(MachineRunner[Resume | Heard]):
     """The client's runner, sending only what the store has: whatever a message says
-    has been saved before it leaves, so a restart never contradicts it."""
+    has been saved before it leaves, so a restart never contradicts it. Messages come
+    in before the client records them, each with its id (exactly once: :mod:`.durable`);
+    each send leaves the outbox once it is out or given up on."""
 
     def __init__(
         self,
@@ -279,6 +287,26 @@ class _Runner(MachineRunner[Resume]):
     ) -> None:
         super().__init__(client, durable, on_event, clock=clock)
         self._durable = durable
+        self._retrying = False  # the send being carried out went to the retries
+
+    def start(self) -> None:
+        super().start()
+        # Observed again, before the client's record: a message it delivers again after
+        # a crash is one the core skips if it was saved.
+        if self._unobserve is not None:
+            self._unobserve()
+        self._unobserve = self._client.observe(self._observed, before_record=True)
+
+    async def _observed(self, observed: Observed) -> None:
+        message = observed.message
+        if not message.typ.value.startswith("chat.voice."):
+            return
+        received = Received.from_payload(self.now(), message, DeviceId(observed.device))
+        await self.feed(
+            Heard(received=received, id=MessageId(message.iss, message.jti, message.exp))
+        )
+        # Committed with what it caused before the client records it.
+        await self._durable.flushed()
 
     async def settled(self) -> None:
         """Return once the input being carried out (if any) is."""
@@ -290,6 +318,17 @@ class _Runner(MachineRunner[Resume]):
         await super()._deliver(send)
 
     async def _send(self, send: Send) -> ParleyError | None:
+        self._retrying = False
         refusal = await super()._send(send)
-        self._durable.sent(send)
+        if not self._retrying:
+            self._durable.sent(send)
         return refusal
+
+    def _retry(self, send: Send) -> None:
+        self._retrying = True
+        super()._retry(send)
+
+    async def _retry_loop(self, send: Send) -> None:
+        # Cancelled when the proxy stops: the send stays in the outbox for the restart.
+        await super()._retry_loop(send)
+        self._durable.sent(send)

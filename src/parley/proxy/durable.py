@@ -2,24 +2,31 @@
 
 :class:`DurableCore` is the machine :class:`~parley.client.machine.MachineRunner` runs
 for the proxy. Each input goes to the core; what it changed (the bridges touched, the
-legs ended, presence) and the messages it is about to send (the *outbox*) are queued as
-one :class:`~parley.proxy.records.Saved`, and a writer task commits the queue in order,
-several inputs to a transaction when they come fast. Nothing is sent, and no leg is
-reported, before the input behind it is committed (:meth:`DurableCore.flushed`), so a
-crash at any moment leaves a store that either has not seen the input or has it with
-its sends: a restart re-sends the outbox (stop, busy and a repeated start or accept are
-all harmless twice) and goes on from the saved bridges. Once the last of an input's
-messages is out, the outbox is cleared (in the next write), so a restart later repeats
-nothing.
+legs ended, presence), the messages not sent yet (the *outbox*) and the identity of the
+message that was the input are queued as one :class:`~parley.proxy.records.Saved`, and
+a writer task commits the queue in order, several inputs to a transaction when they
+come fast. Nothing is sent, and no leg is reported, before the input behind it is
+committed (:meth:`DurableCore.flushed`), so a crash at any moment leaves a store that
+either has not seen the input or has it with its sends: a restart re-sends the outbox
+(stop, busy and a repeated start or accept are all harmless twice) and goes on from the
+saved bridges. A message leaves the outbox once it is out, or once the runner gave up on
+it (refused, or retried for minutes): one still retried in the background at a crash is
+sent again by the restarted proxy.
 
-The store holds the offset of no message: the client records a message as processed
-before the proxy sees it (:mod:`parley.client.inbox`: a crash there loses a handler call
-and never repeats one). A message is therefore never handled twice; the one window
-left, between the client's commit and ours, is kept short by saving before any send.
+Exactly once per message: the proxy observes before the client records a delivery
+(``Client.observe(before_record=True)``) and returns only once the message is committed
+here with what it caused. A crash before that commit leaves the delivery unrecorded, so
+the client delivers it again; a crash after it and before the client's record delivers
+it again too, and the core skips it, since its :class:`~parley.protocol.proxy_state.MessageId`
+is saved (:class:`~parley.protocol.proxy_state.Heard`). Those ids are forgotten a while
+after the messages expire: the client refuses an expired message before the proxy sees
+it. Should the store be away longer than ``flush_timeout``, the message is handled
+unsaved and the client records it: at most once, as before.
 
 On start (:meth:`DurableCore.restore`) every stored row is decoded: live bridges go back
 to the core, ended ones and tombstones to its memory. A row that cannot be decoded is a
-call nobody can resume: each of its parties is sent a stop with reason ``failed``.
+call nobody can resume: each of its parties is sent a stop with reason ``failed``, and
+each leg is recorded from the row's plain columns, ended ``failed`` at the restart.
 """
 
 from __future__ import annotations
@@ -39,14 +46,16 @@ from parley.protocol.proxy import Proxy
 from parley.protocol.proxy_state import (
     Away,
     Changes,
+    Heard,
     Kept,
+    MessageId,
     Resume,
     decode_away,
     decode_kept,
     encode_away,
     encode_kept,
 )
-from parley.proxy.records import BridgeRow, LegRecord, Saved
+from parley.proxy.records import BridgeRow, Leg, LegRecord, Saved
 from parley.proxy.store import ProxyStore
 
 log = logging.getLogger(__name__)
@@ -56,6 +65,11 @@ _outbox_decoder = msgspec.msgpack.Decoder(list[Send])
 _NOTHING = _outbox_encoder.encode([])
 
 LOST = "the proxy could not resume this call (its saved state is unreadable)"
+
+# Handled message ids are kept this long past their exp (a standby's clock may be
+# behind the active one's), and forgotten every PRUNE_EVERY messages.
+FORGET_MARGIN = 300
+PRUNE_EVERY = 256
 
 
 class DurableCore:
@@ -88,14 +102,19 @@ class DurableCore:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._resumed = False
-        self._pending: list[Send] = []  # to send on Resume: last outbox, lost calls' stops
-        self._outbox_full = False  # the stored outbox holds sends
-        self._outbox: list[Send] = []  # the current input's sends
+        self._pending: list[Send] = []  # to send on Resume: the outbox, lost calls' stops
+        self._unsent: list[Send] = []  # the outbox: given to the runner, not out yet
+        self._outbox_stale = False  # the stored outbox holds sends that are out now
+        self._handled: dict[tuple[str, str], int] = {}  # (issuer, jti) -> exp
+        self._heard = 0
+        self._lost: list[BridgeRow] = []  # live calls that cannot be resumed: recorded on Resume
+        self.repeats = 0  # messages delivered again after a restart, and skipped
         self.idle = asyncio.Event()  # set while no bridge is live
 
     async def restore(self) -> None:
         """Load the store into the core (before the first input) and start writing."""
         stored = await self._store.load()
+        self._handled = {(m.issuer, m.jti): m.exp for m in stored.handled}
         kept: list[Kept] = []
         lost: list[Saved] = []
         for row in stored.rows:
@@ -107,6 +126,8 @@ class DurableCore:
                     wire.end_to(party, row.cid, row.call_id, EndReason.FAILED, detail=LOST)
                     for party in row.parties
                 )
+                if row.live:
+                    self._lost.append(row)
                 tomb = Kept(call_id=row.call_id, rank=row.rank, live=False, bridge=None)
                 kept.append(tomb)
                 lost.append(Saved(rows=(_row(tomb, row.cid, row.parties),), fence=self._fence))
@@ -122,7 +143,6 @@ class DurableCore:
             except msgspec.MsgspecError as exc:
                 log.error("the messages being sent at the last stop cannot be read: %s", exc)
         self.core.restore(kept, away)
-        self._outbox_full = bool(self._pending)
         for saved in lost:
             self._put(saved)
         if self.core.bridges:
@@ -132,53 +152,87 @@ class DurableCore:
 
     # -- the machine the runner runs ----------------------------------------------------
 
-    def handle(self, event: ProxyInput | Resume) -> list[Output]:
+    def handle(self, event: ProxyInput | Resume | Heard) -> list[Output]:
+        heard = None
+        if isinstance(event, Heard):
+            heard, event = event.id, event.received
+            if (heard.issuer, heard.jti) in self._handled:
+                self.repeats += 1
+                log.info("message %s from %s was handled already", heard.jti, heard.issuer)
+                return []
         out = self.core.handle(event)
+        lost: tuple[LegRecord, ...] = ()
         if isinstance(event, Resume):
             out[:0] = self._pending
             self._pending = []
             self._resumed = True
-        self._save(out)
+            lost = tuple(
+                leg for row in self._lost for leg in _lost_legs(row, self.core.identity, event.now)
+            )
+            self._lost = []
+        forget = 0
+        if heard is not None:
+            self._handled[heard.issuer, heard.jti] = heard.exp
+            self._heard += 1
+            if self._heard % PRUNE_EVERY == 0:
+                forget = self._forget(int(event.now) - FORGET_MARGIN)
+        self._save(out, heard, forget, lost)
         self._update_idle()
         return out
+
+    def _forget(self, before: int) -> int:
+        """Forget the ids of messages expired before ``before``; returns it."""
+        self._handled = {key: exp for key, exp in self._handled.items() if exp >= before}
+        return before
 
     def next_deadline(self) -> float | None:
         return self.core.next_deadline() if self._resumed else None
 
     # -- saving ---------------------------------------------------------------------------
 
-    def _save(self, out: list[Output]) -> None:
+    def _save(
+        self,
+        out: list[Output],
+        heard: MessageId | None,
+        forget: int,
+        lost: tuple[LegRecord, ...],
+    ) -> None:
         changes = self.core.take_changes()
         sends = [o for o in out if isinstance(o, Send)]
-        # The runner hands the machine one input at a time, after carrying out the last
-        # one's outputs: the outbox saved before is done with once this input is here.
-        outbox = None
-        if sends:
-            outbox, self._outbox_full = _outbox_encoder.encode(sends), True
-        elif self._outbox_full:
-            outbox, self._outbox_full = _NOTHING, False
-        self._outbox = sends
-        if not changes and outbox is None:
+        self._unsent.extend(sends)
+        outbox = self._outbox() if sends or self._outbox_stale else None
+        if not changes and outbox is None and heard is None and not lost:
             return
         me = self.core.identity
+        ended = tuple(LegRecord.of(o.record, me) for o in out if isinstance(o, Ended))
         self._put(
             Saved(
                 rows=_rows(changes),
-                legs=tuple(LegRecord.of(o.record, me) for o in out if isinstance(o, Ended)),
+                legs=(*lost, *ended),
                 outbox=outbox,
                 away=None if changes.away is None else encode_away(changes.away),
+                handled=() if heard is None else (heard,),
+                forget_before=forget,
                 keep=self.core.config.memory,
                 fence=self._fence,
             )
         )
 
+    def _outbox(self) -> bytes:
+        self._outbox_stale = False
+        return _outbox_encoder.encode(self._unsent) if self._unsent else _NOTHING
+
     def sent(self, send: Send) -> None:
-        """``send`` went out (or to the runner's retries). After the last of an input's,
-        its outbox is done with: a restart need not send them again."""
-        if self._outbox and send is self._outbox[-1]:
-            self._outbox = []
-            self._outbox_full = False
-            self._put(Saved(outbox=_NOTHING, keep=self.core.config.memory, fence=self._fence))
+        """``send`` is out, or will never be (refused, given up): it leaves the outbox.
+        The stored one is rewritten at once when that empties it, else with the next
+        input (a restart sending one again is harmless)."""
+        for i, unsent in enumerate(self._unsent):
+            if unsent is send:
+                del self._unsent[i]
+                self._outbox_stale = True
+                break
+        if not self._unsent and self._outbox_stale:
+            self._put(Saved(outbox=self._outbox(), keep=self.core.config.memory, fence=self._fence))
 
     def _put(self, saved: Saved) -> None:
         self._queue.append(saved)
@@ -217,14 +271,13 @@ class DurableCore:
             self._committed = count
             self._progress.set()
 
-    async def close(self, *, sent: bool = False) -> None:
-        """Commit what is queued (within ``flush_timeout``), then stop writing.
-        ``sent``: the outputs of every input were carried out (a clean stop)."""
+    async def close(self) -> None:
+        """Commit what is queued, with the outbox as it is now (what the runner still
+        retried stays in it), within ``flush_timeout``; then stop writing."""
         if self._writer is None:
             return
-        if sent and self._outbox_full:
-            self._outbox_full = False
-            self._put(Saved(outbox=_NOTHING, keep=self.core.config.memory, fence=self._fence))
+        if self._outbox_stale:
+            self._put(Saved(outbox=self._outbox(), keep=self.core.config.memory, fence=self._fence))
         await self.flushed()
         self._writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -258,3 +311,29 @@ def _row(kept: Kept, cid: str, parties: tuple[IdentityId, ...]) -> BridgeRow:
         rank=kept.rank,
         state=encode_kept(kept),
     )
+
+
+def _lost_legs(row: BridgeRow, proxy: IdentityId, now: float) -> list[LegRecord]:
+    """The legs of a live call whose state cannot be read, from the plain columns: the
+    inbound party first, ended ``failed`` now (when and whether it rang or was answered
+    is in the state nobody can read)."""
+    legs = []
+    for i, party in enumerate(row.parties):
+        inbound = i == 0
+        legs.append(
+            LegRecord(
+                call_id=row.call_id,
+                cid=row.cid,
+                leg=Leg.INBOUND if inbound else Leg.OUTBOUND,
+                caller=party if inbound else proxy,
+                callee=proxy if inbound else party,
+                peer_device=None,
+                started=now,
+                ringing=None,
+                answered=None,
+                ended=now,
+                duration=0.0,
+                reason=EndReason.FAILED,
+            )
+        )
+    return legs

@@ -31,6 +31,7 @@ import msgspec
 from parley.errors import SchemaMismatch, StoreError, StoreUnavailable
 from parley.ids import IdentityId
 from parley.protocol.proxy import Binding, Pool
+from parley.protocol.proxy_state import MessageId
 from parley.proxy.location import describe
 from parley.proxy.records import BridgeRow, LegRecord, Resumable, Route, Saved
 from parley.proxy.store import fenced
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHANNEL: Final = "parley_proxy_bindings"
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 # pg_advisory_xact_lock key serialising schema setup: two processes opening a new
 # database at once (``parley proxy bind`` beside a starting proxy) would otherwise race
 # in CREATE TABLE IF NOT EXISTS, which is not safe against concurrent creators.
@@ -100,6 +101,16 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         holder text NOT NULL,
         expires double precision NOT NULL
     );
+    """,
+    # 4: the messages the core handled, until they expire (a repeat is skipped).
+    """
+    CREATE TABLE proxy_handled (
+        issuer text NOT NULL,
+        jti text NOT NULL,
+        exp bigint NOT NULL,
+        PRIMARY KEY (issuer, jti)
+    );
+    CREATE INDEX proxy_handled_by_exp ON proxy_handled (exp);
     """,
 )
 assert len(_MIGRATIONS) == SCHEMA_VERSION
@@ -402,6 +413,7 @@ class PostgresProxyStore:
         rows = [(r.call_id, r.cid, list(r.parties), r.live, r.rank, r.state) for r in saved.rows]
         legs = [msgspec.to_builtins(msgspec.structs.astuple(leg)) for leg in saved.legs]
         core = [(k, v) for k, v in (("outbox", saved.outbox), ("away", saved.away)) if v]
+        handled = [msgspec.structs.astuple(m) for m in saved.handled]
 
         async def work(db: Any) -> None:
             async with db.transaction():
@@ -415,7 +427,16 @@ class PostgresProxyStore:
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     core,
                 )
+                await db.executemany(
+                    "INSERT INTO proxy_handled (issuer, jti, exp) VALUES ($1, $2, $3)"
+                    " ON CONFLICT DO NOTHING",
+                    handled,
+                )
                 await db.execute(_PRUNE, saved.keep)
+                if saved.forget_before:
+                    await db.execute(
+                        "DELETE FROM proxy_handled WHERE exp < $1", saved.forget_before
+                    )
 
         await self._with(work)
 
@@ -430,6 +451,7 @@ class PostgresProxyStore:
                     r["key"]: bytes(r["value"])
                     for r in await db.fetch("SELECT key, value FROM proxy_core")
                 }
+                handled = await db.fetch("SELECT issuer, jti, exp FROM proxy_handled")
             return Resumable(
                 rows=tuple(
                     BridgeRow(
@@ -444,6 +466,7 @@ class PostgresProxyStore:
                 ),
                 outbox=core.get("outbox"),
                 away=core.get("away"),
+                handled=tuple(MessageId(r["issuer"], r["jti"], r["exp"]) for r in handled),
             )
 
         return await self._with(work)

@@ -18,6 +18,7 @@ import msgspec
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call import CallRecord, EndReason, Role
 from parley.protocol.proxy import Binding, Pool
+from parley.protocol.proxy_state import MessageId
 
 
 class Leg(enum.StrEnum):
@@ -97,14 +98,17 @@ class BridgeRow(msgspec.Struct, frozen=True, kw_only=True):
 
 class Saved(msgspec.Struct, frozen=True, kw_only=True):
     """What one or more inputs changed, written in one transaction: the rows touched,
-    the legs that ended, the messages about to be sent (``outbox``: replaces the last
-    one; None leaves it) and who is away (None: unchanged). Ended rows beyond the newest
-    ``keep`` are forgotten."""
+    the legs that ended, the messages not sent yet (``outbox``: replaces the last one;
+    None leaves it), who is away (None: unchanged) and the messages these inputs were
+    (``handled``). Ended rows beyond the newest ``keep`` are forgotten, and handled
+    messages whose ``exp`` is before ``forget_before``."""
 
     rows: tuple[BridgeRow, ...] = ()
     legs: tuple[LegRecord, ...] = ()
     outbox: bytes | None = None
     away: bytes | None = None
+    handled: tuple[MessageId, ...] = ()
+    forget_before: int = 0
     keep: int = 1024
     # Written only while this holder has the lease (a standby that took over fences
     # off an active one that lost it); None: no lease in use.
@@ -118,6 +122,8 @@ class Saved(msgspec.Struct, frozen=True, kw_only=True):
             legs=(*self.legs, *later.legs),
             outbox=self.outbox if later.outbox is None else later.outbox,
             away=self.away if later.away is None else later.away,
+            handled=(*self.handled, *later.handled),
+            forget_before=max(self.forget_before, later.forget_before),
             keep=later.keep,
             fence=later.fence,
         )
@@ -125,8 +131,9 @@ class Saved(msgspec.Struct, frozen=True, kw_only=True):
 
 class Resumable(msgspec.Struct, frozen=True, kw_only=True):
     """What a starting proxy resumes from: every row (by rank), the last outbox, who
-    was away."""
+    was away, the messages handled (not yet forgotten)."""
 
     rows: tuple[BridgeRow, ...] = ()
     outbox: bytes | None = None
     away: bytes | None = None
+    handled: tuple[MessageId, ...] = ()

@@ -29,6 +29,7 @@ import msgspec
 from parley.errors import StoreError
 from parley.ids import IdentityId
 from parley.protocol.proxy import Binding, Pool
+from parley.protocol.proxy_state import MessageId
 from parley.proxy.records import BridgeRow, LegRecord, Resumable, Route, Saved
 
 T = TypeVar("T")
@@ -116,6 +117,14 @@ CREATE TABLE IF NOT EXISTS bridges (
 CREATE INDEX IF NOT EXISTS bridges_by_rank ON bridges (live, rank);
 -- the core's outbox and presence, one row each
 CREATE TABLE IF NOT EXISTS core (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+-- the messages the core handled, by issuer and jti, until they expire
+CREATE TABLE IF NOT EXISTS handled (
+    issuer TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    exp INTEGER NOT NULL,
+    PRIMARY KEY (issuer, jti)
+);
+CREATE INDEX IF NOT EXISTS handled_by_exp ON handled (exp);
 -- which proxy process is the active one, until when (Unix seconds)
 CREATE TABLE IF NOT EXISTS lease (
     id INTEGER PRIMARY KEY CHECK (id = 0),
@@ -282,6 +291,7 @@ class SqliteProxyStore:
         ]
         legs = [msgspec.to_builtins(msgspec.structs.astuple(leg)) for leg in saved.legs]
         core = [(k, v) for k, v in (("outbox", saved.outbox), ("away", saved.away)) if v]
+        handled = [msgspec.structs.astuple(m) for m in saved.handled]
         marks = ", ".join("?" * len(_LEG_FIELDS))
 
         def work(db: sqlite3.Connection) -> None:
@@ -294,7 +304,10 @@ class SqliteProxyStore:
                     f"INSERT OR IGNORE INTO legs ({_LEG_COLUMNS}) VALUES ({marks})", legs
                 )
                 db.executemany("INSERT OR REPLACE INTO core VALUES (?, ?)", core)
+                db.executemany("INSERT OR IGNORE INTO handled VALUES (?, ?, ?)", handled)
                 db.execute(_PRUNE, (saved.keep,))
+                if saved.forget_before:
+                    db.execute("DELETE FROM handled WHERE exp < ?", (saved.forget_before,))
 
         await self._do(work)
 
@@ -304,6 +317,7 @@ class SqliteProxyStore:
                 "SELECT call_id, cid, parties, live, rank, state FROM bridges ORDER BY rank"
             ).fetchall()
             core = dict(db.execute("SELECT key, value FROM core").fetchall())
+            handled = db.execute("SELECT issuer, jti, exp FROM handled").fetchall()
             return Resumable(
                 rows=tuple(
                     BridgeRow(
@@ -318,6 +332,7 @@ class SqliteProxyStore:
                 ),
                 outbox=core.get("outbox"),
                 away=core.get("away"),
+                handled=tuple(MessageId(*row) for row in handled),
             )
 
         return await self._do(work)
