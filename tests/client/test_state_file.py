@@ -86,6 +86,19 @@ def test_a_broken_schema_named_in_other_than_utf8_is_a_state_file_error(tmp_path
         State(path, identity="alice", device="d-1")
 
 
+def test_a_table_of_another_shape_is_a_state_file_error(tmp_path: Path) -> None:
+    # Found by fuzz/state_file.py: an ``opened`` table whose offset may be NULL.
+    path = _state_file(tmp_path)
+    _alter(
+        path,
+        "DROP TABLE opened",
+        "CREATE TABLE opened (offset, payload)",
+        "INSERT INTO opened VALUES (NULL, X'00')",
+    )
+    with pytest.raises(StateFileError, match=r"alice\.state\.db"):
+        State(path, identity="alice", device="d-1")
+
+
 def test_olm_rows_of_the_wrong_type_are_a_state_file_error(tmp_path: Path) -> None:
     path = _state_file(tmp_path)
     _alter(

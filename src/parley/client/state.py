@@ -141,7 +141,8 @@ class State:
             self._offset = _offset(self._meta("offset") or "0")
             self._kept: tuple[int, bytes] | None = None
             # Offsets with a payload on disk: almost always none, so most lookups are free.
-            self._opened = {int(o) for (o,) in self._db.execute("SELECT offset FROM opened")}
+            opened = self._db.execute("SELECT offset FROM opened")
+            self._opened = {_typed(offset, int) for (offset,) in opened}
         except BaseException:
             self._db.close()
             raise

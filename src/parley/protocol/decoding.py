@@ -1,12 +1,14 @@
 """Decoding untrusted bytes with msgspec: a value, or the caller's typed error.
 
 Every parser of bytes from outside the process (frames, JWS headers and claims, sealed
-bodies, key chain entries, credentials and state files) decodes through a
+bodies, key chain entries, credentials and state files, the phone page's messages)
+decodes through a
 :class:`Decoder`, which bounds the input and maps every way msgspec can fail onto one
 :class:`~parley.errors.ParleyError` subclass chosen by the parser:
 
-- size: input longer than ``max_bytes`` is refused before msgspec sees it, so nothing
-  decoded can be larger than a small multiple of the limit;
+- size: input longer than ``max_bytes`` (characters, for text) is refused before msgspec
+  sees it, so what it decodes is bounded too (at worst some 60 bytes of objects per
+  input byte: a one-byte empty msgpack array is a Python list);
 - shape: :class:`msgspec.DecodeError` and its :class:`msgspec.ValidationError`;
 - depth: msgspec's C decoders count every nesting level against the interpreter's
   recursion limit (``Py_EnterRecursiveCall``) and raise :class:`RecursionError` beyond
