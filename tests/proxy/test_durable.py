@@ -106,3 +106,19 @@ async def test_a_send_still_retried_at_a_stop_is_sent_by_the_next_core(tmp_path:
     durable = await started(tmp_path / "p.db")
     assert sends(durable.handle(Resume(now=3.0))) == []  # out now: nothing is sent again
     await stopped(durable)
+
+
+async def test_an_input_before_resume_keeps_the_outbox_it_was_given(tmp_path: Path) -> None:
+    """Messages may come in between restore and Resume: their save keeps the restored
+    outbox, so a crash right then still sends it."""
+    durable = await started(tmp_path / "p.db")
+    durable.handle(Resume(now=1.0))
+    durable.handle(start("k1", "conv", OLGA, "j1"))  # its send not out at the stop
+    await stopped(durable)
+    durable = await started(tmp_path / "p.db")
+    durable.handle(start("k2", "conv2", OTTO, "j2"))
+    await stopped(durable)  # before Resume: nothing of either is out
+
+    durable = await started(tmp_path / "p.db")
+    assert sorted(sends(durable.handle(Resume(now=2.0)))) == [(CARL, "k2"), (CUST, "k1")]
+    await stopped(durable)

@@ -103,7 +103,7 @@ class DurableCore:
         self._writer: asyncio.Task[None] | None = None
         self._resumed = False
         self._pending: list[Send] = []  # to send on Resume: the outbox, lost calls' stops
-        self._unsent: list[Send] = []  # the outbox: given to the runner, not out yet
+        self._unsent: list[Send] = []  # the outbox: not out yet (pending ones included)
         self._outbox_stale = False  # the stored outbox holds sends that are out now
         self._handled: dict[tuple[str, str], int] = {}  # (issuer, jti) -> exp
         self._heard = 0
@@ -116,7 +116,7 @@ class DurableCore:
         stored = await self._store.load()
         self._handled = {(m.issuer, m.jti): m.exp for m in stored.handled}
         kept: list[Kept] = []
-        lost: list[Saved] = []
+        tombs: list[BridgeRow] = []
         for row in stored.rows:
             try:
                 kept.append(decode_kept(row.state))
@@ -130,7 +130,7 @@ class DurableCore:
                     self._lost.append(row)
                 tomb = Kept(call_id=row.call_id, rank=row.rank, live=False, bridge=None)
                 kept.append(tomb)
-                lost.append(Saved(rows=(_row(tomb, row.cid, row.parties),), fence=self._fence))
+                tombs.append(_row(tomb, row.cid, row.parties))
         away: tuple[Away, ...] = ()
         if stored.away is not None:
             try:
@@ -143,8 +143,9 @@ class DurableCore:
             except msgspec.MsgspecError as exc:
                 log.error("the messages being sent at the last stop cannot be read: %s", exc)
         self.core.restore(kept, away)
-        for saved in lost:
-            self._put(saved)
+        self._unsent = list(self._pending)
+        if tombs:  # with the stops to their parties: a crash now still sends them
+            self._put(Saved(rows=tuple(tombs), outbox=self._outbox(), fence=self._fence))
         if self.core.bridges:
             log.info("resuming %d calls", len(self.core.bridges))
         self._update_idle()
@@ -161,6 +162,7 @@ class DurableCore:
                 log.info("message %s from %s was handled already", heard.jti, heard.issuer)
                 return []
         out = self.core.handle(event)
+        self._unsent.extend(o for o in out if isinstance(o, Send))
         lost: tuple[LegRecord, ...] = ()
         if isinstance(event, Resume):
             out[:0] = self._pending
@@ -198,8 +200,7 @@ class DurableCore:
         lost: tuple[LegRecord, ...],
     ) -> None:
         changes = self.core.take_changes()
-        sends = [o for o in out if isinstance(o, Send)]
-        self._unsent.extend(sends)
+        sends = any(isinstance(o, Send) for o in out)
         outbox = self._outbox() if sends or self._outbox_stale else None
         if not changes and outbox is None and heard is None and not lost:
             return
