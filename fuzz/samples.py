@@ -116,7 +116,15 @@ def relay_frames() -> list[frames.Frame]:
         sender="bob",
         sender_device="d1",
         recipient="alice",
-        body=b"x",
+        body=sealed.encode(
+            sealed.SealedBody(
+                sender_key=b"k" * 32,
+                sender_key_signature=b"s" * 64,
+                keys={"alice:d1": sealed.OlmCiphertext(0, b"olm")},
+                nonce=b"n" * 24,
+                ciphertext=b"c",
+            )
+        ),
         sent_at=1.0,
         expires_at=2.0,
     )
