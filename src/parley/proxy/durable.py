@@ -77,9 +77,10 @@ class DurableCore:
     it has no deadline: nothing ends before the client is connected to say so.
     ``fence``: the lease holder every save is made under (None: no lease).
 
-    ``flush_timeout``: how long a send waits for its input to be committed; past it
-    (the store away) the call goes on unsaved rather than stall, and the writer keeps
-    trying, every ``retry_interval``."""
+    ``flush_timeout``: how long a send, or the client's record of a message, waits for
+    its input to be committed; past it (the store away) the call goes on unsaved rather
+    than stall, and the writer keeps trying, every ``retry_interval``. ``repeats``
+    counts the messages delivered again after a restart and skipped."""
 
     def __init__(
         self,
