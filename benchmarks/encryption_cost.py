@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import parley.client.e2ee
-from parley.bench import Result, voice_pairs
+from parley.bench import UNLIMITED_RELAY_ARGS, Result, voice_pairs
 from parley.processes import RelayProcess
 
 
@@ -37,7 +37,7 @@ async def main(args: argparse.Namespace) -> None:
     best: dict[bool, Result] = {}
     with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
         workdir = Path(tmp)
-        async with RelayProcess(workdir / "relay", extra_args=["--rate", "1000000"]) as relay:
+        async with RelayProcess(workdir / "relay", extra_args=UNLIMITED_RELAY_ARGS) as relay:
             for round_ in range(args.rounds):
                 for encrypt in (round_ % 2 == 0, round_ % 2 == 1):
                     result = await run_once(

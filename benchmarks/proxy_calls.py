@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parley.bench import PARLEY, run_parley
+from parley.bench import PARLEY, UNLIMITED_RELAY_ARGS, run_parley
 from parley.client import Client
 from parley.client.registration import register_identity
 from parley.processes import ChildProcess, RelayProcess
@@ -169,7 +169,7 @@ class Bench:
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> None:
-    async with RelayProcess(workdir / "relay", extra_args=["--rate", "1000000"]) as relay:
+    async with RelayProcess(workdir / "relay", extra_args=UNLIMITED_RELAY_ARGS) as relay:
         app = await register_identity(relay.url, name="app")
         app.save(workdir / "app.json")
         store = workdir / "app.proxy.db"

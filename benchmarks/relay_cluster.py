@@ -43,15 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from parley.bench import PEER_INFO, Latency, Result, placed_voice_pairs
-from parley.client import Client
-from parley.client.registration import register_identity
+from parley.bench import UNLIMITED_RELAY_ARGS, Latency, LatencyProbe, Result, placed_voice_pairs
 from parley.processes import RelayProcess
-from parley.protocol.messages import VoiceStart
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-RELAY_ARGS = ("--rate", "1000000")  # the benchmark measures the relay, not its rate limit
+RELAY_ARGS = UNLIMITED_RELAY_ARGS  # the benchmark measures the relay, not its limits
 DATABASE_PREFIX = "parley_bench_"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MODES = ("sqlite", "pg-1node", "pg-2nodes")
@@ -285,55 +282,6 @@ async def relay_nodes(
 
 
 # -- latency -------------------------------------------------------------------------------
-
-
-class LatencyProbe:
-    """A sender and a receiver on each node; a start one at a time, timed from just
-    before sending to the receiver's handler."""
-
-    def __init__(self, workdir: Path) -> None:
-        self._workdir = workdir
-        self._clients: list[Client] = []
-        self._arrivals: dict[str, asyncio.Future[float]] = {}
-        self._serial = 0
-
-    async def pair_up(self, urls: Sequence[str]) -> tuple[list[Client], list[Client]]:
-        """(senders, receivers), one of each on every node; every receiver permits every
-        sender."""
-        senders: list[Client] = []
-        receivers: list[Client] = []
-        for url in urls:
-            for group in (senders, receivers):
-                creds = await register_identity(url)
-                client = Client(creds, state_path=self._workdir / f"{creds.identity}.db")
-                self._clients.append(client)
-                group.append(client)
-        for receiver in receivers:
-            receiver.voice().on_start(self._arrived)
-        await asyncio.gather(*(client.connect() for client in self._clients))
-        for receiver in receivers:
-            for sender in senders:
-                await receiver.connections.permit(sender.id)
-        return senders, receivers
-
-    def _arrived(self, issuer: str, payload: VoiceStart) -> None:
-        now = time.perf_counter()
-        future = self._arrivals.pop(payload.call_id, None)
-        if future is not None and not future.done():
-            future.set_result(now)
-
-    async def one(self, sender: Client, receiver: Client) -> float:
-        self._serial += 1
-        call_id = f"latency-{self._serial}"
-        arrival: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._arrivals[call_id] = arrival
-        began = time.perf_counter()
-        await sender.voice().start(receiver.id, "bench", call_id, PEER_INFO, {"n": self._serial})
-        return await asyncio.wait_for(arrival, 30) - began
-
-    async def close(self) -> None:
-        for client in self._clients:
-            await client.close()
 
 
 async def cluster_latency(

@@ -22,7 +22,7 @@ from pathlib import Path
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from parley.bench import PEER_INFO, Result, voice_pairs
+from parley.bench import PEER_INFO, UNLIMITED_RELAY_ARGS, Result, voice_pairs
 from parley.crypto import jws
 from parley.crypto.keys import SigningKey
 from parley.processes import ChildProcess, RelayProcess
@@ -30,7 +30,7 @@ from parley.protocol.messages import VoiceStart
 
 
 async def bench_relay(senders: int, messages: int, window: int, workdir: Path) -> Result:
-    async with RelayProcess(workdir / "relay", extra_args=["--rate", "1000000"]) as relay:
+    async with RelayProcess(workdir / "relay", extra_args=UNLIMITED_RELAY_ARGS) as relay:
         return await voice_pairs(
             "relay", relay.url, workdir, senders=senders, messages=messages, window=window
         )

@@ -18,6 +18,24 @@ from pathlib import Path
 
 from parley.client import Client
 from parley.client.registration import register_identity
+from parley.protocol.messages import VoiceStart
+
+# A relay whose limits are out of the way: the benchmarks measure the relay, not its
+# request budgets (which a flood benchmark measures on its own).
+UNLIMITED_RELAY_ARGS = (
+    "--rate",
+    "1e9",
+    "--burst",
+    "1000000000",
+    "--identity-rate",
+    "1e9",
+    "--identity-burst",
+    "1000000000",
+    "--registration-rate",
+    "1e9",
+    "--registration-burst",
+    "1000000000",
+)
 
 # A session description about as large as a real one with a few candidates.
 PEER_INFO = "v=0\r\n" + "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n" * 4
@@ -150,3 +168,52 @@ async def run_parley(*args: str) -> None:
     _, err = await proc.communicate()
     if proc.returncode != 0:
         raise SystemExit(f"parley {' '.join(args)} failed: {err.decode()}")
+
+
+class LatencyProbe:
+    """A sender and a receiver on each node; a start one at a time, timed from just
+    before sending to the receiver's handler."""
+
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self._clients: list[Client] = []
+        self._arrivals: dict[str, asyncio.Future[float]] = {}
+        self._serial = 0
+
+    async def pair_up(self, urls: Sequence[str]) -> tuple[list[Client], list[Client]]:
+        """(senders, receivers), one of each on every node; every receiver permits every
+        sender."""
+        senders: list[Client] = []
+        receivers: list[Client] = []
+        for url in urls:
+            for group in (senders, receivers):
+                creds = await register_identity(url)
+                client = Client(creds, state_path=self._workdir / f"{creds.identity}.db")
+                self._clients.append(client)
+                group.append(client)
+        for receiver in receivers:
+            receiver.voice().on_start(self._arrived)
+        await asyncio.gather(*(client.connect() for client in self._clients))
+        for receiver in receivers:
+            for sender in senders:
+                await receiver.connections.permit(sender.id)
+        return senders, receivers
+
+    def _arrived(self, issuer: str, payload: VoiceStart) -> None:
+        now = time.perf_counter()
+        future = self._arrivals.pop(payload.call_id, None)
+        if future is not None and not future.done():
+            future.set_result(now)
+
+    async def one(self, sender: Client, receiver: Client) -> float:
+        self._serial += 1
+        call_id = f"latency-{self._serial}"
+        arrival: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._arrivals[call_id] = arrival
+        began = time.perf_counter()
+        await sender.voice().start(receiver.id, "bench", call_id, PEER_INFO, {"n": self._serial})
+        return await asyncio.wait_for(arrival, 30) - began
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()

@@ -137,7 +137,7 @@ class ChildProcess:
         await self.stop()
 
 
-_RELAY_READY = re.compile(r"listening on (ws://\S+)")
+_RELAY_READY = re.compile(r"listening on (wss?://\S+)")
 
 
 class RelayProcess(ChildProcess):

@@ -20,6 +20,7 @@ from tests.proxy.helpers import Party
 from tests.redis_server import RedisServer, RedisTarget, redis_for_test
 from tests.relay.store.pg import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
+from parley.bench import UNLIMITED_RELAY_ARGS
 from parley.client import Client
 from parley.client.registration import add_device, register_identity
 from parley.credentials import Credentials
@@ -49,7 +50,9 @@ class Cluster:
         return RelayProcess(
             self.tmp / f"node{index}",
             port=port,
-            extra_args=["--store", self.store, "--bus", self.bus],
+            # The chaos stream sends as fast as it can: these tests are about nodes,
+            # not request budgets (tests/e2e/test_abuse.py is).
+            extra_args=["--store", self.store, "--bus", self.bus, *UNLIMITED_RELAY_ARGS],
         )
 
     async def start(self, count: int) -> None:

@@ -111,3 +111,13 @@ async def test_a_bad_metrics_address_is_one_line(tmp_path: Path) -> None:
     assert err.splitlines() == [
         "error: InvalidMetricsAddress: '9100' is not HOST:PORT (e.g. 127.0.0.1:9100, [::1]:9100)"
     ]
+
+
+async def test_relay_process_starts_a_tls_relay_and_reads_its_wss_url(
+    tmp_path: Path, tls: TlsFiles
+) -> None:
+    from parley.processes import RelayProcess
+
+    args = ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    async with RelayProcess(tmp_path / "data", extra_args=args) as relay:
+        assert relay.url.startswith("wss://127.0.0.1:")

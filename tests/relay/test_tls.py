@@ -253,3 +253,18 @@ def test_listen_addresses(value: str, address: tuple[str, int]) -> None:
 def test_bad_listen_addresses(value: str) -> None:
     with pytest.raises(InvalidMetricsAddress, match="is not HOST:PORT"):
         parse_listen_address(value)
+
+
+async def test_the_blocking_client_takes_the_ca_file_too(
+    server: RelayServer, tls: TlsFiles, tmp_path: Path
+) -> None:
+    from parley.sync import Client as BlockingClient
+
+    creds = await register_identity(server.url, ca_file=str(tls.ca))
+    without_ca = Credentials(creds.identity, creds.device, creds.secret_key, creds.relay_url)
+
+    def connect_and_list() -> list[str]:
+        with BlockingClient(without_ca, ca_file=tls.ca) as client:
+            return client.connections.list()
+
+    assert await asyncio.to_thread(connect_and_list) == []

@@ -28,10 +28,12 @@ class RelayConfig:
     # Token buckets for every request that costs the relay work (Send, ClaimKeys,
     # GetKeys, Watch, Permit, ...): one per device, shared by its connections to this
     # node, and one per identity, shared by its devices. Tokens a second; at most saved.
-    device_rate: float = 200.0
-    device_burst: int = 400
-    identity_rate: float = 400.0
-    identity_burst: int = 800
+    # (A phone needs a few a second at most; an app that proxies many calls for one
+    # identity needs more: give it --identity-rate.)
+    device_rate: float = 50.0
+    device_burst: int = 200
+    identity_rate: float = 100.0
+    identity_burst: int = 400
     # Connections one device may keep open to this node; a new one past this closes
     # the oldest. (On several nodes a device has one: the newest closes the others.)
     connections_per_device: int = 4
