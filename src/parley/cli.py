@@ -3,7 +3,8 @@
 On a terminal, tables are drawn with rich; piped (stdout not a terminal), every command
 prints plain lines that never wrap: a table is one tab-separated line per row, no
 header. Commands that list or show something take ``--json`` and then print one JSON
-document. Errors are one line on stderr, ``error: Kind: what``, exit code 1.
+document. Errors are one line on stderr, ``error: Kind: what``, exit code 1 (a usage
+error, ``error: COMMAND: what``, exit code 2).
 
 Logging goes to stderr: commands log warnings only, the servers (``relay``, ``proxy``,
 ``phone answer``, ``phone web``) also what they do (info); ``-q`` errors only, ``-v``
@@ -31,6 +32,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from parley.errors import ParleyError
 from parley.relay.config import RegistrationPolicy, RelayConfig
@@ -42,7 +44,28 @@ if TYPE_CHECKING:
     from parley.protocol.keychain import KeyChain
     from parley.transport import Transport
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """The ``parley`` command: a usage error (an unknown option, a missing argument, a bad
+    value) is one plain line on stderr, ``error: COMMAND: what``, exit code 2."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = super().__call__(*args, **{**kwargs, "standalone_mode": False})
+        except NoArgsIsHelpError as exc:  # typer has printed the help already
+            raise SystemExit(exc.exit_code) from None
+        except ClickException as exc:
+            where = exc.ctx.command_path if isinstance(exc, UsageError) and exc.ctx else "parley"
+            _error(f"{where}: {exc.format_message().rstrip('.')}; see {where} --help")
+            raise SystemExit(exc.exit_code) from None
+        except typer.Abort:
+            _error("aborted")
+            raise SystemExit(1) from None
+        # Not standalone, typer returns the code of a typer.Exit (a command returns None).
+        raise SystemExit(result if isinstance(result, int) else 0)
+
+
+app = _App(
     name="parley",
     help="Negotiate voice calls between identities over an authenticated relay.",
     no_args_is_help=True,
