@@ -13,7 +13,9 @@ in and out). Around that it only keeps the books:
   poll interval, PostgreSQL when notified);
 - the core's state is saved after every input, and every leg that ends is recorded,
   before anything is sent about it (:mod:`.durable`); a restarted proxy resumes its
-  calls. :meth:`CallProxy.close` ends none of them; :meth:`CallProxy.drain` lets them end.
+  calls. :meth:`CallProxy.close` ends none of them; :meth:`CallProxy.drain` lets them end;
+- messages reach the core before the client records them, and are saved with their id,
+  so one delivered again after a crash is skipped (:attr:`CallProxy.repeats`).
 """
 
 from __future__ import annotations
