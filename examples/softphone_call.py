@@ -26,6 +26,7 @@ def report(media: MediaCall, recording: Path) -> None:
     print(f"[softphone] heard {heard:.1f} Hz for {len(samples) / rate:.1f} s", flush=True)
 
 
+# --8<-- [start:softphone]
 async def call(credentials: Path, peer: str, play: str, seconds: float, tmp: Path) -> None:
     async with Client.from_credentials(credentials) as client:
         phone = Softphone(client, source=play)
@@ -48,6 +49,9 @@ async def answer(credentials: Path, play: str, tmp: Path) -> None:
             print(f"[softphone] ended: {(await media.wait_ended()).reason}", flush=True)
             report(media, tmp / "heard.wav")
             return
+
+
+# --8<-- [end:softphone]
 
 
 def main() -> None:

@@ -14,7 +14,8 @@ from tests.conftest import Register
 
 from parley.client import Client
 from parley.processes import ChildProcess
-from parley.protocol.messages import Message
+from parley.protocol.messages import Message, VoiceStart
+from parley.proxy import SqliteProxyStore
 
 pytestmark = pytest.mark.e2e
 
@@ -152,6 +153,63 @@ async def softphone_call(register: Register, tmp_path: Path) -> None:
     assert heard("\n".join(answering.lines)) == pytest.approx(440, abs=5)
 
 
+async def _run_example(*args: str, cwd: Path | None = None) -> str:
+    """Run ``python examples/ARGS...``; its stdout, once it exited 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / args[0]), *args[1:], stdout=asyncio.subprocess.PIPE, cwd=cwd
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, out
+    return out.decode()
+
+
+async def voice_messages(register: Register, tmp_path: Path) -> None:
+    (op, op_path), (app, _) = [await register(name) for name in ("operator", "app")]
+    async with Client.from_credentials(tmp_path / "app.json") as app_client:
+        await app_client.connections.permit(op.identity)
+        voice, stops = app_client.voice(), Inbox()
+
+        @voice.on_start
+        async def on_start(issuer: str, payload: VoiceStart) -> None:
+            assert payload["data"] == {"operator_name": "Bob"}
+            await voice.accept(issuer, payload.cid, payload.call_id, "answer-sdp")
+
+        voice.on_stop(stops)
+        out = await _run_example("voice_messages.py", str(op_path), app.identity)
+        issuer, stop = await stops.next()
+    assert out.splitlines() == [f"{app.identity} cid-1 call-1 answer-sdp"]
+    assert (issuer, stop.cid, stop["call_id"]) == (op.identity, "cid-1", "call-1")
+
+
+async def calls(register: Register, tmp_path: Path) -> None:
+    (alice, alice_path), (bob, bob_path) = [await register(name) for name in ("alice", "bob")]
+    answering = ChildProcess(
+        [sys.executable, str(EXAMPLES / "calls.py"), "answer", str(bob_path), alice.identity],
+        re.compile(r"ready as"),
+        name="answering example",
+    )
+    async with answering:
+        out = await _run_example("calls.py", "place", str(alice_path), bob.identity)
+        assert await asyncio.wait_for(answering.wait(), 30) == 0
+    lines = out.splitlines()
+    assert lines[:4] == ["Dialing", "Connected", "answer: answer-sdp", "Ended"], out
+    assert lines[4].startswith("hangup ") and float(lines[4].split()[1]) >= 0, out
+    assert "ended: hangup" in answering.lines
+
+
+async def proxy_in_python(register: Register, tmp_path: Path) -> None:
+    parties = [await register(name) for name in ("app", "op", "cu", "op1", "op2")]
+    ids = [creds.identity for creds, _ in parties[1:]]
+    out = await _run_example("proxy_in_python.py", "cid-1", *ids, cwd=tmp_path)
+    assert out == "[]\n"  # no call has ended yet
+    store = SqliteProxyStore(tmp_path / "app.proxy.db")
+    try:
+        routes = await store.routes()
+    finally:
+        await store.close()
+    assert sorted(route.cid for route in routes) == ["cid-1", "sales"]
+
+
 def heard(output: str) -> float:
     match = re.search(r"heard ([\d.]+) Hz", output)
     assert match, output
@@ -161,6 +219,9 @@ def heard(output: str) -> float:
 SCENARIOS: dict[str, Scenario] = {
     "voice_proxy.py": voice_proxy,
     "softphone_call.py": softphone_call,
+    "voice_messages.py": voice_messages,
+    "calls.py": calls,
+    "proxy_in_python.py": proxy_in_python,
 }
 
 
