@@ -40,6 +40,10 @@ _decoder: Decoder[_CredentialsFile] = Decoder(
 
 @dataclass(frozen=True)
 class Credentials:
+    """One device's credentials: its identity and device ids, its secret Ed25519 key, the relay
+    URL(s) and optionally a CA file. Saved as a JSON file with mode 0600 (:meth:`save`), read
+    with :meth:`load`."""
+
     identity: IdentityId
     device: DeviceId
     secret_key: SigningKey
@@ -49,6 +53,8 @@ class Credentials:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Credentials:
+        """Read the credentials file at ``path``; a file that cannot be read or is not credentials
+        raises ``CredentialsError`` naming it."""
         try:
             with Path(path).open("rb") as file:
                 # One byte over the bound is enough to refuse it (not all of /dev/zero).

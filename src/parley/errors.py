@@ -106,34 +106,50 @@ class VerificationError(ParleyError):
 
 
 class BadSignature(VerificationError):
+    """The JWS signature does not verify against the issuer's key for its ``kid``."""
+
     reason = "bad_signature"
 
 
 class UnknownKey(VerificationError):
+    """The issuer's key chain has no key with the JWS header's ``kid``."""
+
     reason = "unknown_key"
 
 
 class RevokedKey(UnknownKey):
+    """The ``kid`` names a device key the issuer has revoked."""
+
     reason = "revoked_key"
 
 
 class WrongIssuer(VerificationError):
+    """``iss`` is not the sender the relay authenticated."""
+
     reason = "wrong_issuer"
 
 
 class WrongAudience(VerificationError):
+    """``aud`` is not this identity."""
+
     reason = "wrong_audience"
 
 
 class Expired(VerificationError):
+    """``exp`` has passed."""
+
     reason = "expired"
 
 
 class IssuedInFuture(VerificationError):
+    """``iat`` is more than a few seconds in the future."""
+
     reason = "issued_in_future"
 
 
 class Replayed(VerificationError):
+    """A message with this ``jti`` was seen from this issuer before."""
+
     reason = "replayed"
 
 
@@ -190,27 +206,39 @@ class RelayError(ParleyError):
 
     @staticmethod
     def from_code(code: str, message: str, retry_after: float | None = None) -> RelayError:
+        """The exception for the relay's error ``code`` (its own subclass, or RelayError)."""
         cls = RelayError._by_code.get(code, RelayError)
         return cls(message, code=code, retry_after=retry_after)
 
 
 class AuthenticationFailed(RelayError):
+    """The relay refused the device's authentication (``auth_failed``)."""
+
     codes = ("auth_failed",)
 
 
 class NotAuthenticated(RelayError):
+    """A request before the connection authenticated (``not_authenticated``)."""
+
     codes = ("not_authenticated",)
 
 
 class IdentityExists(RelayError):
+    """Registration of an identity id that is taken (``identity_exists``)."""
+
     codes = ("identity_exists",)
 
 
 class UnknownIdentity(RelayError):
+    """The relay knows no such identity (``unknown_identity``, ``unknown_recipient``)."""
+
     codes = ("unknown_recipient", "unknown_identity")
 
 
 class NotPermitted(RelayError):
+    """The recipient has not permitted the sender (``not_permitted``): it must ``permit`` the sender
+    first."""
+
     codes = ("not_permitted",)
 
 
@@ -229,10 +257,14 @@ class RateLimited(RelayError):
 
 
 class TooLarge(RelayError):
+    """A frame over the relay's body limit (``too_large``)."""
+
     codes = ("too_large",)
 
 
 class DeviceRevoked(RelayError):
+    """This device has been revoked (``device_revoked``)."""
+
     codes = ("device_revoked",)
 
 
@@ -243,10 +275,14 @@ class StaleDevices(RelayError):
 
 
 class InvalidRequest(RelayError):
+    """The relay found the request malformed, unsupported or in conflict with its state."""
+
     codes = ("malformed", "unsupported", "invalid_key_chain", "conflict", "expired")
 
 
 class InternalRelayError(RelayError):
+    """The relay failed on its side (``internal``)."""
+
     codes = ("internal",)
 
 

@@ -35,6 +35,9 @@ _SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 
 
 class IceServer(msgspec.Struct, frozen=True, kw_only=True):
+    """A STUN or TURN server, as a WebRTC ``RTCIceServer``: its URLs and, for TURN, a username and
+    credential."""
+
     urls: tuple[str, ...]
     username: str | None = None
     credential: str | None = None
@@ -50,6 +53,10 @@ class IceServer(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class IceConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """ICE settings: the STUN/TURN ``servers`` (none by default), the ``hosts`` whose addresses may
+    be offered as host candidates (all when empty), and ``relay_only`` (relayed candidates only,
+    so the peer never learns this side's addresses). :meth:`from_env` reads ``PARLEY_ICE_*``."""
+
     servers: tuple[IceServer, ...] = ()
     hosts: tuple[str, ...] = ()
     relay_only: bool = False

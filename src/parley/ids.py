@@ -24,10 +24,12 @@ def is_valid_id(value: str) -> bool:
 
 
 def new_identity_id() -> IdentityId:
+    """A new random identity id (16 characters)."""
     return IdentityId("".join(secrets.choice(_ALPHABET) for _ in range(16)))
 
 
 def new_device_id() -> DeviceId:
+    """A new random device id (``d-`` and 10 characters)."""
     return DeviceId("d-" + "".join(secrets.choice(_ALPHABET) for _ in range(10)))
 
 

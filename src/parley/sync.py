@@ -166,12 +166,15 @@ class Connections:
         self._run = runner.run
 
     def permit(self, identity: str) -> None:
+        """Accept messages from ``identity`` (blocks until the relay confirms)."""
         self._run(self.aio.permit(identity))
 
     def revoke(self, identity: str) -> None:
+        """Stop accepting messages from ``identity``."""
         self._run(self.aio.revoke(identity))
 
     def list(self) -> list[str]:
+        """The identities this one accepts messages from."""
         return self._run(self.aio.list())
 
 
@@ -183,11 +186,13 @@ class Voice:
         self._run = runner.run
 
     def setup(self, recipient: str, name: str, cid: str) -> VoiceSetup:
+        """Send ``chat.voice.setup``; blocks until the relay stored it."""
         return self._run(self.aio.setup(recipient, name, cid))
 
     def start(
         self, recipient: str, cid: str, call_id: str, peer_info: str, data: Mapping[str, Any]
     ) -> VoiceStart:
+        """Send ``chat.voice.start`` with ``peer_info`` (the offer); blocks until stored."""
         return self._run(self.aio.start(recipient, cid, call_id, peer_info, data))
 
     def accept(
@@ -198,39 +203,49 @@ class Voice:
         peer_info: str,
         data: Mapping[str, Any] | None = None,
     ) -> VoiceAccept:
+        """Send ``chat.voice.accept`` with ``peer_info`` (the answer); blocks until stored."""
         return self._run(self.aio.accept(recipient, cid, call_id, peer_info, data))
 
     def busy(
         self, recipient: str, cid: str, call_id: str, data: Mapping[str, Any] | None = None
     ) -> VoiceBusy:
+        """Send ``chat.voice.busy``; blocks until stored."""
         return self._run(self.aio.busy(recipient, cid, call_id, data))
 
     def stop(
         self, recipient: str, cid: str, call_id: str, data: Mapping[str, Any] | None = None
     ) -> VoiceStop:
+        """Send ``chat.voice.stop`` (a hang-up); blocks until stored."""
         return self._run(self.aio.stop(recipient, cid, call_id, data))
 
     def summary(
         self, recipient: str, cid: str, call_id: str, data: Mapping[str, Any] | None = None
     ) -> VoiceSummary:
+        """Send ``chat.voice.summary``; blocks until stored."""
         return self._run(self.aio.summary(recipient, cid, call_id, data))
 
     def on_setup(self, handler: Handler[VoiceSetup]) -> Handler[VoiceSetup]:
+        """Handle every ``chat.voice.setup`` (the handler runs on the client's thread)."""
         return self.aio.on_setup(handler)
 
     def on_start(self, handler: Handler[VoiceStart]) -> Handler[VoiceStart]:
+        """Handle every ``chat.voice.start`` (the handler runs on the client's thread)."""
         return self.aio.on_start(handler)
 
     def on_accept(self, handler: Handler[VoiceAccept]) -> Handler[VoiceAccept]:
+        """Handle every ``chat.voice.accept`` (the handler runs on the client's thread)."""
         return self.aio.on_accept(handler)
 
     def on_busy(self, handler: Handler[VoiceBusy]) -> Handler[VoiceBusy]:
+        """Handle every ``chat.voice.busy`` (the handler runs on the client's thread)."""
         return self.aio.on_busy(handler)
 
     def on_stop(self, handler: Handler[VoiceStop]) -> Handler[VoiceStop]:
+        """Handle every ``chat.voice.stop`` (the handler runs on the client's thread)."""
         return self.aio.on_stop(handler)
 
     def on_summary(self, handler: Handler[VoiceSummary]) -> Handler[VoiceSummary]:
+        """Handle every ``chat.voice.summary`` (the handler runs on the client's thread)."""
         return self.aio.on_summary(handler)
 
 
@@ -247,18 +262,22 @@ class Call:
 
     @property
     def call_id(self) -> str:
+        """The call's id on the wire (the winner's, once this call lost glare)."""
         return self.aio.call_id
 
     @property
     def cid(self) -> str:
+        """The conversation id."""
         return self.aio.cid
 
     @property
     def peer(self) -> IdentityId:
+        """The identity on the other end."""
         return self.aio.peer
 
     @property
     def state(self) -> CallState:
+        """Where the call is now: new, dialing, ringing, connected or ended."""
         return self.aio.state
 
     @property
@@ -295,14 +314,17 @@ class IncomingCall(Call):
 
     @property
     def peer_device(self) -> DeviceId:
+        """The caller's device that sent the start."""
         return self.aio.peer_device
 
     @property
     def peer_info(self) -> str:
+        """The caller's session description (its offer)."""
         return self.aio.peer_info
 
     @property
     def data(self) -> dict[str, Any]:
+        """What the start carried in ``data``."""
         return self.aio.data
 
     def accept(self, peer_info: str, data: Mapping[str, Any] | None = None) -> IncomingCall:
@@ -313,9 +335,11 @@ class IncomingCall(Call):
         return self
 
     def busy(self) -> None:
+        """Turn the call down as busy."""
         self._runner.run(self.aio.busy())
 
     def decline(self) -> None:
+        """Turn the call down as declined."""
         self._runner.run(self.aio.decline())
 
 
@@ -425,6 +449,8 @@ class Client:
         message_lifetime: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> Client:
+        """A client for the credentials file at ``path``; its state file beside it
+        (``<stem>.state.db``) unless ``state_path`` says otherwise."""
         return cls(
             Credentials.load(path),
             state_path=Credentials.default_state_path(path) if state_path is None else state_path,
@@ -437,17 +463,21 @@ class Client:
 
     @property
     def id(self) -> IdentityId:
+        """This client's identity id."""
         return self.aio.id
 
     @property
     def device(self) -> DeviceId:
+        """This client's device id."""
         return self.aio.device
 
     @property
     def rejected(self) -> Counter[str]:
+        """Messages refused by the receive checks, counted by reason."""
         return self.aio.rejected
 
     def voice(self) -> Voice:
+        """The Voice messages, blocking (the same object every time)."""
         return self._voice
 
     def calls(self, config: PhoneConfig | None = None) -> Calls:
@@ -494,6 +524,7 @@ class Client:
             self._runner.stop()
 
     def revoke_device(self, device: str) -> None:
+        """Revoke a device of this identity (see :meth:`parley.Client.revoke_device`)."""
         self._runner.run(self.aio.revoke_device(device))
 
     def __enter__(self) -> Client:

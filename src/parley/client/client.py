@@ -132,10 +132,12 @@ class Client:
 
     @property
     def id(self) -> IdentityId:
+        """This client's identity id."""
         return self._credentials.identity
 
     @property
     def device(self) -> DeviceId:
+        """This client's device id."""
         return self._credentials.device
 
     def observe(self, observer: Observer, *, before_record: bool = False) -> Callable[[], None]:

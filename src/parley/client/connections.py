@@ -8,6 +8,10 @@ from parley.protocol.frames import Done, ListConnections, Permit, Unpermit
 
 
 class Connections:
+    """Who may send to this identity: ``client.connections``. An identity receives messages only
+    from the identities it permits; the relay refuses anything else with ``NotPermitted`` to the
+    sender."""
+
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
 

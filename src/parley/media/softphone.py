@@ -100,6 +100,7 @@ class MediaCall:
 
     @property
     def call_id(self) -> str:
+        """The call's id on the wire (empty before the call exists)."""
         return "" if self.call is None else self.call.call_id
 
     @property
@@ -109,10 +110,12 @@ class MediaCall:
 
     @property
     def connection_state(self) -> str:
+        """The peer connection's state (new, connecting, connected, failed, closed)."""
         return "closed" if self._pc is None else self._pc.connectionState
 
     @property
     def level_dbfs(self) -> float:
+        """The loudness of the last 200 ms heard, in dBFS (-inf before any audio)."""
         if not self._levels:
             return -math.inf
         power = sum(self._levels) / len(self._levels)
@@ -147,6 +150,8 @@ class MediaCall:
         await self._closed.wait()
 
     async def stats(self) -> MediaStats:
+        """What shows the call is alive: connection state, packets received and lost, frames, level,
+        round trip."""
         packets = lost = 0
         round_trip: float | None = None
         if self._pc is not None and not self.closed:

@@ -183,10 +183,12 @@ class Ended(msgspec.Struct, frozen=True):
 
     @property
     def call_id(self) -> str:
+        """The ended call's id."""
         return self.record.call_id
 
     @property
     def reason(self) -> EndReason:
+        """Why the call ended (the record's ``reason``)."""
         return self.record.reason
 
     @property

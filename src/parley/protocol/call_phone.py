@@ -83,6 +83,11 @@ _ENDINGS = (MessageType.VOICE_STOP, MessageType.VOICE_BUSY)
 
 
 class PhoneConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The call rules of ``client.calls(config)``: the ring lifetime of calls placed (and of starts
+    that do not say), the longest a caller may make us ring, how long a peer device may be away
+    before the call is ``gone``, whether a start while dialling or in a call is answered busy,
+    and how many ended call ids are remembered."""
+
     ring_lifetime: float = 60.0  # for calls we place, and starts that do not say
     max_ring_lifetime: float = 600.0  # a caller cannot make us ring longer than this
     grace: float = 30.0  # how long a peer device may be away before the call is gone

@@ -21,6 +21,8 @@ from parley.protocol.decoding import MIB, Decoder
 
 
 class MessageType(enum.StrEnum):
+    """The six Voice message types, the payload's ``typ``."""
+
     VOICE_SETUP = "chat.voice.setup"
     VOICE_START = "chat.voice.start"
     VOICE_ACCEPT = "chat.voice.accept"
@@ -42,6 +44,7 @@ class Payload(msgspec.Struct, frozen=True, kw_only=True, tag_field="typ", omit_d
 
     @property
     def typ(self) -> MessageType:
+        """The message type (the payload's ``typ`` claim)."""
         return MessageType(str(self.__struct_config__.tag))
 
     def __getitem__(self, key: str) -> Any:
@@ -50,6 +53,7 @@ class Payload(msgspec.Struct, frozen=True, kw_only=True, tag_field="typ", omit_d
         raise KeyError(key)
 
     def get(self, key: str, default: Any = None) -> Any:
+        """The field ``key``, or ``default`` when the payload has no such field."""
         try:
             return self[key]
         except KeyError:
@@ -60,38 +64,52 @@ class Payload(msgspec.Struct, frozen=True, kw_only=True, tag_field="typ", omit_d
 
 
 class VoiceSetup(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_SETUP.value):
+    """``chat.voice.setup``: ``data`` carries ``name``."""
+
     data: dict[str, Any]
 
     @property
     def name(self) -> str | None:
+        """``data["name"]`` when it is a string, else None."""
         value = self.data.get("name")
         return value if isinstance(value, str) else None
 
 
 class VoiceStart(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_START.value):
+    """``chat.voice.start``: a call ``call_id`` with the caller's ``peer_info`` (the offer) and
+    ``data``."""
+
     call_id: str
     peer_info: str
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class VoiceAccept(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_ACCEPT.value):
+    """``chat.voice.accept``: the callee's ``peer_info`` (the answer) for ``call_id``."""
+
     call_id: str
     peer_info: str
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class VoiceBusy(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_BUSY.value):
+    """``chat.voice.busy``: the callee is busy (``data`` may carry ``reason`` and ``detail``)."""
+
     call_id: str
     # Optional: the call state machine puts its end reason here (DESIGN.md §3).
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class VoiceStop(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_STOP.value):
+    """``chat.voice.stop``: a hang-up of ``call_id`` (``data`` may carry ``reason``, ``detail``)."""
+
     call_id: str
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class VoiceSummary(Payload, frozen=True, kw_only=True, tag=MessageType.VOICE_SUMMARY.value):
+    """``chat.voice.summary`` for ``call_id``."""
+
     call_id: str
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 

@@ -105,6 +105,10 @@ class Pool(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ProxyConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The proxy's call rules: the ring lifetime of the legs it places, the longest a caller may
+    make it ring, how long a party may be away before its call is ``gone``, and how many ended
+    call ids it remembers."""
+
     ring_lifetime: float = 60.0
     max_ring_lifetime: float = 600.0
     grace: float = 30.0

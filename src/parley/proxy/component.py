@@ -104,6 +104,8 @@ class CallProxy:
         self._follower = asyncio.create_task(self._follow(), name="parley-proxy-follow")
 
     async def close(self) -> None:
+        """Stop following the store and close the client; the calls stay in the store and go on when
+        a proxy starts again."""
         if self._follower is not None:
             self._follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):

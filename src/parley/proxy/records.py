@@ -22,6 +22,9 @@ from parley.protocol.proxy_state import MessageId
 
 
 class Leg(enum.StrEnum):
+    """Which leg of a proxied call a record is about: the one the start came in on, or one the proxy
+    placed."""
+
     INBOUND = "inbound"  # the start came in on it: the caller is a party, the proxy answers
     OUTBOUND = "outbound"  # the proxy placed it, with the same cid and call_id
 

@@ -36,6 +36,9 @@ T = TypeVar("T")
 
 
 class ProxyStore(Protocol):
+    """Where a proxy keeps its bindings, pools, live calls, outbox and call records, and its lease:
+    :class:`SqliteProxyStore` or the PostgreSQL store (:func:`open_proxy_store`)."""
+
     async def bind(self, binding: Binding) -> None:
         """Add or replace the binding of ``binding.cid`` (and drop a pool of that cid)."""
 

@@ -22,6 +22,10 @@ class RegistrationPolicy(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class RelayConfig:
     # Largest envelope body accepted; announced to clients in the Challenge.
+    """A relay's settings: body and name limits, timeouts, request budgets per device and per
+    identity, connection caps and the registration policy; every field has the default ``parley
+    relay`` uses and an option of its own."""
+
     max_body: int = DEFAULT_MAX_BODY
     # Seconds a connection may stay unauthenticated before it is closed.
     auth_timeout: float = 10.0

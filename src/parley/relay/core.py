@@ -74,6 +74,9 @@ _BAD_INPUT = frozenset(
 
 
 class Relay:
+    """The relay's logic, without sockets: the directory, permissions, inboxes and routing over a
+    :class:`RelayStore` and a bus between nodes. :class:`RelayServer` serves it over WebSockets."""
+
     def __init__(
         self,
         store: RelayStore,
@@ -126,6 +129,7 @@ class Relay:
         return sum(len(conns) for conns in self._sessions.values())
 
     async def start(self) -> None:
+        """Open the store and start the bus and the background sweeps."""
         await self._store.open()
         try:
             await self._bus.start(self._on_bus_event, self._on_bus_gap)
@@ -135,6 +139,7 @@ class Relay:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="relay-sweeper")
 
     async def close(self) -> None:
+        """Stop the sweeps and the bus, and close the store."""
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()

@@ -13,6 +13,9 @@ __all__ = ["CONTENT_TYPE_LATEST", "RelayMetrics"]
 
 
 class RelayMetrics:
+    """The relay's Prometheus metrics (served at ``/metrics``): connections, messages, refusals by
+    limit, store and bus timings."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.connections = Gauge(

@@ -95,10 +95,12 @@ class RelayServer:
 
     @property
     def url(self) -> str:
+        """The WebSocket URL clients connect to (``ws://`` or, with TLS, ``wss://``)."""
         return f"{'wss' if self._tls else 'ws'}://{self._authority()}"
 
     @property
     def http_url(self) -> str:
+        """The HTTP(S) URL of ``/health`` (and ``/metrics`` without a listener of its own)."""
         return f"{'https' if self._tls else 'http'}://{self._authority()}"
 
     @property
@@ -111,6 +113,7 @@ class RelayServer:
         return f"http://{authority(host, bound_port(self._metrics_server))}/metrics"
 
     async def start(self) -> None:
+        """Open the store and start listening (the port is known from then on)."""
         if self.store_backend == "sqlite":
             self.data_dir.mkdir(parents=True, exist_ok=True)
         await self.relay.start()
@@ -156,6 +159,7 @@ class RelayServer:
             )
 
     async def close(self) -> None:
+        """Stop listening, close every connection and the relay."""
         if self._closed:
             return
         self._closed = True

@@ -96,6 +96,7 @@ class WebPhone:
 
     @property
     def port(self) -> int:
+        """The port the page is served on; StateError before it is served."""
         if self._server is None:
             raise StateError("the phone page is not served yet")
         return bound_port(self._server)

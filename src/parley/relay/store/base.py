@@ -81,6 +81,9 @@ class Claim:
 
 
 class RelayStore(Protocol):
+    """What the relay keeps: identities and their key chains, invitations, permissions, inboxes and
+    Olm keys. :class:`SqliteStore` is the default; PostgreSQL serves many nodes."""
+
     async def open(self) -> None:
         """Create or migrate the schema and get ready to serve."""
         ...
