@@ -36,6 +36,8 @@ class Role(enum.StrEnum):
 
 
 class CallState(enum.StrEnum):
+    """Where a call is: new, dialing (caller), ringing (callee), connected, ended."""
+
     NEW = "new"  # created, nothing decided yet
     DIALING = "dialing"  # caller: start sent, no accept yet
     RINGING = "ringing"  # callee: ringing here
@@ -89,6 +91,8 @@ class Rejected(msgspec.Struct, frozen=True):
 
 
 class HungUp(msgspec.Struct, frozen=True):
+    """The local user hung up."""
+
     reason: EndReason = EndReason.HANGUP
 
 
