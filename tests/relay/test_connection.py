@@ -69,6 +69,20 @@ async def setup(relay: Relay) -> tuple[Identity, Identity, Identity]:
     return alice, bob, carol
 
 
+async def stalled_online(relay: Relay, ident: Identity) -> tuple[Peer, Gate]:
+    """An authenticated connection of ``ident`` whose client has stopped reading (until
+    ``gate.open`` is set again)."""
+    gates: list[Gate] = []
+
+    def gated(inner: MemoryTransport) -> Gate:
+        gates.append(Gate(inner))
+        return gates[-1]
+
+    peer = await online(relay, ident, wrap=gated)
+    gates[0].open.clear()
+    return peer, gates[0]
+
+
 async def send_many(sender: Peer, recipient: str, clock: FakeClock) -> None:
     """Pipeline COUNT sends, then collect every Ack."""
     for i in range(COUNT):
@@ -90,14 +104,7 @@ async def test_a_stalled_client_catches_up_in_order_without_duplicates(
 ) -> None:
     caplog.set_level(logging.INFO, logger="parley.relay.connection")
     alice, bob, carol = await setup(relay)
-    gates: list[Gate] = []
-
-    def gated(inner: MemoryTransport) -> Gate:
-        gates.append(Gate(inner))
-        return gates[-1]
-
-    slow = await online(relay, alice, wrap=gated)
-    gates[0].open.clear()
+    slow, gate = await stalled_online(relay, alice)
     fast = await online(relay, carol)
     sender = await online(relay, bob)
 
@@ -108,7 +115,7 @@ async def test_a_stalled_client_catches_up_in_order_without_duplicates(
     assert [d.envelope.id for d in got] == [f"carol-{i}" for i in range(COUNT)]
     assert "switching to catch-up reads" in caplog.text
 
-    gates[0].open.set()
+    gate.open.set()
     delivered = [await slow.expect(frames.Deliver) for _ in range(COUNT)]
     assert [d.envelope.id for d in delivered] == [f"alice-{i}" for i in range(COUNT)]
     offsets = [d.offset for d in delivered]
@@ -121,14 +128,7 @@ async def test_a_stalled_client_catches_up_in_order_without_duplicates(
 
 async def test_a_dead_client_does_not_hold_up_shutdown(relay: Relay, clock: FakeClock) -> None:
     alice, bob, _ = await setup(relay)
-    gates: list[Gate] = []
-
-    def gated(inner: MemoryTransport) -> Gate:
-        gates.append(Gate(inner))
-        return gates[-1]
-
-    dead = await online(relay, alice, wrap=gated)
-    gates[0].open.clear()
+    dead, _ = await stalled_online(relay, alice)
     sender = await online(relay, bob)
     await send_many(sender, "alice", clock)
     await asyncio.wait_for(relay.close(), WAIT)
@@ -144,14 +144,7 @@ async def test_a_client_that_stops_reading_is_closed_and_keeps_its_messages(
     await relay.start()
     try:
         alice, bob, _ = await setup(relay)
-        gates: list[Gate] = []
-
-        def gated(inner: MemoryTransport) -> Gate:
-            gates.append(Gate(inner))
-            return gates[-1]
-
-        stalled = await online(relay, alice, wrap=gated)
-        gates[0].open.clear()
+        stalled, _ = await stalled_online(relay, alice)
         sender = await online(relay, bob)
         await send_many(sender, "alice", clock)
         assert await stalled.closed() == 1008
@@ -178,20 +171,13 @@ async def test_live_deliveries_past_the_byte_cap_are_read_from_the_store_instead
     await relay.start()
     try:
         alice, bob, _ = await setup(relay)
-        gates: list[Gate] = []
-
-        def gated(inner: MemoryTransport) -> Gate:
-            gates.append(Gate(inner))
-            return gates[-1]
-
-        slow = await online(relay, alice, wrap=gated)
-        gates[0].open.clear()
+        slow, gate = await stalled_online(relay, alice)
         sender = await online(relay, bob)
         for i in range(COUNT):
             reply = await sender.send_to("alice", b"x" * 30, f"alice-{i}", clock() + HOUR)
             assert isinstance(reply, frames.Ack)
         assert "switching to catch-up reads" in caplog.text
-        gates[0].open.set()
+        gate.open.set()
         delivered = [await slow.expect(frames.Deliver) for _ in range(COUNT)]
         assert [d.envelope.id for d in delivered] == [f"alice-{i}" for i in range(COUNT)]
         await slow.close()
