@@ -37,7 +37,7 @@ import weakref
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from parley.client import Call as AsyncCall
 from parley.client import Calls as AsyncCalls
@@ -48,6 +48,7 @@ from parley.client import IncomingCall as AsyncIncomingCall
 from parley.client import Voice as AsyncVoice
 from parley.credentials import Credentials
 from parley.errors import NotConnected, StateError
+from parley.ice import IceConfig
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call import CallRecord, CallState
 from parley.protocol.call_phone import PhoneConfig
@@ -59,6 +60,9 @@ from parley.protocol.messages import (
     VoiceStop,
     VoiceSummary,
 )
+
+if TYPE_CHECKING:
+    from parley.media.blocking import Softphone as BlockingSoftphone
 
 __all__ = ["Call", "Calls", "Client", "Connections", "IncomingCall", "Voice"]
 
@@ -491,6 +495,24 @@ class Client:
         elif config is not None and config != self._calls.config:
             raise StateError("the calls service runs already, with another configuration")
         return self._calls
+
+    def softphone(
+        self,
+        *,
+        source: str = "silence",
+        ice: IceConfig | None = None,
+        media_timeout: float | None = None,
+    ) -> BlockingSoftphone:
+        """A softphone (calls with audio, :mod:`parley.media.blocking`) on this connected
+        client; needs the media extra (``MediaUnavailable`` without it). The call
+        configuration is that of :meth:`calls`."""
+        from parley.media.blocking import MEDIA_TIMEOUT, Softphone, open_softphone
+
+        calls = self.calls()
+        calls.aio  # noqa: B018 - raises NotConnected before the client connects
+        timeout = MEDIA_TIMEOUT if media_timeout is None else media_timeout
+        phone = self._runner.run(open_softphone(self.aio, source, ice, timeout))
+        return Softphone(phone, calls, self._runner)
 
     async def _start_calls(self) -> None:
         """On the client's thread: start the asyncio call service."""
