@@ -22,7 +22,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Generic, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeAlias, TypeVar
 
 from parley.client.handlers import Observed
 from parley.errors import DeliveryTimeout, ParleyError, RelayConnectionError, RelayError
@@ -69,6 +69,10 @@ class CallMachine(Protocol[E_contra]):
 class MachineRunner(Generic[E]):
     """``E``: the machine's own commands; it must also take every ``ProxyInput``."""
 
+    # Whether messages reach the machine before the client records them (at least once:
+    # for a machine that saves what it saw and skips repeats, as the proxy's does).
+    observe_before_record: ClassVar[bool] = False
+
     def __init__(
         self,
         client: Client,
@@ -93,7 +97,9 @@ class MachineRunner(Generic[E]):
         self._closed = False
 
     def start(self) -> None:
-        self._unobserve = self._client.observe(self._observed)
+        self._unobserve = self._client.observe(
+            self._observed, before_record=self.observe_before_record
+        )
         self._client.presence.on_change(self._presence)
         self._ticker = asyncio.create_task(self._tick_loop(), name="parley-call-ticker")
 

@@ -281,6 +281,10 @@ class _Runner(MachineRunner[Resume | Heard]):
     in before the client records them, each with its id (exactly once: :mod:`.durable`);
     each send leaves the outbox once it is out or given up on."""
 
+    # Before the client's record: a message it delivers again after a crash is one the
+    # core skips if it was saved.
+    observe_before_record = True
+
     def __init__(
         self,
         client: Client,
@@ -292,14 +296,6 @@ class _Runner(MachineRunner[Resume | Heard]):
         super().__init__(client, durable, on_event, clock=clock)
         self._durable = durable
         self._retrying = False  # the send being carried out went to the retries
-
-    def start(self) -> None:
-        super().start()
-        # Observed again, before the client's record: a message it delivers again after
-        # a crash is one the core skips if it was saved.
-        if self._unobserve is not None:
-            self._unobserve()
-        self._unobserve = self._client.observe(self._observed, before_record=True)
 
     async def _observed(self, observed: Observed) -> None:
         message = observed.message
