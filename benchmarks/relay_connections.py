@@ -34,6 +34,7 @@ from parley.protocol.keychain import genesis_entry
 # Setting up (registering, authenticating thousands at once) is not what is measured.
 SETUP_ARGS = (*UNLIMITED_RELAY_ARGS, "--preauth-per-source", "100000")
 OPEN_AT_ONCE = 64
+MAX_HOLD = 600.0  # seconds a holder process lives at most
 
 
 # -- a holder process -----------------------------------------------------------------------
@@ -74,7 +75,14 @@ async def _hold_one(
 
 async def hold(url: str, count: int, prefix: str) -> None:
     """Open ``count`` authenticated connections (one identity each), say so, then wait;
-    on SIGUSR1 read one Deliver on each and say how long that took; exit on SIGTERM."""
+    on SIGUSR1 read one Deliver on each and say how long that took; exit on SIGTERM,
+    when the relay closes a connection, or after MAX_HOLD seconds, whichever is first
+    (so a holder never outlives a benchmark that died)."""
+    async with asyncio.timeout(MAX_HOLD):
+        await _hold(url, count, prefix)
+
+
+async def _hold(url: str, count: int, prefix: str) -> None:
     loop = asyncio.get_running_loop()
     deliver, stop = asyncio.Event(), asyncio.Event()
     loop.add_signal_handler(signal.SIGUSR1, deliver.set)
@@ -88,6 +96,14 @@ async def hold(url: str, count: int, prefix: str) -> None:
 
     held = await asyncio.gather(*(one(n) for n in range(count)))
     print(json.dumps({"held": len(held), "identities": [h.identity for h in held]}), flush=True)
+    # The relay closing a connection (it stopped) ends the holder: reading fails.
+    relay_gone = asyncio.ensure_future(held[0].ws.wait_closed())
+
+    def end(_: object) -> None:
+        deliver.set()
+        stop.set()
+
+    relay_gone.add_done_callback(end)
     await deliver.wait()
     began = time.perf_counter()
 
