@@ -31,12 +31,15 @@ import asyncio
 import contextlib
 import re
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from parley.bench import PARLEY, run_parley
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as benchmarks/<name>.py
+
+from benchmarks.harness import PARLEY, run_parley
 from parley.client import Client
 from parley.client.registration import register_identity
 from parley.ice import IceConfig

@@ -4,9 +4,10 @@ run with encryption off.
 N senders each send M ``chat.voice.start`` messages to their own receiver through one
 relay process (signed, sealed, stored durably, acknowledged, delivered, opened,
 verified, confirmed), with a window of unacknowledged messages per sender. The same run
-is repeated with encryption switched off by a benchmark-only module attribute
-(``parley.client.e2ee._ENCRYPT``): bodies then travel as the plain signed JWS, and
-everything else (device lists, the relay's device check, signing, storage) is the same.
+is repeated with encryption switched off by this benchmark alone (its clients build a
+:class:`PlaintextEndToEnd` in place of the SDK's sealing layer): bodies then travel as
+the plain signed JWS, and everything else (device lists, the relay's device check,
+signing, storage) is the same.
 Runs alternate, fresh identities each time; the best of each mode is reported, and the
 ratio encrypted / plaintext is the figure to watch.
 
@@ -17,20 +18,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
-import parley.client.e2ee
-from parley.bench import UNLIMITED_RELAY_ARGS, Result, voice_pairs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as benchmarks/<name>.py
+
+import parley.client.client
+from benchmarks.harness import UNLIMITED_RELAY_ARGS, Result, voice_pairs
+from parley.client.e2ee import EndToEnd
 from parley.processes import RelayProcess
+from parley.protocol.frames import DeviceRef, Envelope
+
+
+class PlaintextEndToEnd(EndToEnd):
+    """The SDK's sealing layer minus the cryptography: the same device lists, bodies
+    left as they are."""
+
+    async def seal(
+        self, envelope_id: str, recipient: str, payload: bytes
+    ) -> tuple[bytes, list[DeviceRef]]:
+        return payload, await self.targets(recipient)
+
+    async def open(self, envelope: Envelope, sender_keys_version: int) -> bytes:
+        return envelope.body
 
 
 async def run_once(
     url: str, workdir: Path, *, encrypt: bool, senders: int, messages: int, window: int
 ) -> Result:
-    parley.client.e2ee._ENCRYPT = encrypt
     name = "encrypted" if encrypt else "plaintext"
-    return await voice_pairs(name, url, workdir, senders=senders, messages=messages, window=window)
+    # The clients voice_pairs creates build their sealing layer from this name.
+    sealing = EndToEnd if encrypt else PlaintextEndToEnd
+    with mock.patch.object(parley.client.client, "EndToEnd", sealing):
+        return await voice_pairs(
+            name, url, workdir, senders=senders, messages=messages, window=window
+        )
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -50,11 +74,10 @@ async def main(args: argparse.Namespace) -> None:
                     )
                     if encrypt not in best or result.rate > best[encrypt].rate:
                         best[encrypt] = result
-    parley.client.e2ee._ENCRYPT = True
     print(f"senders={args.senders} messages/sender={args.messages} window={args.window}")
     print(f"best of {args.rounds} alternating rounds per mode")
     print(best[True].line() + "  (sealed: XChaCha20-Poly1305 + Olm per device)")
-    print(best[False].line() + "  (benchmark-only switch: plain signed JWS bodies)")
+    print(best[False].line() + "  (this benchmark's switch: plain signed JWS bodies)")
     print(f"ratio encrypted/plaintext = {best[True].rate / best[False].rate:.3f}")
 
 

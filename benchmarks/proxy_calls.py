@@ -23,12 +23,15 @@ import argparse
 import asyncio
 import re
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parley.bench import PARLEY, UNLIMITED_RELAY_ARGS, run_parley
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as benchmarks/<name>.py
+
+from benchmarks.harness import PARLEY, UNLIMITED_RELAY_ARGS, run_parley
 from parley.client import Client
 from parley.client.registration import register_identity
 from parley.processes import ChildProcess, RelayProcess

@@ -43,7 +43,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from parley.bench import UNLIMITED_RELAY_ARGS, Latency, LatencyProbe, Result, placed_voice_pairs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as benchmarks/<name>.py
+
+from benchmarks.harness import (
+    UNLIMITED_RELAY_ARGS,
+    Latency,
+    LatencyProbe,
+    Result,
+    placed_voice_pairs,
+)
 from parley.processes import RelayProcess
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"

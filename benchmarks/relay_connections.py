@@ -23,9 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as benchmarks/<name>.py
+
 from websockets.asyncio.client import ClientConnection, connect
 
-from parley.bench import UNLIMITED_RELAY_ARGS
+from benchmarks.harness import UNLIMITED_RELAY_ARGS
 from parley.crypto.keys import SigningKey
 from parley.processes import RelayProcess
 from parley.protocol import frames

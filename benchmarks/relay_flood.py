@@ -27,9 +27,11 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as benchmarks/<name>.py
+
 from websockets.asyncio.client import ClientConnection, connect
 
-from parley.bench import Latency, LatencyProbe
+from benchmarks.harness import Latency, LatencyProbe
 from parley.client import Client
 from parley.crypto.keys import SigningKey
 from parley.processes import RelayProcess

@@ -19,10 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as benchmarks/<name>.py
+
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from parley.bench import PEER_INFO, UNLIMITED_RELAY_ARGS, Result, voice_pairs
+from benchmarks.harness import PEER_INFO, UNLIMITED_RELAY_ARGS, Result, voice_pairs
 from parley.crypto import jws
 from parley.crypto.keys import SigningKey
 from parley.processes import ChildProcess, RelayProcess

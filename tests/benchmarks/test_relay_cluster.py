@@ -8,9 +8,8 @@ import re
 import asyncpg
 import pytest
 import redis.asyncio
+from tests.benchmarks.helpers import run_benchmark
 from tests.redis_server import free_port
-
-from .helpers import run_benchmark
 
 pytestmark = pytest.mark.e2e
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from .helpers import run_benchmark
+from tests.benchmarks.helpers import run_benchmark
 
 pytestmark = pytest.mark.e2e
 

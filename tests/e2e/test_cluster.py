@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from benchmarks.harness import UNLIMITED_RELAY_ARGS
 from tests.e2e.test_security import _until
 from tests.proxy.helpers import Party
 from tests.redis_server import RedisServer, RedisTarget, redis_for_test
 from tests.relay.store.pg import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
-from parley.bench import UNLIMITED_RELAY_ARGS
 from parley.client import Client
 from parley.client.registration import add_device, register_identity
 from parley.credentials import Credentials

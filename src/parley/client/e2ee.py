@@ -29,10 +29,6 @@ from parley.protocol.frames import DeviceRef, Envelope, identity_key_message
 
 log = logging.getLogger(__name__)
 
-# Benchmark-only: benchmarks/encryption_cost.py turns this off to measure what
-# encryption costs. Bodies then travel as plain JWS; nothing else reads it.
-_ENCRYPT = True
-
 
 class EndToEnd:
     def __init__(
@@ -55,20 +51,14 @@ class EndToEnd:
         The Olm state it advanced is written before this returns: a session must never
         encrypt again from a state it has already encrypted from after a restart.
         """
-        targets = [(recipient, d, k) for d, k in (await self._devices.of(recipient)).items()]
-        if recipient != self._identity:
-            own = await self._devices.of(self._identity)
-            targets += [(self._identity, d, k) for d, k in own.items()]
-        refs = [DeviceRef(identity=i, device=d, identity_key=k) for i, d, k in targets]
-        if not _ENCRYPT:
-            return payload, refs
+        refs = await self.targets(recipient)
         aad = sealed.associated_data(envelope_id, self._identity, self._device, recipient)
         key, nonce, ciphertext = sealed.encrypt(payload, aad)
         keys = {}
-        for identity, device, identity_key in targets:
-            message = self._olm.encrypt((identity, device), identity_key, key)
+        for ref in refs:
+            message = self._olm.encrypt((ref.identity, ref.device), ref.identity_key, key)
             if message is not None:
-                keys[f"{identity}:{device}"] = message
+                keys[f"{ref.identity}:{ref.device}"] = message
         body = sealed.SealedBody(
             sender_key=self._olm.identity_key,
             sender_key_signature=self._olm.identity_key_signature,
@@ -101,6 +91,20 @@ class EndToEnd:
         else:
             saving.set_result(None)
 
+    async def targets(self, recipient: str) -> list[DeviceRef]:
+        """The devices a message to ``recipient`` is sealed for: the recipient's and the
+        sender's own other devices (so they see what this one sent)."""
+        refs = [
+            DeviceRef(identity=recipient, device=d, identity_key=k)
+            for d, k in (await self._devices.of(recipient)).items()
+        ]
+        if recipient != self._identity:
+            own = await self._devices.of(self._identity)
+            refs += [
+                DeviceRef(identity=self._identity, device=d, identity_key=k) for d, k in own.items()
+            ]
+        return refs
+
     async def refresh(self, recipient: str, sent: list[DeviceRef]) -> None:
         """After ``stale_devices``: fetch the device lists ``sent`` was built from again."""
         for identity in {recipient, self._identity}:
@@ -114,8 +118,6 @@ class EndToEnd:
         caller may retry; once the Olm message is decrypted its key is spent, so the
         caller must keep the result rather than open the same envelope twice.
         """
-        if not _ENCRYPT:
-            return envelope.body
         body = sealed.decode(envelope.body)
         mine = body.keys.get(self._address)
         if mine is None:
