@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
+import signal
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from parley.client import Client
 from parley.client.registration import register_identity
+from parley.processes import ChildProcess
 from parley.protocol.messages import VoiceStart
 
 # A relay whose limits are out of the way: the benchmarks measure the relay, not its
@@ -217,3 +221,53 @@ class LatencyProbe:
     async def close(self) -> None:
         for client in self._clients:
             await client.close()
+
+
+async def serve_echo(port: int = 0) -> None:
+    """A bare ``websockets`` echo server on loopback (each message sent back as it is),
+    saying where it listens; runs until killed."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(echo, "127.0.0.1", port, compression=None, max_size=None) as server:
+        bound = next(iter(server.sockets)).getsockname()[1]
+        print(f"echo listening on ws://127.0.0.1:{bound}", flush=True)
+        await asyncio.Future()
+
+
+@asynccontextmanager
+async def echo_process(script: str) -> AsyncIterator[tuple[int, str]]:
+    """(pid, URL) of :func:`serve_echo` in a process of its own, ``script --echo-server``
+    (a benchmark script that calls :func:`serve_echo` for that flag); stopped after."""
+    server = ChildProcess(
+        [sys.executable, script, "--echo-server"],
+        re.compile(r"listening on (ws://\S+)"),
+        name="echo server",
+    )
+    listening = await server.start()
+    try:
+        yield server.pid, listening.group(1)
+    finally:
+        await server.stop()
+
+
+def run_in_workdir(main: Callable[[Path], Awaitable[None]], prefix: str) -> None:
+    """``asyncio.run(main(a fresh temporary directory))``, SIGTERM taken as SIGINT: either
+    cancels ``main``, so what it started and made is cleaned up on the way out; then
+    exit status 130."""
+
+    async def go() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            await main(Path(tmp))
+
+    try:
+        asyncio.run(go())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted; what the run started and created is gone", file=sys.stderr)
+        raise SystemExit(130) from None
