@@ -508,7 +508,10 @@ class Generators:
         delivered = sum(a["delivered"] for a in answers)
         latencies = [x for a in answers for x in a["latencies"]]
         return Measured(
-            Result(name, delivered, seconds), Latency(name, latencies), spent[0], sum(spent[1:])
+            Result(name, delivered, seconds),
+            Latency(name, latencies),
+            spent[0] if server else None,
+            sum(spent[1:]),
         )
 
 
@@ -517,12 +520,13 @@ class Measured:
     result: Result
     latency: Latency
     # CPU seconds the server (relay or echo) and the generators used, start to end.
-    server_cpu: float
+    server_cpu: float | None  # None: not a process of this run (--relay-url)
     generator_cpu: float
 
     def cpu_line(self, server: str) -> str:
+        used = "  n/a" if self.server_cpu is None else f"{self.server_cpu:5.2f}"
         return (
-            f"  cpu s: {server} {self.server_cpu:5.2f}  generators {self.generator_cpu:5.2f}"
+            f"  cpu s: {server} {used}  generators {self.generator_cpu:5.2f}"
             f"  over {self.result.seconds:.2f} s wall"
         )
 
@@ -589,7 +593,7 @@ async def echo_figure(gens: Generators, window: int, rounds: int) -> Measured:
 
 @asynccontextmanager
 async def sqlite_relay(workdir: Path, url: str | None) -> AsyncIterator[tuple[int, str]]:
-    """(pid, URL) of a fresh SQLite relay, or of the one running at ``url``."""
+    """(pid, URL) of a fresh SQLite relay, or (0, ``url``) for the one running there."""
     if url is not None:
         yield 0, url
         return

@@ -8,15 +8,19 @@ import json
 import re
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from benchmarks.harness import UNLIMITED_RELAY_ARGS
 from tests.benchmarks.helpers import BENCHMARKS, run_benchmark
+
+from parley.processes import RelayProcess
 
 pytestmark = pytest.mark.e2e
 
 RATE = r"\s+(\d+) messages in\s+\d+\.\d{3} s =\s+(\d+\.\d) msg/s"
 LATENCY = r"\s+p50\s+\d+\.\d\d ms  p99\s+\d+\.\d\d ms  \(n=(\d+)\)  paced at \d+\.\d msg/s"
-CPU = r"^  cpu s: (relay|echo ) +\d+\.\d\d  generators +\d+\.\d\d  over \d+\.\d\d s wall$"
+CPU = r"^  cpu s: (relay|echo ) +(\d+\.\d\d|n/a)  generators +\d+\.\d\d  over \d+\.\d\d s wall$"
 
 
 def figures(text: str, name: str) -> tuple[int, float]:
@@ -78,3 +82,12 @@ async def test_a_generator_ends_when_its_parent_goes_away_even_mid_command() -> 
     await asyncio.sleep(0.3)
     proc.stdin.close()
     assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_it_drives_a_relay_started_by_hand(tmp_path: Path) -> None:
+    async with RelayProcess(tmp_path / "relay", extra_args=UNLIMITED_RELAY_ARGS) as relay:
+        text = await run_benchmark("relay_capacity.py", "--quick", "--relay-url", relay.url)
+    assert f"(the relay at {relay.url}: stored, acked, delivered, confirmed)" in text, text
+    assert figures(text, "sqlite")[0] == 160, text
+    assert re.search(r"^  cpu s: relay   n/a  generators", text, re.M), text
+    assert "postgres" not in text, text
