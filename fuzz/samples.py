@@ -201,7 +201,7 @@ def state_file() -> bytes:
         olm.start_session(("bob", "d1"), bob.identity_key, bob.one_time_keys(1)[0])
         state.save_olm(olm.take_changes())
         state.save_chain("alice", [genesis(), second_entry()])
-        state.keep_opened(5, b"kept")
+        state.keep_opened(5, lambda: b"kept")
         olm.one_time_keys(2)
         state.save_olm(olm.take_changes())
         state.record(4, Seen("bob", "j", 2))

@@ -63,7 +63,7 @@ class Devices:
                     devices[claimed.device] = claimed.identity_key
                     self._start_session(identity, claimed)
             self._olm.forget(identity, devices)
-            self._state.save_olm(self._olm.take_changes())
+            await self._state.commit()
             self._devices[identity] = devices
             return devices
 

@@ -12,8 +12,8 @@ handler.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Callable
 
 import nacl.exceptions
 import nacl.secret
@@ -21,7 +21,7 @@ import nacl.secret
 from parley.client.devices import Devices
 from parley.client.directory import Directory
 from parley.client.olm import OlmDevice
-from parley.client.state import OlmChanges, State
+from parley.client.state import State
 from parley.crypto import sealed
 from parley.errors import DecryptionError, NoKeyForDevice
 from parley.ids import Address
@@ -39,7 +39,6 @@ class EndToEnd:
         self._devices = devices
         self._directory = directory
         self._identity, self._device = olm.address
-        self._saving: asyncio.Future[None] | None = None
         self._address = str(Address(*olm.address))
         self._at_rest = nacl.secret.SecretBox(olm.derived_key(b"kept-payload"))
 
@@ -66,30 +65,10 @@ class EndToEnd:
             nonce=nonce,
             ciphertext=ciphertext,
         )
-        await self._save()
+        # Group-committed: concurrent seals share a transaction, each session is
+        # pickled once for all of them.
+        await self._state.commit()
         return sealed.encode(body), refs
-
-    async def _save(self) -> None:
-        """Write the Olm changes; seals made in the same event-loop turn share one write,
-        so a window of concurrent sends pickles each session and commits once."""
-        loop = asyncio.get_running_loop()
-        if self._saving is None:
-            self._saving = loop.create_future()
-            loop.call_soon(self._write)
-        # Shielded: one caller's cancellation must not cancel the write the others await.
-        await asyncio.shield(self._saving)
-
-    def _write(self) -> None:
-        saving, self._saving = self._saving, None
-        assert saving is not None
-        try:
-            self._state.save_olm(self._olm.take_changes())
-        except Exception as exc:  # handed to every waiting seal
-            saving.set_exception(exc)
-            # Retrieved here too, so no one waiting (all cancelled) is not an error.
-            saving.exception()
-        else:
-            saving.set_result(None)
 
     async def targets(self, recipient: str) -> list[DeviceRef]:
         """The devices a message to ``recipient`` is sealed for: the recipient's and the
@@ -146,16 +125,13 @@ class EndToEnd:
         message = identity_key_message(envelope.sender, envelope.sender_device, body.sender_key)
         device_key.verify(message, body.sender_key_signature)
 
-    def wrap_kept(self, payload: bytes) -> bytes:
-        """``payload`` encrypted for the state file (a decrypted delivery kept there)."""
-        return bytes(self._at_rest.encrypt(payload))
+    def wrap_kept(self, payload: bytes) -> Callable[[], bytes]:
+        """``payload`` encrypted for the state file (a decrypted delivery kept there),
+        when called: only if it is written."""
+        return lambda: bytes(self._at_rest.encrypt(payload))
 
     def unwrap_kept(self, kept: bytes) -> bytes:
         try:
             return self._at_rest.decrypt(kept)
         except nacl.exceptions.CryptoError:
             raise DecryptionError("a kept payload in the state file does not decrypt") from None
-
-    def take_changes(self) -> OlmChanges:
-        """Olm state changed by :meth:`open`, to record with the delivery's offset."""
-        return self._olm.take_changes()

@@ -4,27 +4,39 @@ confirmed.
 One task processes deliveries strictly in arrival (= offset) order, so a handler that
 awaits a send does not block the connection that reads the send's Ack. Per delivery:
 
-1. an offset at or below the stored one was processed already (redelivered after a
-   reconnect): skip it;
+1. an offset at or below the last one processed was processed already (redelivered
+   after a reconnect): skip it;
 2. open the sealed body (:mod:`.e2ee`): decrypt first, then verify; should any Olm
    state be written before the delivery is recorded, the payload (encrypted at rest)
    is written with it, so neither a retry nor a restart needs the spent keys again;
 3. verify (:mod:`.verify`); a rejection (failing to open included) is counted in
    ``rejected`` by reason, logged with the sender, recorded and never reaches a handler;
 4. run the observers that asked to run before the record (``before_record``): a crash
-   or a stop while they run, or before 5, leaves the offset unrecorded, so after the
-   restart they see the message again (opened from the kept payload if its keys were
-   spent on disk) — at least once, for observers that skip repeats themselves;
-5. record the offset and ``jti`` (dropping the kept payload) *before*
-   calling the handler, so a crash can lose a handler call but never repeat one;
-6. call the handler (none subscribed: dropped, logged at debug), unless the message is
-   a copy of what another device of this identity sent; then the other observers;
-7. confirm to the relay, batched while more deliveries are queued.
+   or a stop while they run, or before 5 is written, leaves the offset unrecorded, so
+   after the restart they see the message again (opened from the kept payload if its
+   keys were spent on disk) — at least once, for observers that skip repeats themselves;
+5. record the offset and ``jti`` (dropping the kept payload) in the state file's queue.
+
+While more deliveries are queued (up to :data:`BATCH`), the next one goes through 1-5
+too; then the batch is group-committed (:meth:`State.commit`, one transaction on the
+state's thread, with the Olm state the batch changed), and only once it is written:
+
+6. call each delivery's handler in order (none subscribed: dropped, logged at debug),
+   unless the message is a copy of what another device of this identity sent; then the
+   other observers;
+7. confirm the batch's last offset to the relay.
+
+So a crash can lose a handler call but never repeat one, and the relay keeps every
+delivery whose record is not on disk. A stop (``close()``) while a batch waits for its
+commit still hands the batch to its handlers, as the commit goes through anyway. Within
+a batch the ``before_record`` observers see the next deliveries before the handlers and
+the other observers see the first: each kind sees them in order.
 
 A delivery that cannot be opened or verified *yet* (the key fetch timed out, the
 connection is down) is retried with backoff, never dropped: it says nothing about the
-message. Its decrypted payload is kept in the state file across those retries (and
-restarts), since an Olm message key can be used only once.
+message. The batch before it is committed and handled first. Its decrypted payload is
+kept in the state file across those retries (and restarts), since an Olm message key
+can be used only once.
 """
 
 from __future__ import annotations
@@ -32,8 +44,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from typing import NamedTuple
 
 from parley.client.backoff import Backoff
 from parley.client.connection import Connection
@@ -46,9 +59,17 @@ from parley.protocol.frames import Deliver
 
 log = logging.getLogger(__name__)
 
-# Confirm at least this often while a backlog drains, so the relay can trim the inbox.
-CONFIRM_BATCH = 64
+# Deliveries committed together at most; while a backlog drains, the relay hears a
+# confirm at least this often, so it can trim the inbox.
+BATCH = 64
 PRUNE_EVERY = 256
+
+
+class _Recorded(NamedTuple):
+    """A delivery recorded in the state file's queue, its handlers still to run."""
+
+    offset: int
+    observed: Observed | None  # None: nothing to hand on (skipped, rejected, own send)
 
 
 class Inbox:
@@ -80,6 +101,7 @@ class Inbox:
         self._backoff = Backoff()
         self._confirmed = state.offset
         self._recorded = 0
+        self._batch: deque[_Recorded] = deque()
 
     def put(self, deliver: Deliver) -> None:
         self._queue.put_nowait(deliver)
@@ -100,16 +122,48 @@ class Inbox:
             await task
 
     async def _run(self) -> None:
-        while not self._stopped:
-            deliver = await self._queue.get()
-            if not await self._process_until_done(deliver):
-                return
-            offset = self._state.offset
-            if offset > self._confirmed and (
-                self._queue.empty() or offset - self._confirmed >= CONFIRM_BATCH
-            ):
-                await self._connection.confirm(offset)
-                self._confirmed = offset
+        try:
+            while not self._stopped:
+                deliver = await self._queue.get()
+                if not await self._process_until_done(deliver):
+                    return
+                if self._queue.empty() or len(self._batch) >= BATCH:
+                    await self._flush()
+        except asyncio.CancelledError:
+            # Stopped with deliveries recorded: the state file writes them (now, or as
+            # it closes), so their handlers run first rather than never.
+            if self._batch:
+                await self._flush()
+            raise
+
+    async def _flush(self) -> None:
+        """Commit the batch, then hand it to the handlers and confirm it."""
+        if not self._batch:
+            return
+        try:
+            await self._state.commit()
+        except asyncio.CancelledError:
+            # close() while writing: the write goes on, and so do the handlers.
+            await self._state.commit()
+            await self._hand_on()
+            raise
+        await self._hand_on()
+
+    async def _hand_on(self) -> None:
+        # Taken one at a time: if a handler is cancelled, the rest are still handed on.
+        last = self._batch[-1].offset
+        while self._batch:
+            recorded = self._batch.popleft()
+            observed = recorded.observed
+            if observed is None:
+                continue
+            message = observed.message
+            if not observed.own_copy and not await self._handlers.dispatch(message.iss, message):
+                log.debug("no handler for %s; dropped offset %d", message.typ, recorded.offset)
+            await self._handlers.notify(observed)
+        if last > self._confirmed:
+            await self._connection.confirm(last)
+            self._confirmed = last
 
     async def _process_until_done(self, deliver: Deliver) -> bool:
         self._backoff.reset()
@@ -117,6 +171,8 @@ class Inbox:
             try:
                 await self._process(deliver)
             except (DeliveryTimeout, RelayConnectionError, RelayError) as exc:
+                # What was processed before it need not wait for its retries.
+                await self._flush()
                 if self._connection.failure is not None:
                     log.error("inbox stopped: %s", self._connection.failure)
                     return False
@@ -138,7 +194,7 @@ class Inbox:
             return
         if envelope.sender == self._identity and envelope.sender_device == self._device:
             # What this very device sent to its own identity: nothing was sealed for it.
-            self._record(offset, None)
+            self._record(offset, None, None)
             return
         try:
             payload = await self._open(deliver)
@@ -157,17 +213,14 @@ class Inbox:
                 reason,
                 exc,
             )
-            self._record(offset, None)
+            self._record(offset, None, None)
             return
         # A copy of what another device of ours sent is not addressed to us: observers
         # (the call layer) see it, the app's handlers do not.
         own_copy = envelope.sender == self._identity and envelope.recipient != self._identity
         observed = Observed(message, message.iss, device, own_copy)
         await self._handlers.notify(observed, before_record=True)
-        self._record(offset, Seen(message.iss, message.jti, message.exp))
-        if not own_copy and not await self._handlers.dispatch(message.iss, message):
-            log.debug("no handler for %s; dropped envelope %s", message.typ, envelope.id)
-        await self._handlers.notify(observed)
+        self._record(offset, Seen(message.iss, message.jti, message.exp), observed)
 
     async def _open(self, deliver: Deliver) -> bytes:
         # Opened before (a retry, or a restart after decrypting): its keys are spent.
@@ -181,8 +234,9 @@ class Inbox:
         self._state.keep_opened(deliver.offset, self._e2ee.wrap_kept(payload))
         return payload
 
-    def _record(self, offset: int, seen: Seen | None) -> None:
-        self._state.record(offset, seen, self._e2ee.take_changes())
+    def _record(self, offset: int, seen: Seen | None, observed: Observed | None) -> None:
+        self._state.record(offset, seen)
+        self._batch.append(_Recorded(offset, observed))
         self._recorded += 1
         if self._recorded % PRUNE_EVERY == 0:
             self._state.prune_seen(self._clock())

@@ -8,9 +8,10 @@ the state file as vodozemac pickles, encrypted under a key derived (HKDF-SHA256)
 the device's Ed25519 secret key, so whoever copies the state file without the
 credentials learns nothing, and a state file opened with other credentials fails.
 
-Changes accumulate in memory until :meth:`OlmDevice.take_changes`: the sender writes them
-before a message leaves (a session must never encrypt twice from the same state), the
-inbox writes them together with the offset of the delivery that caused them.
+Changes accumulate in memory until :meth:`OlmDevice.take_changes`, which every
+transaction of the state file calls as it is formed (:meth:`State.track_olm`): the
+sender commits before a message leaves (a session must never encrypt twice from the
+same state), the inbox before the handler of the deliveries that changed them runs.
 
 A peer device may have several sessions (both sides started one at once, or the peer
 re-keyed): the one that last encrypted or decrypted is used to send, as in Matrix.
@@ -97,6 +98,7 @@ class OlmDevice:
         for sessions in self._sessions.values():
             sessions.sort(key=lambda s: s.rank, reverse=True)
         self._ranks = itertools.count(max((row.rank for row in rows), default=0) + 1)
+        state.track_olm(self.take_changes)
         # Fixed for the account's life; signed once, as it rides on every sealed body.
         self.identity_key = self._account.curve25519_key.to_bytes()
         self.identity_key_signature = credentials.secret_key.sign(
@@ -116,8 +118,8 @@ class OlmDevice:
     def one_time_keys(self, wanted: int) -> list[bytes]:
         """The unpublished one-time keys, generating more so there are ``wanted``.
 
-        Write :meth:`take_changes` before publishing them: a key the relay hands out
-        must still be in the account after a restart.
+        Commit the state file before publishing them: a key the relay hands out must
+        still be in the account after a restart.
         """
         missing = wanted - len(self._account.one_time_keys)
         if missing > 0:
@@ -131,7 +133,7 @@ class OlmDevice:
 
         A key generated but not yet published is reused rather than replaced: the account
         keeps only one previous fallback key, and that must stay the one the relay handed
-        out. Write :meth:`take_changes` before publishing, as for one-time keys.
+        out. Commit the state file before publishing, as for one-time keys.
         """
         account = _fallback_keys(self._account)
         if not account.fallback_key and rotate:

@@ -89,7 +89,7 @@ class Prekeys:
 
     async def _publish(self, one_time_keys: list[bytes], fallback_key: bytes | None) -> None:
         # Written before they leave: the account must still hold every key the relay has.
-        self._state.save_olm(self._olm.take_changes())
+        await self._state.commit()
         identity_key = self._olm.identity_key
         signature = self._olm.identity_key_signature
         reply = await self._connection.request(
@@ -104,7 +104,7 @@ class Prekeys:
         )
         if one_time_keys or fallback_key is not None:
             self._olm.mark_published()
-            self._state.save_olm(self._olm.take_changes())
+            await self._state.commit()
             log.info(
                 "published %d one-time keys%s; the relay holds %d",
                 len(one_time_keys),

@@ -9,7 +9,7 @@ are fetched again and the same envelope is sealed and sent again.
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from collections.abc import Callable
 from typing import TypedDict, TypeVar
 
@@ -74,7 +74,7 @@ class Sender:
             aud=recipient,
             iat=now,
             exp=now + int(self._lifetime),
-            jti=uuid.uuid4().hex,
+            jti=_random_id(),
         )
 
     async def send(self, message: M) -> M:
@@ -94,7 +94,7 @@ class Sender:
             raise NotConnected("the client is not connected")
         # One envelope id per message, reused if the Send is resent after a reconnect,
         # so the relay stores it once.
-        envelope_id = uuid.uuid4().hex
+        envelope_id = _random_id()
         for attempt in range(1, STALE_RETRIES + 1):
             body, devices = await self._e2ee.seal(envelope_id, recipient, payload)
             try:
@@ -127,3 +127,8 @@ class Sender:
         )
         if ack.envelope_id != envelope_id:
             raise MalformedFrame(f"ack names envelope {ack.envelope_id}, sent {envelope_id}")
+
+
+def _random_id() -> str:
+    """128 random bits in hex, as a uuid4's hex but cheaper (one per message, twice)."""
+    return os.urandom(16).hex()

@@ -1,9 +1,22 @@
 """The client's local state in SQLite: last processed offset, seen ``jti``, key chains,
 and the device's Olm account and sessions.
 
-The offset and the ``jti`` of a message are written in one transaction *before* its
-handler runs, so a crash between the two can only lose a handler call, never repeat one
-(exactly-once to handlers, DESIGN.md §2 "nothing is handled twice").
+Writes are group-committed off the event loop. :meth:`State.record`,
+:meth:`State.save_olm`, :meth:`State.save_chain` and :meth:`State.prune_seen` only queue;
+:meth:`State.commit` returns once everything queued before it is written (WAL,
+``synchronous=NORMAL``: it survives a crash of the process). One transaction is written
+at a time, by a thread of this state's own; what is queued meanwhile goes into the next
+one, so a burst of deliveries and sends costs a few commits, not one each. The Olm
+changes are taken (pickled) when a transaction is formed, not per message: a session a
+whole batch used is pickled once. Transactions are written in the order they are formed,
+each all or nothing, so after a crash the file holds a prefix of what was queued.
+
+The inbox awaits :meth:`State.commit` after recording a delivery's offset and ``jti``
+and *before* its handler runs or its confirm goes to the relay: a crash can lose a
+handler call, never repeat one, and the relay keeps every delivery the file has not
+recorded (exactly-once to handlers, DESIGN.md §2 "nothing is handled twice"). A seal
+awaits it before its message leaves, so a session never encrypts twice from the same
+state after a restart.
 
 Seen ``jti`` are kept with their ``exp``: once a message has expired the expiry check
 already refuses it, so its ``jti`` can be pruned.
@@ -11,18 +24,24 @@ already refuses it, so its ``jti`` can be pruned.
 Olm state is stored as vodozemac pickles, which are encrypted and authenticated with a
 key derived from the device's secret key (:mod:`parley.client.olm`): this module only
 ever sees ciphertext. Decrypting a delivery spends Olm keys: normally that Olm state is
-written with the delivery's offset (:meth:`State.record`). If anything writes Olm state
-before that (a send while the delivery waits on a key fetch), the decrypted payload,
-encrypted by the caller, is written in the same transaction (:meth:`State.keep_opened`),
-so a restart finds the payload instead of a session that can no longer decrypt it.
+written in the transaction that records the delivery's offset. If a transaction carries
+Olm state before that (a send while a delivery waits on a key fetch), the decrypted
+payloads, encrypted by the caller, are written in it (:meth:`State.keep_opened`), so a
+restart finds the payloads instead of sessions that can no longer decrypt them.
+
+Reads (:meth:`State.is_seen`, the rare loads) run on the caller's thread through a
+connection of their own, which WAL never makes wait for the writer; what is queued or
+being written is answered from memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -107,8 +126,30 @@ class OlmChanges:
         return self.account is not None or bool(self.sessions) or bool(self.dropped)
 
 
+@dataclass
+class _Batch:
+    """What one transaction writes."""
+
+    offset: int | None = None
+    seen: list[Seen] = field(default_factory=list)
+    olm: list[OlmChanges] = field(default_factory=list)
+    chains: dict[str, list[ChainEntry]] = field(default_factory=dict)
+    prune_before: float | None = None
+    opened: dict[int, bytes] = field(default_factory=dict)
+    # Kept payloads at or below this offset are dropped (their deliveries are recorded).
+    forget_opened: int | None = None
+
+    def __bool__(self) -> bool:
+        return (
+            self.offset is not None
+            or bool(self.seen or self.olm or self.chains or self.opened)
+            or self.prune_before is not None
+        )
+
+
 class State:
-    """One device's state file. Not thread-safe: used from the client's event loop only."""
+    """One device's state file, used from one event loop; or from plain code with no
+    loop running (a script, a test), where each write is written at once."""
 
     def __init__(self, path: str | Path, *, identity: str, device: str) -> None:
         self._path = path
@@ -131,25 +172,52 @@ class State:
             ) from None
 
     def _open(self, path: str | Path, *, identity: str, device: str) -> None:
+        memory = str(path) == MEMORY
+        # Reads; for a file, a second connection writes, from this state's thread.
         self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._writer = self._db
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL survives a process crash, which is what exactly-once needs.
-            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
             self._claim(identity, device)
             self._offset = _offset(self._meta("offset") or "0")
-            self._kept: tuple[int, bytes] | None = None
-            # Offsets with a payload on disk: almost always none, so most lookups are free.
-            opened = self._db.execute("SELECT offset FROM opened")
-            self._opened = {_typed(offset, int) for (offset,) in opened}
+            # Payloads of deliveries opened and not yet recorded, as written to disk:
+            # almost always none.
+            opened = self._db.execute("SELECT offset, payload FROM opened").fetchall()
+            self._opened = {_typed(o, int): _typed(p, bytes) for o, p in opened}
+            if not memory:
+                self._writer = sqlite3.connect(
+                    str(path), isolation_level=None, check_same_thread=False
+                )
+            # WAL + NORMAL survives a process crash, which is what exactly-once needs.
+            self._writer.execute("PRAGMA synchronous=NORMAL")
         except BaseException:
-            self._db.close()
+            self._close_connections()
             raise
+        # A memory database does no I/O: its transactions are written on the loop.
+        self._thread = None if memory else ThreadPoolExecutor(1, thread_name_prefix="parley-state")
+        self._queued = _Batch()
+        # Queued or being written; answered from here until the reader can see them.
+        self._unwritten_seen: set[tuple[str, str]] = set()
+        self._unwritten_chains: dict[str, list[ChainEntry]] = {}
+        # Opened deliveries not recorded: their payload, encrypted at rest when written.
+        self._kept: dict[int, Callable[[], bytes]] = {}
+        self._olm_source: Callable[[], OlmChanges] | None = None
+        # Awaiting commit(), a future each (a caller's cancellation cancels only its
+        # own): the transaction that will carry what is queued now.
+        self._waiters: list[asyncio.Future[None]] = []
+        self._writing = False
+        self._failure: StateFileError | None = None
+        self._closed = False
+
+    def _close_connections(self) -> None:
+        if self._writer is not self._db:
+            self._writer.close()
+        self._db.close()
 
     def _meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        rows = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchall()
+        return str(rows[0][0]) if rows else None
 
     def _claim(self, identity: str, device: str) -> None:
         # A state file belongs to one device: another device's offset would skip messages.
@@ -162,122 +230,278 @@ class State:
 
     @property
     def offset(self) -> int:
-        """The last inbox offset processed by this device."""
+        """The last inbox offset recorded as processed (written, or queued to be)."""
         return self._offset
 
+    # -- reads ------------------------------------------------------------------------
+    # Each one reads to the end (fetchall): a statement left open would hold the reader
+    # on an old snapshot, blind to what the writer committed since.
+
     def is_seen(self, issuer: str, jti: str) -> bool:
+        if (issuer, jti) in self._unwritten_seen:
+            return True
         with self._usable():
-            row = self._db.execute(
+            rows = self._db.execute(
                 "SELECT 1 FROM seen WHERE issuer = ? AND jti = ?", (issuer, jti)
-            ).fetchone()
-        return row is not None
-
-    def record(self, offset: int, seen: Seen | None = None, olm: OlmChanges | None = None) -> None:
-        """Mark ``offset`` processed and, for a verified message, remember its ``jti``;
-        with the Olm state that opening it changed."""
-        with self._usable(), self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT INTO meta VALUES ('offset', ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(offset),),
-            )
-            if seen is not None:
-                self._db.execute("INSERT INTO seen VALUES (?, ?, ?)", seen)
-            if olm:
-                self._write_olm(olm)
-            if self._opened:
-                self._db.execute("DELETE FROM opened WHERE offset <= ?", (offset,))
-        self._opened = {o for o in self._opened if o > offset}
-        self._offset = offset
-        self._kept = None
-
-    def keep_opened(self, offset: int, payload: bytes) -> None:
-        """The (encrypted) payload of a delivery just decrypted and not yet recorded: it
-        goes to disk with the next Olm write, if one comes before :meth:`record`."""
-        self._kept = (offset, payload)
+            ).fetchall()
+        return bool(rows)
 
     def load_opened(self, offset: int) -> bytes | None:
-        if self._kept is not None and self._kept[0] == offset:
-            return self._kept[1]
-        if offset not in self._opened:
-            return None
-        with self._usable():
-            row = self._db.execute("SELECT payload FROM opened WHERE offset = ?", (offset,))
-            found = row.fetchone()
-            return None if found is None else _typed(found[0], bytes)
+        """The payload :meth:`keep_opened` kept for ``offset``, as encrypted at rest."""
+        wrapped = self._kept.get(offset)
+        return wrapped() if wrapped is not None else self._opened.get(offset)
 
     def load_olm_account(self) -> str | None:
         with self._usable():
-            row = self._db.execute("SELECT pickle FROM olm_account WHERE id = 0").fetchone()
-            return None if row is None else _typed(row[0], str)
+            rows = self._db.execute("SELECT pickle FROM olm_account WHERE id = 0").fetchall()
+            return _typed(rows[0][0], str) if rows else None
 
     def load_olm_sessions(self) -> list[SessionRow]:
         with self._usable():
             rows = self._db.execute(
                 "SELECT identity, device, session_id, peer_key, rank, pickle FROM olm_sessions"
-            )
+            ).fetchall()
             return [
                 SessionRow(*(_typed(v, t) for v, t in zip(row, _SESSION_TYPES, strict=True)))
                 for row in rows
             ]
 
-    def save_olm(self, olm: OlmChanges) -> None:
-        if not olm:
-            return
-        with self._usable(), self._db:
-            self._db.execute("BEGIN")
-            self._write_olm(olm)
-            if self._kept is not None:
-                # This may carry keys that decrypting the kept delivery spent.
-                self._db.execute("INSERT OR REPLACE INTO opened VALUES (?, ?)", self._kept)
-                self._opened.add(self._kept[0])
+    def load_chain(self, identity: str) -> list[ChainEntry] | None:
+        unwritten = self._unwritten_chains.get(identity)
+        if unwritten is not None:
+            return unwritten
+        with self._usable():
+            rows = self._db.execute(
+                "SELECT entries FROM chains WHERE identity = ?", (identity,)
+            ).fetchall()
+            return _entries_decoder.decode(rows[0][0]) if rows else None
 
-    def _write_olm(self, olm: OlmChanges) -> None:
-        if olm.account is not None:
-            self._db.execute(
-                "INSERT INTO olm_account VALUES (0, ?) "
-                "ON CONFLICT (id) DO UPDATE SET pickle = excluded.pickle",
-                (olm.account,),
-            )
-        self._db.executemany(
+    # -- writes: queued, then committed -----------------------------------------------
+
+    def record(self, offset: int, seen: Seen | None = None) -> None:
+        """Queue ``offset`` as processed and, for a verified message, its ``jti``."""
+        queued = self._queued
+        queued.offset = offset
+        if seen is not None:
+            queued.seen.append(seen)
+            self._unwritten_seen.add((seen.issuer, seen.jti))
+        if self._kept:
+            self._kept = {o: p for o, p in self._kept.items() if o > offset}
+        if self._opened and min(self._opened) <= offset:
+            queued.forget_opened = offset
+            self._opened = {o: p for o, p in self._opened.items() if o > offset}
+        self._offset = offset
+        self._unless_looping()
+
+    def keep_opened(self, offset: int, wrapped: Callable[[], bytes]) -> None:
+        """A delivery just decrypted and not yet recorded: ``wrapped()`` gives its payload
+        encrypted at rest, which a transaction carrying Olm state writes before
+        :meth:`record` has."""
+        self._kept[offset] = wrapped
+
+    def track_olm(self, changes: Callable[[], OlmChanges]) -> None:
+        """Every transaction writes ``changes()``, called when it is formed."""
+        self._olm_source = changes
+
+    def save_olm(self, olm: OlmChanges) -> None:
+        if olm:
+            self._queued.olm.append(olm)
+            self._unless_looping()
+
+    def save_chain(self, identity: str, entries: list[ChainEntry]) -> None:
+        self._queued.chains[identity] = entries
+        self._unwritten_chains[identity] = entries
+        self._unless_looping()
+
+    def prune_seen(self, now: float) -> None:
+        """Queue forgetting the ``jti`` of messages expired by ``now``."""
+        self._queued.prune_before = now
+        self._unless_looping()
+
+    def _unless_looping(self) -> None:
+        """With no event loop to commit it, write what is queued now."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._write_queued()
+
+    def _write_queued(self) -> None:
+        batch = self._form()
+        if batch:
+            self._write(batch)
+            self._written(batch)
+
+    async def commit(self) -> None:
+        """Return once everything queued before, and the Olm state as it is now, is
+        written; :class:`StateFileError` if the file failed."""
+        if self._failure is not None:
+            raise self._failure
+        if self._closed:
+            return  # close() wrote what was queued
+        loop = asyncio.get_running_loop()
+        if not self._waiters and not self._writing:
+            # Formed at the end of this turn of the loop: callers in it share it.
+            loop.call_soon(self._write_next)
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    def _write_next(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        if self._closed:
+            _resolve(waiters)  # close() wrote what was queued
+            return
+        batch = self._form()
+        if not batch:
+            _resolve(waiters)
+        elif self._thread is None:
+            try:
+                self._write(batch)
+            except StateFileError as exc:
+                self._fail(exc, waiters)
+            else:
+                self._written(batch)
+                _resolve(waiters)
+        else:
+            self._writing = True
+            writing = asyncio.wrap_future(self._thread.submit(self._write, batch))
+            writing.add_done_callback(lambda done: self._done(done, batch, waiters))
+
+    def _done(
+        self, done: asyncio.Future[None], batch: _Batch, waiters: list[asyncio.Future[None]]
+    ) -> None:
+        self._writing = False
+        exc = done.exception()
+        if exc is not None:
+            self._fail(exc, waiters)
+            return
+        self._written(batch)
+        _resolve(waiters)
+        if self._waiters:
+            self._write_next()  # what was queued while this one was written
+
+    def _form(self) -> _Batch:
+        batch, self._queued = self._queued, _Batch()
+        if self._olm_source is not None:
+            changes = self._olm_source()
+            if changes:
+                batch.olm.append(changes)
+        if batch.olm and self._kept:
+            # This Olm state may lack keys that the kept deliveries spent.
+            for offset, wrapped in self._kept.items():
+                batch.opened[offset] = self._opened[offset] = wrapped()
+            self._kept = {}
+        return batch
+
+    def _written(self, batch: _Batch) -> None:
+        for seen in batch.seen:
+            self._unwritten_seen.discard((seen.issuer, seen.jti))
+        for identity, entries in batch.chains.items():
+            if self._unwritten_chains.get(identity) is entries:
+                del self._unwritten_chains[identity]
+
+    def _fail(self, exc: BaseException, waiters: list[asyncio.Future[None]]) -> None:
+        log.error("client state file %s: %s", self._path, exc)
+        failure = exc if isinstance(exc, StateFileError) else StateFileError(str(exc))
+        self._failure = failure
+        waiters, self._waiters = waiters + self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(failure)
+
+    def _write(self, batch: _Batch) -> None:
+        """One transaction: on this state's thread (a memory database: the loop's).
+
+        As few statements as it takes, empty ones left out: SQLite lets go of the GIL
+        around each step, and taking it back from a busy loop is what a write costs."""
+        db = self._writer
+        with self._usable():
+            db.execute("BEGIN")
+            try:
+                if batch.offset is not None:
+                    db.execute(
+                        "INSERT INTO meta VALUES ('offset', ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (str(batch.offset),),
+                    )
+                for rows in _chunks(batch.seen):
+                    values = ", ".join(("(?, ?, ?)",) * len(rows))
+                    db.execute(f"INSERT INTO seen VALUES {values}", [v for r in rows for v in r])
+                for olm in batch.olm:
+                    _write_olm(db, olm)
+                if batch.forget_opened is not None:
+                    db.execute("DELETE FROM opened WHERE offset <= ?", (batch.forget_opened,))
+                if batch.opened:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO opened VALUES (?, ?)", batch.opened.items()
+                    )
+                if batch.chains:
+                    db.executemany(
+                        "INSERT INTO chains VALUES (?, ?) "
+                        "ON CONFLICT (identity) DO UPDATE SET entries = excluded.entries",
+                        [(i, _entries_encoder.encode(e)) for i, e in batch.chains.items()],
+                    )
+                if batch.prune_before is not None:
+                    cursor = db.execute("DELETE FROM seen WHERE exp < ?", (batch.prune_before,))
+                    if cursor.rowcount:
+                        log.debug("pruned %d expired message ids", cursor.rowcount)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Wait for the transaction being written, write what is queued, close."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        try:
+            if self._failure is None:
+                self._write_queued()
+        except StateFileError as exc:
+            log.error("client state file %s: not all was written: %s", self._path, exc)
+        finally:
+            waiters, self._waiters = self._waiters, []
+            _resolve(waiters)
+            self._close_connections()
+
+
+def _resolve(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():  # cancelled: its caller stopped waiting
+            waiter.set_result(None)
+
+
+def _write_olm(db: sqlite3.Connection, olm: OlmChanges) -> None:
+    if olm.account is not None:
+        db.execute(
+            "INSERT INTO olm_account VALUES (0, ?) "
+            "ON CONFLICT (id) DO UPDATE SET pickle = excluded.pickle",
+            (olm.account,),
+        )
+    if olm.sessions:
+        db.executemany(
             "INSERT INTO olm_sessions VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (identity, device, session_id) DO UPDATE SET "
             "rank = excluded.rank, pickle = excluded.pickle",
             olm.sessions,
         )
-        self._db.executemany(
+    if olm.dropped:
+        db.executemany(
             "DELETE FROM olm_sessions WHERE identity = ? AND device = ? AND session_id = ?",
             olm.dropped,
         )
 
-    def prune_seen(self, now: float) -> int:
-        """Forget ``jti`` whose message has expired; returns how many."""
-        with self._usable(), self._db:
-            self._db.execute("BEGIN")
-            cursor = self._db.execute("DELETE FROM seen WHERE exp < ?", (now,))
-        if cursor.rowcount:
-            log.debug("pruned %d expired message ids", cursor.rowcount)
-        return cursor.rowcount
 
-    def load_chain(self, identity: str) -> list[ChainEntry] | None:
-        with self._usable():
-            row = self._db.execute(
-                "SELECT entries FROM chains WHERE identity = ?", (identity,)
-            ).fetchone()
-            return None if row is None else _entries_decoder.decode(row[0])
+# Rows per multi-row INSERT: far below SQLite's limit of host parameters.
+_CHUNK = 256
 
-    def save_chain(self, identity: str, entries: list[ChainEntry]) -> None:
-        with self._usable(), self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT INTO chains VALUES (?, ?) "
-                "ON CONFLICT (identity) DO UPDATE SET entries = excluded.entries",
-                (identity, _entries_encoder.encode(entries)),
-            )
 
-    def close(self) -> None:
-        self._db.close()
+def _chunks(rows: list[Seen]) -> Iterator[list[Seen]]:
+    for start in range(0, len(rows), _CHUNK):
+        yield rows[start : start + _CHUNK]
 
 
 _SESSION_TYPES = (str, str, str, bytes, int, str)
