@@ -446,7 +446,8 @@ class State:
                     if cursor.rowcount:
                         log.debug("pruned %d expired message ids", cursor.rowcount)
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite has rolled back already on some errors
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
 

@@ -1,0 +1,130 @@
+"""The state file's group commit: queued writes, one transaction at a time on the
+state's thread, answers from memory until written, failures for every waiter."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from parley.client.state import OlmChanges, Seen, SessionRow, State
+from parley.crypto.keys import SigningKey
+from parley.errors import StateFileError
+from parley.protocol.keychain import KeyOp, make_entry
+
+
+def _open(path: Path) -> State:
+    return State(path, identity="bob", device="d-1")
+
+
+def _session(pickle: str) -> OlmChanges:
+    return OlmChanges(sessions=[SessionRow("alice", "d-a", "s1", b"k" * 32, 1, pickle)])
+
+
+async def test_what_is_queued_is_answered_at_once_and_written_by_commit(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    entry = make_entry(
+        identity="alice",
+        seq=0,
+        prev=b"",
+        op=KeyOp.ADD,
+        device="d-a",
+        public_key=key.public_key,
+        signer="d-a",
+        signer_key=key,
+    )
+    state = _open(tmp_path / "s.db")
+    state.record(5, Seen("alice", "j5", 100))
+    state.save_chain("alice", [entry])
+    # Not written yet, and already the state's answer.
+    assert state.offset == 5
+    assert state.is_seen("alice", "j5")
+    assert state.load_chain("alice") == [entry]
+    await state.commit()
+    other = _open(tmp_path / "s.db")  # another reader sees it on disk
+    assert (other.offset, other.is_seen("alice", "j5")) == (5, True)
+    assert other.load_chain("alice") == [entry]
+    other.close()
+    state.close()
+
+
+async def test_the_olm_state_is_taken_when_the_transaction_forms(tmp_path: Path) -> None:
+    state = _open(tmp_path / "s.db")
+    taken: list[str] = []
+    current = {"pickle": "one"}
+
+    def changes() -> OlmChanges:
+        taken.append(current["pickle"])
+        return _session(current["pickle"])
+
+    state.track_olm(changes)
+    committing = asyncio.gather(state.commit(), state.commit(), state.commit())
+    current["pickle"] = "two"  # changed in the same turn, before the transaction forms
+    await committing
+    assert taken == ["two"]  # one transaction for the three commits, pickled once
+    state.close()
+    state = _open(tmp_path / "s.db")
+    assert [row.pickle for row in state.load_olm_sessions()] == ["two"]
+    state.close()
+
+
+async def test_a_cancelled_commit_leaves_the_others_waiting_for_the_write(
+    tmp_path: Path,
+) -> None:
+    state = _open(tmp_path / "s.db")
+    state.record(1)
+    cancelled = asyncio.create_task(state.commit())
+    kept = asyncio.create_task(state.commit())
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await kept
+    assert cancelled.cancelled()
+    reader = _open(tmp_path / "s.db")
+    assert reader.offset == 1
+    reader.close()
+    state.close()
+
+
+async def test_a_kept_payload_is_written_with_olm_state_until_its_record(tmp_path: Path) -> None:
+    state = _open(tmp_path / "s.db")
+    state.track_olm(lambda: _session("spent"))
+    # Decrypted (its key spent), waiting for its record; a send commits Olm state.
+    state.keep_opened(7, lambda: b"sealed at rest")
+    await state.commit()
+    state.close()
+
+    # A crash now: the restart finds the payload beside the session that spent it.
+    state = _open(tmp_path / "s.db")
+    assert state.load_opened(7) == b"sealed at rest"
+    state.record(7, Seen("alice", "j7", 100))
+    assert state.load_opened(7) is None
+    await state.commit()
+    state.close()
+    state = _open(tmp_path / "s.db")
+    assert (state.offset, state.load_opened(7)) == (7, None)
+    state.close()
+
+
+async def test_a_failed_write_fails_its_waiters_and_every_later_commit(tmp_path: Path) -> None:
+    state = _open(tmp_path / "s.db")
+    state.record(1)
+    await state.commit()
+    # A full disk, as SQLite sees it: no page can be added to the file.
+    (pages,) = state._writer.execute("PRAGMA page_count").fetchone()
+    state._writer.execute(f"PRAGMA max_page_count = {pages}")
+    state.record(2, Seen("alice", "j" * 4000, 100))
+    state.save_olm(_session("x" * 20000))
+    waiters = [asyncio.create_task(state.commit()) for _ in range(2)]
+    for waiter in waiters:
+        with pytest.raises(StateFileError, match="full"):
+            await waiter
+    state.record(3)
+    with pytest.raises(StateFileError, match="full"):
+        await state.commit()
+    state.close()
+    # All or nothing: the file holds the transaction before the failed one.
+    state = _open(tmp_path / "s.db")
+    assert (state.offset, state.is_seen("alice", "j" * 4000)) == (1, False)
+    assert state.load_olm_sessions() == []
+    state.close()
