@@ -11,7 +11,7 @@ import pytest
 from parley.client.state import OlmChanges, Seen, SessionRow, State
 from parley.crypto.keys import SigningKey
 from parley.errors import StateFileError
-from parley.protocol.keychain import KeyOp, make_entry
+from parley.protocol.keychain import genesis_entry
 
 
 def _open(path: Path) -> State:
@@ -23,17 +23,7 @@ def _session(pickle: str) -> OlmChanges:
 
 
 async def test_what_is_queued_is_answered_at_once_and_written_by_commit(tmp_path: Path) -> None:
-    key = SigningKey.generate()
-    entry = make_entry(
-        identity="alice",
-        seq=0,
-        prev=b"",
-        op=KeyOp.ADD,
-        device="d-a",
-        public_key=key.public_key,
-        signer="d-a",
-        signer_key=key,
-    )
+    entry = genesis_entry("alice", "d-a", SigningKey.generate())
     state = _open(tmp_path / "s.db")
     state.record(5, Seen("alice", "j5", 100))
     state.save_chain("alice", [entry])
