@@ -159,6 +159,12 @@ class Client:
         Returns a function that stops the observing."""
         return self._sender.observe_sent(observer)
 
+    @property
+    def sender(self) -> Sender:
+        """Signs, seals and sends typed messages: for the layers that build their own
+        (the call machines' runner); apps use ``voice()``."""
+        return self._sender
+
     def voice(self) -> Voice:
         """The voice service (the same object on every call)."""
         return self._voice

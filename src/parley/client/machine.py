@@ -8,10 +8,31 @@ The machine decides; this module only moves things in and out of it:
 - local commands, through :meth:`MachineRunner.feed`;
 - time: a ``Tick`` whenever the machine's ``next_deadline()`` comes.
 
-What the machine returns is carried out in order: each ``Send`` is signed and sent
-(a refused start or accept feeds ``Fail`` for its call, the refusal as its detail),
-each event goes to ``on_event``. One lock serialises it all, so the machine sees one
-input at a time and its outputs leave in the order it produced them.
+What the machine returns is carried out: each ``Send`` is built into its typed message
+and handed to the client's sender (signed, sealed, sent; a refused start or accept feeds
+``Fail`` for its call, the refusal as its detail), each event goes to ``on_event``.
+
+Ordering, kept for every runner:
+
+1. The machine sees one input at a time (a lock around ``handle``), each source's
+   inputs in their order: messages in inbox order, presence in report order, ticks.
+2. Sends to one recipient leave in the order the machine produced them, across
+   inputs: one recipient's *lane* sends one message at a time, the next once the relay
+   has stored (acknowledged) or refused the one before, and the relay delivers in
+   commit order. Lanes of different recipients run side by side.
+3. Events reach ``on_event`` in the order the machine produced them, across inputs, and
+   each only once every send its input produced before it is out or refused; a
+   ``Connected`` whose accept did not go out is dropped (that call never connected).
+4. A refused start or accept is fed back as ``Fail`` once its input's sends and events
+   are carried out.
+
+One exception to 2: an ending (stop, busy, summary) that could not reach the relay is
+retried in the background, and later sends to the same recipient may overtake it.
+
+A plain runner (a phone's) holds its lock until an input is carried out in full, so
+nothing else reaches the machine meanwhile. A ``pipelined`` one (the proxy's) lets the
+next input in as soon as the machine has handled one: its sends and events follow in
+the lanes, in the order above, while the machine goes on.
 """
 
 from __future__ import annotations
@@ -21,10 +42,12 @@ import contextlib
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, ClassVar, Generic, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
 
 from parley.client.handlers import Observed
+from parley.client.sender import Claims
 from parley.errors import DeliveryTimeout, ParleyError, RelayConnectionError, RelayError
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call_io import (
@@ -40,7 +63,16 @@ from parley.protocol.call_io import (
     Send,
     Tick,
 )
-from parley.protocol.messages import MessageType
+from parley.protocol.messages import (
+    Message,
+    MessageType,
+    VoiceAccept,
+    VoiceBusy,
+    VoiceSetup,
+    VoiceStart,
+    VoiceStop,
+    VoiceSummary,
+)
 
 if TYPE_CHECKING:
     from parley.client.client import Client
@@ -56,6 +88,10 @@ _OPENINGS = (MessageType.VOICE_START, MessageType.VOICE_ACCEPT)
 
 Event: TypeAlias = Ringing | Connected | Ended
 EventSink: TypeAlias = Callable[[Event], Awaitable[None] | None]
+Done: TypeAlias = "asyncio.Future[list[tuple[Send, ParleyError]]]"
+"""An input carried out in full: the starts and accepts it could not send, and why."""
+Gate: TypeAlias = Callable[[], Awaitable[None]]
+"""What an input's sends wait for before they leave (the proxy: its input saved)."""
 E_contra = TypeVar("E_contra", contravariant=True)
 E = TypeVar("E")
 
@@ -66,12 +102,34 @@ class CallMachine(Protocol[E_contra]):
     def next_deadline(self) -> float | None: ...
 
 
+class _Queued(NamedTuple):
+    """A send in its recipient's lane: what it waits for, and where its outcome goes (the
+    refusal of a start or accept, else None)."""
+
+    send: Send
+    gate: Gate | None
+    outcome: asyncio.Future[ParleyError | None]
+
+
+class _Step(NamedTuple):
+    """An event in the event lane, after the sends its input produced before it; or,
+    with no event, the end of an input: ``done`` gets the refusals of all its sends."""
+
+    event: Event | None
+    after: list[tuple[Send, asyncio.Future[ParleyError | None]]]
+    done: Done | None = None
+
+
 class MachineRunner(Generic[E]):
     """``E``: the machine's own commands; it must also take every ``ProxyInput``."""
 
     # Whether messages reach the machine before the client records them (at least once:
     # for a machine that saves what it saw and skips repeats, as the proxy's does).
     observe_before_record: ClassVar[bool] = False
+    # Whether the next input may reach the machine while an earlier one's sends are
+    # still out (see the module). A phone's is not: its app sees a call dialling before
+    # anything else happens to it.
+    pipelined: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -95,6 +153,10 @@ class MachineRunner(Generic[E]):
         self._presence_feed: asyncio.Task[None] | None = None
         self._presence_changes: list[PeerGone | PeerBack] = []
         self._closed = False
+        self._inputs: set[asyncio.Future[Any]] = set()  # being carried out
+        self._lanes: dict[IdentityId, deque[_Queued]] = {}  # sends by recipient
+        self._steps: deque[_Step] = deque()  # the event lane
+        self._workers: set[asyncio.Task[None]] = set()  # lanes' tasks, while they have work
 
     def start(self) -> None:
         self._unobserve = self._client.observe(
@@ -105,6 +167,7 @@ class MachineRunner(Generic[E]):
 
     async def close(self) -> None:
         # The presence service keeps its handlers: reports from now on are ignored.
+        # Inputs being carried out go on (settled() waits for them).
         self._closed = True
         if self._unobserve is not None:
             self._unobserve()
@@ -122,11 +185,17 @@ class MachineRunner(Generic[E]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._presence_feed
 
+    async def settled(self) -> None:
+        """Return once every input given so far is carried out (its sends out or
+        refused, its events emitted), the ``Fail`` of a refused opening included."""
+        while self._inputs:
+            await asyncio.gather(*self._inputs, return_exceptions=True)
+
     def now(self) -> float:
         return self._clock()
 
     async def feed(self, event: E | ProxyInput, *, raise_refusal: bool = False) -> None:
-        """Give the machine one input and carry out what it returns.
+        """Give the machine one input and return once what it returns is carried out.
 
         Carried out in full even if the caller is cancelled (``wait_for`` around an
         ``accept()``): the machine has moved on, so its messages and events must follow,
@@ -136,32 +205,140 @@ class MachineRunner(Generic[E]):
         as its ``detail``); with ``raise_refusal`` the refusal is then raised here too
         (``NotPermitted``, ``UnknownIdentity``, ``DeliveryTimeout``...), for the command
         whose message it was."""
-        work = asyncio.ensure_future(self._carry_out(event))
-        work.add_done_callback(_retrieve)
+        if self.pipelined:
+            work = self._track(self._finish(self._handle(event)))
+        else:
+            work = self._track(self._carry_out(event))
         refusals = await asyncio.shield(work)
         if raise_refusal and refusals:
             raise refusals[0]
 
+    def _track(self, work: Awaitable[list[ParleyError]]) -> asyncio.Future[list[ParleyError]]:
+        future = asyncio.ensure_future(work)
+        future.add_done_callback(_retrieve)
+        self._inputs.add(future)
+        future.add_done_callback(self._inputs.discard)
+        return future
+
     async def _carry_out(self, event: E | ProxyInput) -> list[ParleyError]:
-        failed: list[tuple[Send, ParleyError]] = []
+        # Not pipelined: nothing else reaches the machine until this input is carried out.
         async with self._lock:
-            outputs = self._machine.handle(event)
-            for output in outputs:
-                if isinstance(output, Send):
-                    refusal = await self._send(output)
-                    if refusal is not None:
-                        failed.append((output, refusal))
-                elif isinstance(output, Connected) and any(
-                    send.call_id == output.call_id and send.recipient == output.peer
-                    for send, _ in failed
-                ):
-                    continue  # its accept did not go out: it never connected
-                else:
-                    await self._emit(output)
-        self._wake.set()
+            done = self._handle(event)
+            await done
+        return await self._finish(done)
+
+    def _handle(self, event: E | ProxyInput) -> Done:
+        """Give ``event`` to the machine and queue what it returns (raises what the
+        machine raised); the future resolves once all of it is carried out."""
+        outputs = self._machine.handle(event)
+        self._wake.set()  # the deadline may have moved
+        return self._dispatch(outputs, self._gate())
+
+    async def _finish(self, done: Done) -> list[ParleyError]:
+        failed = await done
         for send, refusal in failed:
             await self._fail(send.call_id, send.recipient, _detail(send, refusal))
         return [refusal for _, refusal in failed]
+
+    async def _put(self, event: E | ProxyInput) -> None:
+        """An input from the runner's own sources (messages, presence, time). A pipelined
+        runner returns once the machine has handled it, its outputs on their way."""
+        if not self.pipelined:
+            await self.feed(event)
+            return
+        done = self._handle(event)
+        self._inputs.add(done)
+        done.add_done_callback(self._inputs.discard)
+        done.add_done_callback(self._fail_refused)
+
+    def _fail_refused(self, done: Done) -> None:
+        for send, refusal in [] if done.cancelled() else done.result():
+            self._track(self._fail_one(send, refusal))
+
+    async def _fail_one(self, send: Send, refusal: ParleyError) -> list[ParleyError]:
+        await self._fail(send.call_id, send.recipient, _detail(send, refusal))
+        return [refusal]
+
+    def _gate(self) -> Gate | None:
+        """Called right after each ``handle``: what that input's sends must wait for."""
+        return None
+
+    def _dispatch(self, outputs: list[Output], gate: Gate | None) -> Done:
+        """Put one input's sends in their lanes and its events in the event lane; the
+        future gets the refusals of its openings once all of it is carried out."""
+        sends: list[tuple[Send, asyncio.Future[ParleyError | None]]] = []
+        for output in outputs:
+            if isinstance(output, Send):
+                sends.append((output, self._queue_send(output, gate)))
+            else:
+                self._queue_step(_Step(output, list(sends)))  # after the sends so far
+        done: Done = asyncio.get_running_loop().create_future()
+        self._queue_step(_Step(None, sends, done))
+        return done
+
+    def _queue_send(self, send: Send, gate: Gate | None) -> asyncio.Future[ParleyError | None]:
+        outcome: asyncio.Future[ParleyError | None] = asyncio.get_running_loop().create_future()
+        lane = self._lanes.get(send.recipient)
+        if lane is None:
+            lane = self._lanes[send.recipient] = deque()
+            self._work(self._run_lane(send.recipient, lane), "parley-call-sends")
+        lane.append(_Queued(send, gate, outcome))
+        return outcome
+
+    def _queue_step(self, step: _Step) -> None:
+        self._steps.append(step)
+        if len(self._steps) == 1:
+            self._work(self._run_steps(), "parley-call-events")
+
+    def _work(self, work: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
+        self._workers.add(task)
+        task.add_done_callback(self._workers.discard)
+
+    async def _run_lane(self, recipient: IdentityId, lane: deque[_Queued]) -> None:
+        """Send ``recipient``'s messages one at a time, until its lane is empty."""
+        try:
+            while lane:
+                queued = lane[0]
+                refusal = None
+                try:
+                    if queued.gate is not None:
+                        await queued.gate()
+                    refusal = await self._send(queued.send)
+                except Exception:  # a bug here must not leave the lane's futures hanging
+                    log.exception("%s failed", _describe(queued.send))
+                lane.popleft()
+                if not queued.outcome.done():
+                    queued.outcome.set_result(refusal)
+        finally:
+            # No await between the last pop and here: a send queued meanwhile would
+            # have found this lane and been sent by it.
+            del self._lanes[recipient]
+            for left in lane:  # cancelled: nobody sends them now
+                left.outcome.cancel()
+
+    async def _run_steps(self) -> None:
+        """Emit the events in order, each after the sends before it, until none is left."""
+        while self._steps:
+            step = self._steps[0]
+            refused = []
+            for send, outcome in step.after:
+                await asyncio.wait([outcome])  # unlike await, leaves it alone if cancelled
+                if not outcome.cancelled() and (refusal := outcome.result()) is not None:
+                    refused.append((send, refusal))
+            if step.done is not None:
+                if not step.done.done():
+                    step.done.set_result(refused)
+            elif step.event is not None and not (
+                isinstance(step.event, Connected)
+                and any(
+                    send.call_id == step.event.call_id and send.recipient == step.event.peer
+                    for send, _ in refused
+                )
+            ):  # a Connected whose accept did not go out never connected
+                await self._emit(step.event)
+            self._steps.popleft()
 
     async def _fail(self, call_id: str, peer: IdentityId, detail: str) -> None:
         try:
@@ -179,12 +356,19 @@ class MachineRunner(Generic[E]):
         except (DeliveryTimeout, RelayConnectionError) as exc:
             log.warning("%s: %s", _describe(send), exc)
             if send.kind in _OPENINGS:
+                self._finished(send)
                 return exc
             self._retry(send)
+            return None
         except ParleyError as exc:
             log.warning("%s refused: %s", _describe(send), exc)
+            self._finished(send)
             return exc if send.kind in _OPENINGS else None
+        self._finished(send)
         return None
+
+    def _finished(self, send: Send) -> None:
+        """``send`` is out, or never will be (refused, or given up on after retries)."""
 
     def _retry(self, send: Send) -> None:
         task = asyncio.create_task(self._retry_loop(send), name="parley-call-retry")
@@ -192,6 +376,7 @@ class MachineRunner(Generic[E]):
         task.add_done_callback(self._retries.discard)
 
     async def _retry_loop(self, send: Send) -> None:
+        # Cancelled (the runner closes): not finished, whoever kept it may send it later.
         for delay in RETRY_DELAYS:
             await asyncio.sleep(delay)
             try:
@@ -200,28 +385,16 @@ class MachineRunner(Generic[E]):
                 continue
             except ParleyError as exc:
                 log.warning("%s refused on retry: %s", _describe(send), exc)
-                return
-            log.info("%s delivered on retry", _describe(send))
+            else:
+                log.info("%s delivered on retry", _describe(send))
+            self._finished(send)
             return
         log.error("%s: gave up", _describe(send))
+        self._finished(send)
 
     async def _deliver(self, send: Send) -> None:
-        voice = self._client.voice()
-        match send.kind:
-            case MessageType.VOICE_START:
-                await voice.start(send.recipient, send.cid, send.call_id, send.peer_info, send.data)
-            case MessageType.VOICE_ACCEPT:
-                await voice.accept(
-                    send.recipient, send.cid, send.call_id, send.peer_info, send.data
-                )
-            case MessageType.VOICE_BUSY:
-                await voice.busy(send.recipient, send.cid, send.call_id, send.data)
-            case MessageType.VOICE_STOP:
-                await voice.stop(send.recipient, send.cid, send.call_id, send.data)
-            case MessageType.VOICE_SUMMARY:
-                await voice.summary(send.recipient, send.cid, send.call_id, send.data)
-            case MessageType.VOICE_SETUP:
-                await voice.setup(send.recipient, str(send.data.get("name", "")), send.cid)
+        sender = self._client.sender
+        await sender.send(_message(send, sender.claims(send.recipient)))
 
     async def watch(self, identity: str) -> None:
         """Follow ``identity``'s presence, so a call with it can end ``gone``."""
@@ -234,8 +407,7 @@ class MachineRunner(Generic[E]):
             self._watching.discard(identity)
             log.warning("cannot follow the presence of %s: %s", identity, exc)
 
-    async def _emit(self, event: Output) -> None:
-        assert not isinstance(event, Send)
+    async def _emit(self, event: Event) -> None:
         if isinstance(event, Ringing | Connected):
             self._expect(event.peer, event.peer_device)
             await self.watch(event.peer)
@@ -250,7 +422,7 @@ class MachineRunner(Generic[E]):
         message = observed.message
         if not message.typ.value.startswith("chat.voice."):
             return
-        await self.feed(Received.from_payload(self.now(), message, DeviceId(observed.device)))
+        await self._put(Received.from_payload(self.now(), message, DeviceId(observed.device)))
 
     def _presence(self, identity: str, devices: frozenset[str]) -> None:
         if self._closed:
@@ -282,7 +454,7 @@ class MachineRunner(Generic[E]):
 
     async def _feed_presence(self) -> None:
         while self._presence_changes:
-            await self.feed(self._presence_changes.pop(0))
+            await self._put(self._presence_changes.pop(0))
 
     async def _tick_loop(self) -> None:
         while True:
@@ -295,7 +467,29 @@ class MachineRunner(Generic[E]):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
                 continue  # woken by a new input: the deadline may have moved
-            await self.feed(Tick(now=self.now()))
+            await self._put(Tick(now=self.now()))
+
+
+def _message(send: Send, claims: Claims) -> Message:
+    """The typed message ``send`` says to send, with its claims."""
+    if send.kind is MessageType.VOICE_SETUP:
+        return VoiceSetup(**claims, cid=send.cid, data={"name": str(send.data.get("name", ""))})
+    if (opening := _OPENING_TYPES.get(send.kind)) is not None:
+        return opening(
+            **claims, cid=send.cid, call_id=send.call_id, peer_info=send.peer_info, data=send.data
+        )
+    return _ENDING_TYPES[send.kind](**claims, cid=send.cid, call_id=send.call_id, data=send.data)
+
+
+_OPENING_TYPES: dict[MessageType, type[VoiceStart] | type[VoiceAccept]] = {
+    MessageType.VOICE_START: VoiceStart,
+    MessageType.VOICE_ACCEPT: VoiceAccept,
+}
+_ENDING_TYPES: dict[MessageType, type[VoiceBusy] | type[VoiceStop] | type[VoiceSummary]] = {
+    MessageType.VOICE_BUSY: VoiceBusy,
+    MessageType.VOICE_STOP: VoiceStop,
+    MessageType.VOICE_SUMMARY: VoiceSummary,
+}
 
 
 def _retrieve(work: asyncio.Future[list[ParleyError]]) -> None:

@@ -18,7 +18,7 @@ import msgspec
 
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call import CallRecord, EndReason
-from parley.protocol.messages import MessageType, Payload
+from parley.protocol.messages import Message, MessageType, VoiceAccept, VoiceSetup, VoiceStart
 
 # -- local commands ---------------------------------------------------------------------
 
@@ -96,7 +96,7 @@ class Received(msgspec.Struct, frozen=True, kw_only=True):
     data: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @classmethod
-    def from_payload(cls, now: float, payload: Payload, device: DeviceId) -> Received:
+    def from_payload(cls, now: float, payload: Message, device: DeviceId) -> Received:
         """Adapt a verified payload (``client``'s handlers get these) to an input."""
         return cls(
             now=now,
@@ -105,9 +105,10 @@ class Received(msgspec.Struct, frozen=True, kw_only=True):
             device=device,
             iat=payload.iat,
             cid=payload.cid,
-            call_id=str(payload.get("call_id", "")),
-            peer_info=str(payload.get("peer_info", "")),
-            data=dict(payload.get("data", None) or {}),
+            call_id="" if isinstance(payload, VoiceSetup) else payload.call_id,
+            peer_info=payload.peer_info if isinstance(payload, VoiceStart | VoiceAccept) else "",
+            # A copy: the app's handlers get the same payload after the machine.
+            data=dict(payload.data),
         )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,7 +30,7 @@ from types import TracebackType
 
 from parley.client.client import Client
 from parley.client.handlers import Observed
-from parley.client.machine import Event, MachineRunner
+from parley.client.machine import Event, Gate, MachineRunner
 from parley.errors import ParleyError, RelayError, StoreError
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call_io import Ended, Received, Send
@@ -279,11 +280,15 @@ class _Runner(MachineRunner[Resume | Heard]):
     """The client's runner, sending only what the store has: whatever a message says
     has been saved before it leaves, so a restart never contradicts it. Messages come
     in before the client records them, each with its id (exactly once: :mod:`.durable`);
-    each send leaves the outbox once it is out or given up on."""
+    each send leaves the outbox once it is out or given up on.
+
+    Pipelined: the next message reaches the core once the last one is saved, while its
+    sends are still out (they are in the outbox: a crash re-sends them)."""
 
     # Before the client's record: a message it delivers again after a crash is one the
     # core skips if it was saved.
     observe_before_record = True
+    pipelined = True
 
     def __init__(
         self,
@@ -295,40 +300,21 @@ class _Runner(MachineRunner[Resume | Heard]):
     ) -> None:
         super().__init__(client, durable, on_event, clock=clock)
         self._durable = durable
-        self._retrying = False  # the send being carried out went to the retries
 
     async def _observed(self, observed: Observed) -> None:
         message = observed.message
         if not message.typ.value.startswith("chat.voice."):
             return
         received = Received.from_payload(self.now(), message, DeviceId(observed.device))
-        await self.feed(
+        await self._put(
             Heard(received=received, id=MessageId(message.iss, message.jti, message.exp))
         )
         # Committed with what it caused before the client records it.
         await self._durable.flushed()
 
-    async def settled(self) -> None:
-        """Return once the input being carried out (if any) is."""
-        async with self._lock:
-            pass
+    def _gate(self) -> Gate:
+        # The input just handled is the last one queued: its sends wait for its commit.
+        return functools.partial(self._durable.flushed, self._durable.queued)
 
-    async def _deliver(self, send: Send) -> None:
-        await self._durable.flushed()
-        await super()._deliver(send)
-
-    async def _send(self, send: Send) -> ParleyError | None:
-        self._retrying = False
-        refusal = await super()._send(send)
-        if not self._retrying:
-            self._durable.sent(send)
-        return refusal
-
-    def _retry(self, send: Send) -> None:
-        self._retrying = True
-        super()._retry(send)
-
-    async def _retry_loop(self, send: Send) -> None:
-        # Cancelled when the proxy stops: the send stays in the outbox for the restart.
-        await super()._retry_loop(send)
+    def _finished(self, send: Send) -> None:
         self._durable.sent(send)

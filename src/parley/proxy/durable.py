@@ -4,14 +4,14 @@
 for the proxy. Each input goes to the core; what it changed (the bridges touched, the
 legs ended, presence), the messages not sent yet (the *outbox*) and the identity of the
 message that was the input are queued as one :class:`~parley.proxy.records.Saved`, and
-a writer task commits the queue in order, several inputs to a transaction when they
-come fast. Nothing is sent, and no leg is reported, before the input behind it is
-committed (:meth:`DurableCore.flushed`), so a crash at any moment leaves a store that
-either has not seen the input or has it with its sends: a restart re-sends the outbox
-(stop, busy and a repeated start or accept are all harmless twice) and goes on from the
-saved bridges. A message leaves the outbox once it is out, or once the runner gave up on
-it (refused, or retried for minutes): one still retried in the background at a crash is
-sent again by the restarted proxy.
+the queue is committed in order, one transaction for all that waits in it: by whoever
+waits for it first (:meth:`DurableCore.flushed`), else by a writer task. Nothing is
+sent, and no leg is reported, before the input behind it is committed, so a crash at
+any moment leaves a store that either has not seen the input or has it with its sends:
+a restart re-sends the outbox (stop, busy and a repeated start or accept are all
+harmless twice) and goes on from the saved bridges. A message leaves the outbox once it
+is out, or once the runner gave up on it (refused, or retried for minutes): one still
+retried in the background at a crash is sent again by the restarted proxy.
 
 Exactly once per message: the proxy observes before the client records a delivery
 (``Client.observe(before_record=True)``) and returns only once the message is committed
@@ -99,6 +99,7 @@ class DurableCore:
         self._queue: list[Saved] = []
         self._queued = 0  # inputs queued since start, and committed
         self._committed = 0
+        self._writing = False  # a commit is under way (the writer's, or a flushed() caller's)
         self._progress = asyncio.Event()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -241,37 +242,65 @@ class DurableCore:
         self._queued += 1
         self._wake.set()
 
-    async def flushed(self) -> None:
-        """Return once every input so far is committed (or ``flush_timeout`` passed)."""
-        target = self._queued
+    @property
+    def queued(self) -> int:
+        """How many saves were queued so far (the last one: the input just handled)."""
+        return self._queued
+
+    async def flushed(self, upto: int | None = None) -> None:
+        """Return once the first ``upto`` saves queued (default: all so far) are
+        committed, or ``flush_timeout`` passed.
+
+        With nobody committing just now, the caller commits the queue itself: a store
+        that writes without waiting (SQLite) then commits here and now, without a trip
+        through the event loop to the writer task and back."""
+        target = self._queued if upto is None else upto
+        if self._committed >= target:
+            return
         try:
             async with asyncio.timeout(self._flush_timeout):
+                if not self._writing and self._queue:
+                    await self._commit()
                 while self._committed < target:
                     self._progress.clear()
                     await self._progress.wait()
         except TimeoutError:
             log.warning("the proxy store is slow or away: sending what it has not saved yet")
 
+    async def _commit(self) -> bool:
+        """Commit the queue in one transaction, in order. On a failure or a cancel the
+        batch goes back to the front of the queue, for the writer to try again; False
+        after a failure."""
+        self._writing = True
+        batch, count = self._queue, self._queued
+        self._queue = []
+        merged = batch[0]
+        for later in batch[1:]:
+            merged = merged.then(later)
+        try:
+            await self._store.save(merged)
+        except ParleyError as exc:
+            log.warning("saving the proxy's calls failed, trying again: %s", exc)
+            self._queue[:0] = batch
+            return False
+        except BaseException:
+            self._queue[:0] = batch
+            raise
+        else:
+            self._committed = count
+            self._progress.set()
+            return True
+        finally:
+            self._writing = False
+            if self._queue:  # queued meanwhile, or to try again
+                self._wake.set()
+
     async def _write(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._queue:
-                continue
-            batch, count = self._queue, self._queued
-            self._queue = []
-            merged = batch[0]
-            for later in batch[1:]:
-                merged = merged.then(later)
-            while True:
-                try:
-                    await self._store.save(merged)
-                    break
-                except ParleyError as exc:
-                    log.warning("saving the proxy's calls failed, trying again: %s", exc)
-                    await asyncio.sleep(self._retry_interval)
-            self._committed = count
-            self._progress.set()
+            if self._queue and not self._writing and not await self._commit():
+                await asyncio.sleep(self._retry_interval)
 
     async def close(self) -> None:
         """Commit what is queued, with the outbox as it is now (what the runner still

@@ -312,7 +312,11 @@ class SqliteProxyStore:
                 if saved.forget_before:
                     db.execute("DELETE FROM handled WHERE exp < ?", (saved.forget_before,))
 
-        await self._do(work)
+        # On the event loop, not a worker thread: a WAL append without fsync is a
+        # fraction of a millisecond, about a quarter of the hop to a thread and back, and
+        # the proxy waits for this commit before it goes on with the message anyway.
+        with self._lock:
+            work(self._db)
 
     async def load(self) -> Resumable:
         def work(db: sqlite3.Connection) -> Resumable:
