@@ -4,13 +4,16 @@ scripted machine on real clients over an in-memory relay."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TypeAlias, TypeVar
 
 import msgspec
+import pytest
 
 from parley.client import Client, add_device
 from parley.client.machine import Event, EventSink, MachineRunner
 from parley.ids import DeviceId, IdentityId
+from parley.protocol import frames
 from parley.protocol.call import CallRecord, EndReason, Role
 from parley.protocol.call_io import (
     Connected,
@@ -24,9 +27,9 @@ from parley.protocol.call_io import (
     Send,
     Tick,
 )
-from parley.protocol.messages import MessageType
+from parley.protocol.messages import Message, MessageType, VoiceStart, VoiceStop
 
-from .helpers import World, eventually
+from .helpers import RelayLink, World, Wrapper, eventually
 
 
 class Go(msgspec.Struct, frozen=True):
@@ -68,13 +71,31 @@ class Events:
         self.items.append(event)
 
 
+class PipelinedRunner(MachineRunner[Go]):
+    pipelined = True
+
+
+RUNNERS = [MachineRunner, PipelinedRunner]
+
+
 async def runner_on(
-    client: Client, sink: EventSink | None = None
+    client: Client,
+    sink: EventSink | None = None,
+    kind: type[MachineRunner[Go]] = MachineRunner,
 ) -> tuple[MachineRunner[Go], Script, Events]:
     script, events = Script(), Events()
-    runner: MachineRunner[Go] = MachineRunner(client, script, sink or events)
+    runner = kind(client, script, sink or events)
     runner.start()
     return runner, script, events
+
+
+def _hearing(into: list[str]) -> Callable[[str, VoiceStart | VoiceStop], None]:
+    """A handler that notes each message's kind and call, in arrival order."""
+
+    def hear(_: str, payload: VoiceStart | VoiceStop) -> None:
+        into.append(f"{payload.typ.value.removeprefix('chat.voice.')} {payload.call_id}")
+
+    return hear
 
 
 def start(recipient: str, call_id: str = "k1") -> Send:
@@ -110,9 +131,12 @@ def ended(peer: str, call_id: str = "k1") -> Ended:
     )
 
 
-async def test_a_refused_start_feeds_fail_and_a_refused_stop_does_not(world: World) -> None:
+@pytest.mark.parametrize("kind", RUNNERS)
+async def test_a_refused_start_feeds_fail_and_a_refused_stop_does_not(
+    world: World, kind: type[MachineRunner[Go]]
+) -> None:
     alice, bob = await world.identity("alice"), await world.identity("bob")
-    runner, script, _ = await runner_on(await world.connected(alice))
+    runner, script, _ = await runner_on(await world.connected(alice), kind=kind)
     await runner.feed(Go([stop(bob.identity, "k0")]))  # bob has not permitted alice
     assert script.seen(Fail) == []
     await runner.feed(Go([start(bob.identity)]))
@@ -135,6 +159,103 @@ async def test_sends_go_out_and_events_reach_the_sink_in_order(world: World) -> 
     assert events.items == [up, ended(bob.identity)]
     await eventually(lambda: starts == ["k1"])
     assert script.seen(Fail) == []
+    await runner.close()
+
+
+@pytest.mark.parametrize("kind", RUNNERS)
+async def test_sends_to_one_recipient_arrive_in_the_order_the_machine_made_them(
+    world: World, kind: type[MachineRunner[Go]]
+) -> None:
+    """Guarantee 2 of the module: across inputs fed at once, each recipient gets its
+    messages in the machine's order (a lane per recipient, one send at a time)."""
+    alice, bob, carol = [await world.identity(n) for n in ("alice", "bob", "carol")]
+    await world.permit(bob, alice)
+    await world.permit(carol, alice)
+    heard: dict[str, list[str]] = {"bob": [], "carol": []}
+    for name, who in (("bob", bob), ("carol", carol)):
+        callee = world.client(who)
+        hear = _hearing(heard[name])
+        callee.voice().on_start(hear)
+        callee.voice().on_stop(hear)
+        await callee.connect()
+    runner, _, _ = await runner_on(await world.connected(alice), kind=kind)
+    inputs = [
+        Go(
+            [
+                start(bob.identity, f"k{n}"),
+                start(carol.identity, f"k{n}"),
+                stop(bob.identity, f"k{n}"),
+            ]
+        )
+        for n in range(8)
+    ]
+    await asyncio.gather(*(runner.feed(go) for go in inputs))
+    bob_order = [line for n in range(8) for line in (f"start k{n}", f"stop k{n}")]
+    await eventually(
+        lambda: heard == {"bob": bob_order, "carol": [f"start k{n}" for n in range(8)]}
+    )
+    await runner.close()
+
+
+@pytest.mark.parametrize("kind", RUNNERS)
+async def test_events_follow_the_sends_before_them_in_order_across_inputs(
+    world: World, kind: type[MachineRunner[Go]]
+) -> None:
+    """Guarantee 3: an event is emitted once the sends its input produced before it are
+    out, and events keep the machine's order across inputs, even an input's event that
+    has no send before it."""
+    alice, bob = await world.identity("alice"), await world.identity("bob")
+    await world.permit(bob, alice)
+    await (await world.connected(bob)).close()  # bob has keys; he need not be online
+    caller = await world.connected(alice)
+    log: list[str] = []
+
+    def sent(message: Message) -> None:
+        log.append(f"sent {message.get('call_id')}")
+
+    caller.observe_sent(sent)
+    runner, _, _ = await runner_on(
+        caller, lambda event: log.append(f"event {event.call_id}"), kind=kind
+    )
+    await asyncio.gather(
+        runner.feed(Go([start(bob.identity, "k1"), ended(bob.identity, "k1")])),
+        runner.feed(Go([ended(bob.identity, "k2")])),
+    )
+    assert log == ["sent k1", "event k1", "event k2"]
+    await runner.close()
+
+
+@pytest.mark.parametrize(("kind", "handled_meanwhile"), [(PipelinedRunner, 2), (MachineRunner, 1)])
+async def test_a_pipelined_runner_takes_the_next_input_while_sends_are_out(
+    world: World, kind: type[MachineRunner[Go]], handled_meanwhile: int
+) -> None:
+    """The machine sees the second input while the first one's send is out (the relay
+    never acknowledges it here); a plain runner holds the second back until the first
+    is carried out."""
+    alice, bob = await world.identity("alice"), await world.identity("bob")
+    await world.permit(bob, alice)
+    held: list[bytes] = []
+
+    class Hold(Wrapper):
+        """Relay side: Sends are kept here, never acknowledged."""
+
+        async def recv(self) -> bytes:
+            while True:
+                data = await self.inner.recv()
+                if not isinstance(frames.decode_client_frame(data), frames.Send):
+                    return data
+                held.append(data)
+
+    client = world.client(alice, link=RelayLink(world.relay, relay_side=Hold))
+    await client.connect()
+    runner, script, _ = await runner_on(client, kind=kind)
+    first = asyncio.ensure_future(runner.feed(Go([start(bob.identity, "k1")])))
+    second = asyncio.ensure_future(runner.feed(Go([stop(bob.identity, "k1")])))
+    await eventually(lambda: held)  # the start is out, and stays out
+    assert len(script.seen(Go)) == handled_meanwhile
+    await client.close()  # the send fails: the first input is carried out
+    await asyncio.gather(first, second)
+    assert len(script.seen(Go)) == 2
     await runner.close()
 
 
