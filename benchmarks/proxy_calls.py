@@ -10,19 +10,24 @@ the reference, straight to the customer. Every proxied call must leave two leg r
 in the proxy's store; the throughput run counts until they are there.
 
 - calls per second: N calls per pair, W in flight per pair; ratio proxied / direct.
+- CPU: what each process (this one, the relay, the proxy) spent during the proxied run,
+  in cores and in milliseconds per call (the three share this machine's cores).
 - setup latency: L calls one after another per mode, from the moment the operator
-  starts sending the start to the moment its client handles the accept; medians and
-  95th percentiles, and the ratio of the medians proxied / direct.
+  starts sending the start to the moment its client handles the accept; p50 and p99,
+  and the ratio of the medians proxied / direct.
+- paced setup latency: calls started at a steady R calls/s for S seconds (open loop:
+  a late call does not hold the next back), p50 and p99 per mode.
 
-    python benchmarks/proxy_calls.py [--pairs 4] [--calls 100] [--window 4] [--latency-calls 30]
+    python benchmarks/proxy_calls.py [--pairs 4] [--calls 100] [--window 4]
+        [--latency-calls 30] [--paced-rate 200] [--paced-seconds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as benchmarks/<name>.py
 
-from benchmarks.harness import PARLEY, UNLIMITED_RELAY_ARGS, run_parley
+from benchmarks.harness import PARLEY, UNLIMITED_RELAY_ARGS, Latency, run_parley
+from benchmarks.relay_cluster import process_cpu
 from parley.client import Client
 from parley.client.registration import register_identity
 from parley.processes import ChildProcess, RelayProcess
@@ -100,27 +106,6 @@ class Throughput:
         )
 
 
-@dataclass(frozen=True)
-class Latency:
-    name: str
-    samples: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    @property
-    def p95(self) -> float:
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-    def line(self) -> str:
-        return (
-            f"setup {self.name:<8} median {self.median * 1000:7.2f} ms"
-            f"  p95 {self.p95 * 1000:7.2f} ms  ({len(self.samples)} calls)"
-        )
-
-
 class Bench:
     def __init__(self, pairs: list[Pair], app: str, store: Path) -> None:
         self.pairs = pairs
@@ -141,6 +126,18 @@ class Bench:
             pair = self.pairs[n % len(self.pairs)]
             samples.append(await pair.call(self.target(pair, proxied), self.call_id()))
         return Latency(name, samples)
+
+    async def paced(self, name: str, proxied: bool, rate: float, seconds: float) -> Latency:
+        """Calls started every ``1 / rate`` seconds, round the pairs, for ``seconds``."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        calls = []
+        for n in range(max(1, round(rate * seconds))):
+            await asyncio.sleep(max(0.0, began + n / rate - loop.time()))
+            pair = self.pairs[n % len(self.pairs)]
+            call = pair.call(self.target(pair, proxied), self.call_id())
+            calls.append(asyncio.ensure_future(call))
+        return Latency(name, await asyncio.gather(*calls))
 
     async def throughput(self, name: str, proxied: bool, calls: int, window: int) -> Throughput:
         legs_before = await self.legs()
@@ -205,7 +202,12 @@ async def bench(args: argparse.Namespace, workdir: Path) -> None:
             direct_setup = await run.latency("direct", False, args.latency_calls)
             proxied_setup = await run.latency("proxied", True, args.latency_calls)
             direct = await run.throughput("direct", False, args.calls, args.window)
+            pids = {"bench": os.getpid(), "relay": relay.pid, "proxy": proxy.pid}
+            before = {name: process_cpu(pid) for name, pid in pids.items()}
             proxied = await run.throughput("proxied", True, args.calls, args.window)
+            spent = {name: process_cpu(pid) - before[name] for name, pid in pids.items()}
+            paced_direct = await run.paced("direct", False, args.paced_rate, args.paced_seconds)
+            paced_proxied = await run.paced("proxied", True, args.paced_rate, args.paced_seconds)
             legs = await run.legs()
         for pair in pairs:
             await pair.operator.close()
@@ -218,11 +220,20 @@ async def bench(args: argparse.Namespace, workdir: Path) -> None:
     print(direct.line() + "  (operator -> customer)")
     print(proxied.line() + "  (operator -> parley proxy -> customer, both legs recorded)")
     print(f"ratio proxied/direct calls/s = {proxied.rate / direct.rate:.3f}")
+    cores = ", ".join(
+        f"{name} {cpu / proxied.seconds:.2f} ({cpu / proxied.calls * 1000:.2f} ms/call)"
+        for name, cpu in spent.items()
+    )
+    print(f"CPU during the proxied run, cores (per call): {cores}")
+    print("setup, one call at a time:")
     print(direct_setup.line())
-    extra = (proxied_setup.median - direct_setup.median) * 1000
+    extra = (proxied_setup.p50 - direct_setup.p50) * 1000
     print(proxied_setup.line() + f"  extra {extra:+.2f} ms")
-    ratio = proxied_setup.median / direct_setup.median
+    ratio = proxied_setup.p50 / direct_setup.p50
     print(f"ratio proxied/direct setup latency (median) = {ratio:.3f}")
+    print(f"setup, paced at {args.paced_rate:g} calls/s for {args.paced_seconds:g} s:")
+    print(paced_direct.line())
+    print(paced_proxied.line())
     print(f"leg records in the proxy's store: {legs}")
 
 
@@ -237,4 +248,6 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=100, help="per pair, per mode")
     parser.add_argument("--window", type=int, default=4, help="calls in flight per pair")
     parser.add_argument("--latency-calls", type=int, default=30, help="per mode, one at a time")
+    parser.add_argument("--paced-rate", type=float, default=200.0, help="calls/s of the paced run")
+    parser.add_argument("--paced-seconds", type=float, default=5.0, help="per mode")
     asyncio.run(main(parser.parse_args()))
