@@ -5,10 +5,10 @@
 
 Each start it handles is appended to HANDLED_FILE (one call id a line, written at once,
 so the line survives the kill). ``--kill-at-commit N`` sends SIGKILL as the N-th
-transaction that records inbox offsets starts its COMMIT (on the state's writer
-thread): that batch is not written. ``--kill-in-handler CALL_ID`` sends it from the
-handler of that start, after its line: the rest of its batch is written and never
-handed on. Without either, it exits once it has handled SENTINEL.
+transaction that records inbox offsets starts its COMMIT: that batch is not written.
+``--kill-in-handler CALL_ID`` sends it from the handler of that start, after its line:
+the rest of its batch is written and never handed on. Without either, it exits once
+it has handled SENTINEL.
 """
 
 from __future__ import annotations

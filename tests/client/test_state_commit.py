@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from parley.client.state import OlmChanges, Seen, SessionRow, State
+from parley.client.state import CHECKPOINT_EVERY, OlmChanges, Seen, SessionRow, State
 from parley.crypto.keys import SigningKey
 from parley.errors import StateFileError
 from parley.protocol.keychain import genesis_entry
@@ -117,4 +117,24 @@ async def test_a_failed_write_fails_its_waiters_and_every_later_commit(tmp_path:
     state = _open(tmp_path / "s.db")
     assert (state.offset, state.is_seen("alice", "j" * 4000)) == (1, False)
     assert state.load_olm_sessions() == []
+    state.close()
+
+
+async def test_transactions_stay_in_order_across_the_checkpoints(tmp_path: Path) -> None:
+    state = _open(tmp_path / "s.db")
+    state.track_olm(lambda: _session(f"after {state.offset}"))
+    # Some written on the loop, every CHECKPOINT_EVERY-th on the thread, after a
+    # checkpoint; commits made meanwhile wait for it and go into the next.
+    for offset in range(1, 3 * CHECKPOINT_EVERY):
+        state.record(offset, Seen("alice", f"j{offset}", 100))
+        committing = asyncio.gather(state.commit(), state.commit())
+        state.record(offset + 1000)  # queued behind the write in progress
+        await committing
+        await state.commit()
+    state.close()
+    state = _open(tmp_path / "s.db")
+    last = 3 * CHECKPOINT_EVERY - 1
+    assert state.offset == last + 1000
+    assert all(state.is_seen("alice", f"j{offset}") for offset in range(1, last + 1))
+    assert [row.pickle for row in state.load_olm_sessions()] == [f"after {last + 1000}"]
     state.close()

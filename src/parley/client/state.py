@@ -1,15 +1,24 @@
 """The client's local state in SQLite: last processed offset, seen ``jti``, key chains,
 and the device's Olm account and sessions.
 
-Writes are group-committed off the event loop. :meth:`State.record`,
-:meth:`State.save_olm`, :meth:`State.save_chain` and :meth:`State.prune_seen` only queue;
-:meth:`State.commit` returns once everything queued before it is written (WAL,
-``synchronous=NORMAL``: it survives a crash of the process). One transaction is written
-at a time, by a thread of this state's own; what is queued meanwhile goes into the next
-one, so a burst of deliveries and sends costs a few commits, not one each. The Olm
-changes are taken (pickled) when a transaction is formed, not per message: a session a
-whole batch used is pickled once. Transactions are written in the order they are formed,
-each all or nothing, so after a crash the file holds a prefix of what was queued.
+Writes are group-committed. :meth:`State.record`, :meth:`State.save_olm`,
+:meth:`State.save_chain` and :meth:`State.prune_seen` only queue; :meth:`State.commit`
+returns once everything queued before it is written (WAL, ``synchronous=NORMAL``: it
+survives a crash of the process). One transaction is written at a time, formed at the
+end of a turn of the event loop; what is queued meanwhile goes into the next one, so a
+burst of deliveries and sends costs a few commits, not one each. The Olm changes are
+taken (pickled) when a transaction is formed, not per message: a session a whole batch
+used is pickled once. Transactions are written in the order they are formed, each all
+or nothing, so after a crash the file holds a prefix of what was queued.
+
+Nothing on the event loop waits for the disk. In WAL mode with ``synchronous=NORMAL``
+a commit only appends to the WAL in the OS's page cache; what syncs is the checkpoint
+(copying the WAL into the database) and the first commit after it (starting the WAL
+over). Automatic checkpoints are off: every :data:`CHECKPOINT_EVERY` transactions, one
+goes to this state's thread, which checkpoints and then writes it, while the loop goes
+on and later commits wait for it. The other transactions are written on the loop: a
+round trip to a thread for each cost more CPU (measured: 10-15 % of a client's time in
+``benchmarks/relay_throughput.py``) than writing them.
 
 The inbox awaits :meth:`State.commit` after recording a delivery's offset and ``jti``
 and *before* its handler runs or its confirm goes to the relay: a crash can lose a
@@ -39,9 +48,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar
@@ -126,6 +136,11 @@ class OlmChanges:
         return self.account is not None or bool(self.sessions) or bool(self.dropped)
 
 
+# Transactions written on the loop between two written on the thread, which checkpoints
+# first: up to a few MB of WAL.
+CHECKPOINT_EVERY = 64
+
+
 @dataclass
 class _Batch:
     """What one transaction writes."""
@@ -189,13 +204,16 @@ class State:
                 self._writer = sqlite3.connect(
                     str(path), isolation_level=None, check_same_thread=False
                 )
-            # WAL + NORMAL survives a process crash, which is what exactly-once needs.
+            # WAL + NORMAL survives a process crash, which is what exactly-once needs,
+            # and syncs only at checkpoints, which this state runs itself (on its thread).
             self._writer.execute("PRAGMA synchronous=NORMAL")
+            self._writer.execute("PRAGMA wal_autocheckpoint=0")
         except BaseException:
             self._close_connections()
             raise
         # A memory database does no I/O: its transactions are written on the loop.
-        self._thread = None if memory else ThreadPoolExecutor(1, thread_name_prefix="parley-state")
+        self._thread = None if memory else _Writer(self._checkpoint_and_write)
+        self._until_checkpoint = CHECKPOINT_EVERY
         self._queued = _Batch()
         # Queued or being written; answered from here until the reader can see them.
         self._unwritten_seen: set[tuple[str, str]] = set()
@@ -354,7 +372,8 @@ class State:
         batch = self._form()
         if not batch:
             _resolve(waiters)
-        elif self._thread is None:
+        elif self._thread is None or self._until_checkpoint > 0:
+            self._until_checkpoint -= 1
             try:
                 self._write(batch)
             except StateFileError as exc:
@@ -364,14 +383,16 @@ class State:
                 _resolve(waiters)
         else:
             self._writing = True
-            writing = asyncio.wrap_future(self._thread.submit(self._write, batch))
-            writing.add_done_callback(lambda done: self._done(done, batch, waiters))
+            self._until_checkpoint = CHECKPOINT_EVERY
+            loop = asyncio.get_running_loop()
+            self._thread.submit(
+                batch, lambda exc: loop.call_soon_threadsafe(self._done, exc, batch, waiters)
+            )
 
     def _done(
-        self, done: asyncio.Future[None], batch: _Batch, waiters: list[asyncio.Future[None]]
+        self, exc: BaseException | None, batch: _Batch, waiters: list[asyncio.Future[None]]
     ) -> None:
         self._writing = False
-        exc = done.exception()
         if exc is not None:
             self._fail(exc, waiters)
             return
@@ -451,13 +472,20 @@ class State:
                 raise
             db.execute("COMMIT")
 
+    def _checkpoint_and_write(self, batch: _Batch) -> None:
+        """On the thread: copy the WAL into the database (syncing both), then write
+        ``batch``, which starts the WAL over (syncing its header) if the copy was whole."""
+        with self._usable():
+            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self._write(batch)
+
     def close(self) -> None:
         """Wait for the transaction being written, write what is queued, close."""
         if self._closed:
             return
         self._closed = True
         if self._thread is not None:
-            self._thread.shutdown(wait=True)
+            self._thread.join()
         try:
             if self._failure is None:
                 self._write_queued()
@@ -467,6 +495,50 @@ class State:
             waiters, self._waiters = self._waiters, []
             _resolve(waiters)
             self._close_connections()
+
+
+class _Writer:
+    """The thread that writes one state's transactions, in order, and reports each.
+
+    Started with the first transaction, ended by :meth:`join`. A daemon: a state never
+    closed does not keep the interpreter alive, and a transaction cut short as it exits
+    is rolled back, as after a crash."""
+
+    def __init__(self, write: Callable[[_Batch], None]) -> None:
+        self._write = write
+        self._jobs: queue.SimpleQueue[tuple[_Batch, Callable[[BaseException | None], object]]] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+
+    def submit(self, batch: _Batch, done: Callable[[BaseException | None], object]) -> None:
+        """Write ``batch``; then ``done`` (on this thread) with the error, if any."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="parley-state", daemon=True)
+            self._thread.start()
+        self._jobs.put((batch, done))
+
+    def _run(self) -> None:
+        while True:
+            batch, done = self._jobs.get()
+            if not batch:
+                return  # join()
+            error: BaseException | None = None
+            try:
+                self._write(batch)
+            except BaseException as exc:  # handed to the loop, which fails the waiters
+                error = exc
+            try:
+                done(error)
+            except RuntimeError:
+                return  # the loop is closed: no one is waiting any more
+
+    def join(self) -> None:
+        """Wait for the transactions submitted, and end the thread."""
+        if self._thread is not None:
+            self._jobs.put((_Batch(), lambda error: None))
+            self._thread.join()
+            self._thread = None
 
 
 def _resolve(waiters: list[asyncio.Future[None]]) -> None:
