@@ -153,3 +153,44 @@ async def test_an_oversized_frame_is_answered_too_large_before_the_close(
     warnings = [r for r in caplog.records if r.levelname == "WARNING" and "too_large" in r.message]
     assert len(warnings) == 1 and "127.0.0.1:" in warnings[0].message
     assert not any(r.exc_info for r in caplog.records)
+
+
+async def _read_ws_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(opcode, payload) of one unmasked server frame, read off a raw socket."""
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    return first & 0x0F, await reader.readexactly(length)
+
+
+async def test_keepalive_closes_a_peer_that_stops_answering_pings(tmp_path: Path) -> None:
+    # A raw socket that completes the opening handshake and then never writes again
+    # (no pong), next to a websockets client that answers every ping.
+    config = RelayConfig(ping_interval=0.2)
+    async with RelayServer(tmp_path, config=config) as server:
+        answering = await connect_websocket(server.url)
+        assert isinstance(await recv(answering), frames.Challenge)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        opcodes = []
+        async with asyncio.timeout(WAIT):
+            while (frame := await _read_ws_frame(reader))[0] != 0x8:
+                opcodes.append(frame[0])
+        assert 0x9 in opcodes  # it was pinged
+        assert int.from_bytes(frame[1][:2], "big") == 1011
+        assert frame[1][2:] == b"keepalive ping timeout"
+        writer.close()
+        # Rounds later the answering client is still served.
+        await asyncio.sleep(1.0)
+        alice = Identity.create("alice")
+        await answering.send(frames.encode(frames.Register(ref=1, entry=alice.genesis)))
+        assert isinstance(await recv(answering), frames.Registered)
+        await answering.close()

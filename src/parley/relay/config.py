@@ -62,6 +62,9 @@ class RelayConfig:
     reply_queue: int = 1024
     # Seconds given to a closing connection to flush what is already queued for it.
     close_timeout: float = 5.0
+    # Every connection is pinged this often (None: never); one that has not answered
+    # by the next round is closed, so a peer that vanished without a FIN goes away.
+    ping_interval: float | None = 20.0
     # Bytes queued per connection at most: replies, live deliveries (past it: read from
     # the store instead), and one catch-up read, so a connection's memory is bounded
     # whatever it is sent.

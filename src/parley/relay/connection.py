@@ -1,7 +1,9 @@
 """The outgoing side of one client connection: replies, live deliveries, catch-up.
 
 Everything the relay writes to a client goes through one writer task per connection,
-so a slow or dead client only ever blocks its own task. Replies (Ack, Error, ...) go
+so a slow or dead client only ever blocks its own task. The task runs only while there
+is something to write (an idle connection holds no task, queue or waiter: with ten
+thousand of them that is most of the relay's memory). Replies (Ack, Error, ...) go
 first. Deliveries come from a bounded in-memory queue filled as envelopes are stored;
 when it overflows, the queue is dropped and the writer reads the device's inbox from
 the store instead, starting after ``cursor`` (the last offset written). Skipping every
@@ -71,21 +73,20 @@ class Connection:
         self.preauth_source: str | None = None
         # The highest offset written to this connection (or skipped as expired).
         self.cursor = 0
-        self._replies: deque[bytes] = deque()
+        # Created on first use and dropped when empty (see the module docstring).
+        self._replies: deque[bytes] | None = None
         self._reply_bytes = 0
-        self._deliveries: deque[Deliver] = deque()
+        self._deliveries: deque[Deliver] | None = None
         self._delivery_bytes = 0
         self._need_read = False
         self._attached = False
         self._closing: tuple[int, str] | None = None
-        # The writer has stopped: nothing queued from now on would ever be written.
+        # The writer has stopped for good: nothing queued from now on would be written.
         self._gone = False
-        self._unpaused = asyncio.Event()
-        self._unpaused.set()
+        # The reader waits on these; each exists only while someone waits.
+        self._room: asyncio.Future[None] | None = None
+        self._unpaused: asyncio.Future[None] | None = None
         self._resume: asyncio.TimerHandle | None = None
-        self._wake = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
         self._writer: asyncio.Task[None] | None = None
         self._abort: asyncio.TimerHandle | None = None
 
@@ -93,8 +94,11 @@ class Connection:
     def closing(self) -> bool:
         return self._closing is not None
 
-    def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_loop(), name=f"relay-writer:{self}")
+    def _kick(self) -> None:
+        """Make sure the writer runs: it ends by itself once everything is written."""
+        if self._gone or (self._writer is not None and not self._writer.done()):
+            return
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
     def __str__(self) -> str:
         who = f"{self.identity}:{self.device}" if self.identity else "unauthenticated"
@@ -107,32 +111,53 @@ class Connection:
         if self._gone:
             return
         data = encode(frame)
+        if self._replies is None:
+            self._replies = deque()
         self._replies.append(data)
         self._reply_bytes += len(data)
-        if not self._has_room():
-            self._room.clear()
-        self._wake.set()
+        self._kick()
 
     def _has_room(self) -> bool:
         config = self._ctx.config
-        return len(self._replies) < config.reply_queue and self._reply_bytes < config.reply_bytes
+        queued = 0 if self._replies is None else len(self._replies)
+        return queued < config.reply_queue and self._reply_bytes < config.reply_bytes
 
     async def wait_for_room(self) -> None:
         """Wait until the client has read enough replies to take more requests."""
-        await self._room.wait()
+        if self._gone or self._has_room():
+            return
+        if self._room is None or self._room.done():  # done: its waiter was cancelled
+            self._room = asyncio.get_running_loop().create_future()
+        await self._room
+
+    def _make_room(self) -> None:
+        if self._room is not None and (self._gone or self._has_room()):
+            if not self._room.done():
+                self._room.set_result(None)
+            self._room = None
 
     def pause_reading(self, seconds: float) -> None:
         """Take no request from this client for ``seconds`` (it is over a budget)."""
         if self.closing:
             return
-        self._unpaused.clear()
         if self._resume is not None:
             self._resume.cancel()
-        self._resume = asyncio.get_running_loop().call_later(seconds, self._unpaused.set)
+        self._resume = asyncio.get_running_loop().call_later(seconds, self._end_pause)
+
+    def _end_pause(self) -> None:
+        self._resume = None
+        if self._unpaused is not None:
+            if not self._unpaused.done():
+                self._unpaused.set_result(None)
+            self._unpaused = None
 
     async def wait_unpaused(self) -> None:
         """Until a pause is over (at once if there is none, or the connection closes)."""
-        await self._unpaused.wait()
+        if self._resume is None:
+            return
+        if self._unpaused is None or self._unpaused.done():
+            self._unpaused = asyncio.get_running_loop().create_future()
+        await self._unpaused
 
     def attach(self, identity: str, device: str, resume_after: int) -> None:
         """Start delivering this device's inbox after ``resume_after``, then live."""
@@ -141,7 +166,7 @@ class Connection:
         self.cursor = resume_after
         self._attached = True
         self._need_read = True
-        self._wake.set()
+        self._kick()
 
     def push(self, deliver: Deliver) -> None:
         """Offer a freshly stored delivery; never blocks."""
@@ -149,6 +174,8 @@ class Connection:
             return
         config = self._ctx.config
         size = len(deliver.envelope.body)
+        if self._deliveries is None:
+            self._deliveries = deque()
         if (
             len(self._deliveries) >= config.send_queue
             or self._delivery_bytes + size > config.send_queue_bytes
@@ -159,10 +186,10 @@ class Connection:
         else:
             self._deliveries.append(deliver)
             self._delivery_bytes += size
-        self._wake.set()
+        self._kick()
 
     def _clear_deliveries(self) -> None:
-        self._deliveries.clear()
+        self._deliveries = None
         self._delivery_bytes = 0
 
     def wake_read(self) -> None:
@@ -171,7 +198,7 @@ class Connection:
         if not self._attached:
             return
         self._need_read = True
-        self._wake.set()
+        self._kick()
 
     def close_soon(self, code: int, reason: str) -> None:
         """Stop deliveries, write the replies already queued, then close.
@@ -181,10 +208,12 @@ class Connection:
         """
         self._attached = False
         self._clear_deliveries()
-        self._unpaused.set()  # a reader held back must see the close
+        if self._resume is not None:  # a reader held back must see the close
+            self._resume.cancel()
+            self._end_pause()
         if self._closing is None:
             self._closing = (code, reason)
-        self._wake.set()
+        self._kick()
         writer = self._writer
         if self._abort is None and writer is not None and not writer.done():
             loop = asyncio.get_running_loop()
@@ -204,14 +233,19 @@ class Connection:
     # -- the writer task --------------------------------------------------------------
 
     async def _write_loop(self) -> None:
+        idle = False
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
                 await self._flush_replies()
                 if self._closing is not None:
                     break
                 await self._deliver()
+                if not self._replies and self._closing is None:
+                    # Nothing left (_deliver returns only then): end; the next thing
+                    # queued starts a new writer. No await since the check, so nothing
+                    # was queued in between.
+                    idle = True
+                    return
         except TransportClosed:
             logger.debug("%s: transport closed", self)
         except SlowReader:
@@ -224,20 +258,21 @@ class Connection:
             if self._closing is None:
                 self._closing = (1011, "internal error")
         finally:
-            self._attached = False
-            self._gone = True
-            self._replies.clear()
-            self._reply_bytes = 0
-            self._room.set()  # a reader waiting for room must see the close instead
-            await self._close_transport()
+            if not idle:
+                self._attached = False
+                self._gone = True
+                self._replies = None
+                self._reply_bytes = 0
+                self._make_room()  # a reader waiting for room must see the close instead
+                await self._close_transport()
 
     async def _flush_replies(self) -> None:
         while self._replies:
             data = self._replies.popleft()
             self._reply_bytes -= len(data)
             await self._send(data)
-            if self._has_room():
-                self._room.set()
+            self._make_room()
+        self._replies = None
 
     async def _send(self, data: bytes) -> None:
         try:
@@ -268,6 +303,8 @@ class Connection:
                     await self._write(item.offset, item.envelope, None)
             elif self._deliveries:
                 deliver = self._deliveries.popleft()
+                if not self._deliveries:
+                    self._deliveries = None
                 self._delivery_bytes -= len(deliver.envelope.body)
                 if self._ctx.push_in_sequence and deliver.offset > self.cursor + 1:
                     self._clear_deliveries()

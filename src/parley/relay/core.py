@@ -208,7 +208,6 @@ class Relay:
         conn.preauth_source = source
         session = Session(self.config, self._clock, secrets.token_bytes(32))
         self._connections.add(conn)
-        conn.start()
         try:
             conn.reply(session.challenge())
             await self._serve(conn, session)

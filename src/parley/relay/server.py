@@ -25,6 +25,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -42,6 +44,8 @@ from parley.transport.tls import server_context
 from parley.transport.websocket import WebSocketTransport, authority, bound_port, peer_name
 
 logger = logging.getLogger(__name__)
+
+_HANDSHAKE_DONE = Request("/", Headers())
 
 
 class RelayServer:
@@ -84,6 +88,7 @@ class RelayServer:
         )
         self._server: Server | None = None
         self._metrics_server: Server | None = None
+        self._keepalive: asyncio.Task[None] | None = None
         self._closed = False
 
     @property
@@ -129,7 +134,14 @@ class RelayServer:
                 compression=None,
                 create_connection=self._connection_class(),
                 ssl=self._tls,
+                # One keepalive loop for the node instead of a task per connection.
+                ping_interval=None,
             )
+            if self.config.ping_interval is not None:
+                self._keepalive = asyncio.create_task(
+                    self._keepalive_loop(self._server, self.config.ping_interval),
+                    name="relay-keepalive",
+                )
             if self._metrics_address is not None:
                 self._metrics_server = await serve(
                     _never_upgraded,
@@ -163,6 +175,10 @@ class RelayServer:
         if self._closed:
             return
         self._closed = True
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keepalive
         if self._metrics_server is not None:
             self._metrics_server.close()
             await self._metrics_server.wait_closed()
@@ -229,7 +245,35 @@ class RelayServer:
         return RelayConnection
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
+        # The handshake's headers are not read again: about 3 KB per idle connection.
+        # (websockets takes a request of None to mean "none received yet", hence a
+        # shared empty one.)
+        ws.request, ws.response = _HANDSHAKE_DONE, None
         await self.relay.handle(WebSocketTransport(ws))
+
+    @staticmethod
+    async def _keepalive_loop(server: Server, interval: float) -> None:
+        """Ping every open connection each ``interval`` seconds; close (1011, as
+        websockets' own keepalive does) those that did not answer the last round."""
+        unanswered: dict[ServerConnection, asyncio.Future[float]] = {}
+        closing: set[asyncio.Task[None]] = set()
+        while True:
+            await asyncio.sleep(interval)
+            for ws, pong in unanswered.items():
+                if not pong.done() and ws.state is State.OPEN:
+                    task = asyncio.create_task(
+                        ws.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                    )
+                    closing.add(task)
+                    task.add_done_callback(closing.discard)
+            unanswered = {}
+            for ws in server.connections:
+                # One not reading its writes is closed by its writer's timeout; a
+                # ping would only wait behind them.
+                if ws.transport.get_write_buffer_size() > 0:
+                    continue
+                with contextlib.suppress(ConnectionClosed):
+                    unanswered[ws] = asyncio.ensure_future(await ws.ping())
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
