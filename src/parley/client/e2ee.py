@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
 
 import nacl.exceptions
 import nacl.secret
 
 from parley.client.devices import Devices
 from parley.client.directory import Directory
-from parley.client.olm import OlmDevice
+from parley.client.olm import OlmDevice, Peer
 from parley.client.state import State
 from parley.crypto import sealed
 from parley.errors import DecryptionError, NoKeyForDevice
@@ -28,6 +29,19 @@ from parley.ids import Address
 from parley.protocol.frames import DeviceRef, Envelope, identity_key_message
 
 log = logging.getLogger(__name__)
+
+
+_NONE: dict[str, bytes] = {}  # no other devices of our own to seal for (never changed)
+
+
+class _Targets(NamedTuple):
+    """The devices a message to one recipient is sealed for, made from two device lists
+    (made once per pair of lists, as the same lists serve every message)."""
+
+    theirs: dict[str, bytes]
+    own: dict[str, bytes]
+    refs: list[DeviceRef]
+    peers: list[tuple[Peer, str, bytes]]  # each ref's peer, address, identity key
 
 
 class EndToEnd:
@@ -41,6 +55,7 @@ class EndToEnd:
         self._identity, self._device = olm.address
         self._address = str(Address(*olm.address))
         self._at_rest = nacl.secret.SecretBox(olm.derived_key(b"kept-payload"))
+        self._targets: dict[str, _Targets] = {}  # by recipient
 
     async def seal(
         self, envelope_id: str, recipient: str, payload: bytes
@@ -50,14 +65,14 @@ class EndToEnd:
         The Olm state it advanced is written before this returns: a session must never
         encrypt again from a state it has already encrypted from after a restart.
         """
-        refs = await self.targets(recipient)
+        targets = await self._targets_of(recipient)
         aad = sealed.associated_data(envelope_id, self._identity, self._device, recipient)
         key, nonce, ciphertext = sealed.encrypt(payload, aad)
         keys = {}
-        for ref in refs:
-            message = self._olm.encrypt((ref.identity, ref.device), ref.identity_key, key)
+        for peer, address, identity_key in targets.peers:
+            message = self._olm.encrypt(peer, identity_key, key)
             if message is not None:
-                keys[f"{ref.identity}:{ref.device}"] = message
+                keys[address] = message
         body = sealed.SealedBody(
             sender_key=self._olm.identity_key,
             sender_key_signature=self._olm.identity_key_signature,
@@ -68,21 +83,28 @@ class EndToEnd:
         # Group-committed: concurrent seals share a transaction, each session is
         # pickled once for all of them.
         await self._state.commit()
-        return sealed.encode(body), refs
+        return sealed.encode(body), targets.refs
 
     async def targets(self, recipient: str) -> list[DeviceRef]:
         """The devices a message to ``recipient`` is sealed for: the recipient's and the
-        sender's own other devices (so they see what this one sent)."""
-        refs = [
-            DeviceRef(identity=recipient, device=d, identity_key=k)
-            for d, k in (await self._devices.of(recipient)).items()
+        sender's own other devices (so they see what this one sent). The same list for
+        every message while the device lists stay: not to be changed."""
+        return (await self._targets_of(recipient)).refs
+
+    async def _targets_of(self, recipient: str) -> _Targets:
+        theirs = await self._devices.of(recipient)
+        own = await self._devices.of(self._identity) if recipient != self._identity else _NONE
+        cached = self._targets.get(recipient)
+        # Device lists are replaced, never changed in place, when they are fetched again.
+        if cached is not None and cached.theirs is theirs and cached.own is own:
+            return cached
+        refs = [DeviceRef(identity=recipient, device=d, identity_key=k) for d, k in theirs.items()]
+        refs += [
+            DeviceRef(identity=self._identity, device=d, identity_key=k) for d, k in own.items()
         ]
-        if recipient != self._identity:
-            own = await self._devices.of(self._identity)
-            refs += [
-                DeviceRef(identity=self._identity, device=d, identity_key=k) for d, k in own.items()
-            ]
-        return refs
+        peers = [((r.identity, r.device), f"{r.identity}:{r.device}", r.identity_key) for r in refs]
+        targets = self._targets[recipient] = _Targets(theirs, own, refs, peers)
+        return targets
 
     async def refresh(self, recipient: str, sent: list[DeviceRef]) -> None:
         """After ``stale_devices``: fetch the device lists ``sent`` was built from again."""
