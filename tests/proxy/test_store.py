@@ -27,6 +27,7 @@ from parley.proxy import (
 )
 from parley.proxy.postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresProxyStore
 from parley.proxy.records import BridgeRow, Resumable, Saved, parties
+from parley.proxy.store import CHECKPOINT_EVERY, SqliteProxyStore
 
 APP, OLGA, CUST = IdentityId("app"), IdentityId("olga"), IdentityId("cust")
 BINDING = Binding(cid="conv", operator=OLGA, operator_name="Olga", customer=CUST)
@@ -203,6 +204,25 @@ async def test_handled_messages_are_saved_with_their_input_once_and_forgotten_af
     again = MessageId(OLGA, "j3", exp=300)
     await store.save(Saved(handled=(again,), forget_before=150))
     assert set((await store.load()).handled) == {late, again}
+    await store.close()
+
+
+async def test_sqlite_saves_past_its_checkpoints_are_all_kept(tmp_path: Path) -> None:
+    """Most saves are written on the loop, every CHECKPOINT_EVERY-th on a thread after a
+    checkpoint (automatic checkpoints are off): the WAL is copied into the database
+    file, and no save is lost across them."""
+    path = tmp_path / "p.db"
+    store = SqliteProxyStore(path)
+    ids = [MessageId(OLGA, f"j{n}", exp=100) for n in range(2 * CHECKPOINT_EVERY + 3)]
+    for n, handled in enumerate(ids):
+        await store.save(Saved(rows=(row(f"k{n}", n, live=True),), handled=(handled,)))
+        if n == CHECKPOINT_EVERY - 2:
+            before = path.stat().st_size  # nothing copied from the WAL yet
+    assert path.stat().st_size > before
+    await store.close()
+    store = SqliteProxyStore(path)
+    loaded = await store.load()
+    assert (len(loaded.rows), set(loaded.handled)) == (len(ids), set(ids))
     await store.close()
 
 

@@ -164,6 +164,9 @@ def _enable_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
             time.sleep(0.02)
 
 
+# Saves written on the event loop between two written on a thread after a checkpoint.
+CHECKPOINT_EVERY = 64
+
 _LEG_FIELDS = LegRecord.__struct_fields__  # the legs table has these columns
 _LEG_COLUMNS = ", ".join(_LEG_FIELDS)
 
@@ -183,6 +186,10 @@ class SqliteProxyStore:
         # WAL with synchronous=NORMAL: a commit survives a crash of the process; only a
         # power cut may lose the last ones. Records are bookkeeping, not messages.
         self._db.execute("PRAGMA synchronous = NORMAL")
+        # What syncs is the checkpoint: run here every CHECKPOINT_EVERY saves, on a
+        # worker thread, never within a save on the event loop.
+        self._db.execute("PRAGMA wal_autocheckpoint = 0")
+        self._until_checkpoint = CHECKPOINT_EVERY
         self._db.executescript(_SCHEMA)
         self._version = self._data_version()
 
@@ -312,11 +319,23 @@ class SqliteProxyStore:
                 if saved.forget_before:
                     db.execute("DELETE FROM handled WHERE exp < ?", (saved.forget_before,))
 
-        # On the event loop, not a worker thread: a WAL append without fsync is a
-        # fraction of a millisecond, about a quarter of the hop to a thread and back, and
-        # the proxy waits for this commit before it goes on with the message anyway.
-        with self._lock:
-            work(self._db)
+        self._until_checkpoint -= 1
+        if self._until_checkpoint > 0:
+            # On the event loop, not a worker thread: a WAL append without fsync is a
+            # fraction of a millisecond, about a quarter of the hop to a thread and
+            # back, and the proxy waits for this commit before it goes on anyway.
+            with self._lock:
+                work(self._db)
+            return
+        self._until_checkpoint = CHECKPOINT_EVERY
+
+        def checkpoint_and_work(db: sqlite3.Connection) -> None:
+            # Copies the WAL into the database and syncs both; this save then starts
+            # the WAL over (if the copy was whole).
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            work(db)
+
+        await self._do(checkpoint_and_work)
 
     async def load(self) -> Resumable:
         def work(db: sqlite3.Connection) -> Resumable:
