@@ -145,6 +145,7 @@ class MachineRunner(Generic[E]):
         self._clock = clock
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._ticking_at: float | None = None  # the deadline the ticker sleeps until
         self._ticker: asyncio.Task[None] | None = None
         self._unobserve: Callable[[], None] | None = None
         self._seen_devices: dict[str, frozenset[str]] = {}
@@ -231,7 +232,11 @@ class MachineRunner(Generic[E]):
         """Give ``event`` to the machine and queue what it returns (raises what the
         machine raised); the future resolves once all of it is carried out."""
         outputs = self._machine.handle(event)
-        self._wake.set()  # the deadline may have moved
+        # The ticker sleeps until the deadline it last saw: only an earlier one wakes it
+        # (a later one is seen when it wakes, and a tick before a deadline does nothing).
+        deadline = self._machine.next_deadline()
+        if deadline is not None and (self._ticking_at is None or deadline < self._ticking_at):
+            self._wake.set()
         return self._dispatch(outputs, self._gate())
 
     async def _finish(self, done: Done) -> list[ParleyError]:
@@ -266,13 +271,16 @@ class MachineRunner(Generic[E]):
     def _dispatch(self, outputs: list[Output], gate: Gate | None) -> Done:
         """Put one input's sends in their lanes and its events in the event lane; the
         future gets the refusals of its openings once all of it is carried out."""
+        done: Done = asyncio.get_running_loop().create_future()
+        if not outputs:  # carried out already (most presence reports and ticks)
+            done.set_result([])
+            return done
         sends: list[tuple[Send, asyncio.Future[ParleyError | None]]] = []
         for output in outputs:
             if isinstance(output, Send):
                 sends.append((output, self._queue_send(output, gate)))
             else:
                 self._queue_step(_Step(output, list(sends)))  # after the sends so far
-        done: Done = asyncio.get_running_loop().create_future()
         self._queue_step(_Step(None, sends, done))
         return done
 
@@ -324,7 +332,8 @@ class MachineRunner(Generic[E]):
             step = self._steps[0]
             refused = []
             for send, outcome in step.after:
-                await asyncio.wait([outcome])  # unlike await, leaves it alone if cancelled
+                if not outcome.done():
+                    await asyncio.wait([outcome])  # unlike await, leaves it be if cancelled
                 if not outcome.cancelled() and (refusal := outcome.result()) is not None:
                     refused.append((send, refusal))
             if step.done is not None:
@@ -458,7 +467,7 @@ class MachineRunner(Generic[E]):
 
     async def _tick_loop(self) -> None:
         while True:
-            deadline = self._machine.next_deadline()
+            deadline = self._ticking_at = self._machine.next_deadline()
             self._wake.clear()
             delay = None if deadline is None else max(0.0, deadline - self.now())
             # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel
