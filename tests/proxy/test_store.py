@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 import pytest
+from tests.client.helpers import eventually
 
 from parley.errors import SchemaMismatch, StoreError
 from parley.ids import DeviceId, IdentityId
@@ -208,17 +209,23 @@ async def test_handled_messages_are_saved_with_their_input_once_and_forgotten_af
 
 
 async def test_sqlite_saves_past_its_checkpoints_are_all_kept(tmp_path: Path) -> None:
-    """Most saves are written on the loop, every CHECKPOINT_EVERY-th on a thread after a
-    checkpoint (automatic checkpoints are off): the WAL is copied into the database
-    file, and no save is lost across them."""
+    """Saves are written on the loop; every CHECKPOINT_EVERY of them a checkpoint runs
+    on a thread beside them (automatic checkpoints are off): the WAL is copied into the
+    database file while the store is open, and no save is lost across checkpoints."""
     path = tmp_path / "p.db"
     store = SqliteProxyStore(path)
-    ids = [MessageId(OLGA, f"j{n}", exp=100) for n in range(2 * CHECKPOINT_EVERY + 3)]
-    for n, handled in enumerate(ids):
-        await store.save(Saved(rows=(row(f"k{n}", n, live=True),), handled=(handled,)))
-        if n == CHECKPOINT_EVERY - 2:
-            before = path.stat().st_size  # nothing copied from the WAL yet
-    assert path.stat().st_size > before
+    ids = [MessageId(OLGA, f"j{n}", exp=100) for n in range(3 * CHECKPOINT_EVERY + 3)]
+
+    async def save(n: int) -> None:
+        await store.save(Saved(rows=(row(f"k{n}", n, live=True),), handled=(ids[n],)))
+
+    for n in range(CHECKPOINT_EVERY - 1):
+        await save(n)
+    before = path.stat().st_size  # nothing copied from the WAL yet
+    await save(CHECKPOINT_EVERY - 1)
+    await eventually(lambda: path.stat().st_size > before)
+    for n in range(CHECKPOINT_EVERY, len(ids)):
+        await save(n)
     await store.close()
     store = SqliteProxyStore(path)
     loaded = await store.load()

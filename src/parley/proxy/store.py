@@ -17,6 +17,7 @@ wrote. Two backends (:mod:`parley.proxy.location` picks one from ``--store``):
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -31,6 +32,8 @@ from parley.ids import IdentityId
 from parley.protocol.proxy import Binding, Pool
 from parley.protocol.proxy_state import MessageId
 from parley.proxy.records import BridgeRow, LegRecord, Resumable, Route, Saved
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -164,7 +167,7 @@ def _enable_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
             time.sleep(0.02)
 
 
-# Saves written on the event loop between two written on a thread after a checkpoint.
+# Saves between two checkpoints of the WAL.
 CHECKPOINT_EVERY = 64
 
 _LEG_FIELDS = LegRecord.__struct_fields__  # the legs table has these columns
@@ -187,9 +190,11 @@ class SqliteProxyStore:
         # power cut may lose the last ones. Records are bookkeeping, not messages.
         self._db.execute("PRAGMA synchronous = NORMAL")
         # What syncs is the checkpoint: run here every CHECKPOINT_EVERY saves, on a
-        # worker thread, never within a save on the event loop.
+        # worker thread beside the saves, never on the event loop.
         self._db.execute("PRAGMA wal_autocheckpoint = 0")
         self._until_checkpoint = CHECKPOINT_EVERY
+        self._checkpoint: asyncio.Task[None] | None = None
+        self._checkpointer: sqlite3.Connection | None = None  # the checkpoint's thread's
         self._db.executescript(_SCHEMA)
         self._version = self._data_version()
 
@@ -319,23 +324,30 @@ class SqliteProxyStore:
                 if saved.forget_before:
                     db.execute("DELETE FROM handled WHERE exp < ?", (saved.forget_before,))
 
+        # On the event loop, not a worker thread: a WAL append without fsync is a
+        # fraction of a millisecond, about a quarter of the hop to a thread and back, and
+        # the proxy waits for this commit before it goes on anyway.
+        with self._lock:
+            work(self._db)
         self._until_checkpoint -= 1
-        if self._until_checkpoint > 0:
-            # On the event loop, not a worker thread: a WAL append without fsync is a
-            # fraction of a millisecond, about a quarter of the hop to a thread and
-            # back, and the proxy waits for this commit before it goes on anyway.
-            with self._lock:
-                work(self._db)
-            return
-        self._until_checkpoint = CHECKPOINT_EVERY
+        if self._until_checkpoint <= 0 and self._checkpoint is None:
+            self._until_checkpoint = CHECKPOINT_EVERY
+            self._checkpoint = asyncio.create_task(asyncio.to_thread(self._checkpoint_wal))
+            self._checkpoint.add_done_callback(self._checkpointed)
 
-        def checkpoint_and_work(db: sqlite3.Connection) -> None:
-            # Copies the WAL into the database and syncs both; this save then starts
-            # the WAL over (if the copy was whole).
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            work(db)
+    def _checkpoint_wal(self) -> None:
+        """On a worker thread, with its own connection: copy the WAL into the database
+        and sync both, beside the saves (the next one then starts the WAL over, if the
+        copy was whole)."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, check_same_thread=False)
+            self._checkpointer.execute("PRAGMA busy_timeout = 5000")
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
-        await self._do(checkpoint_and_work)
+    def _checkpointed(self, task: asyncio.Task[None]) -> None:
+        self._checkpoint = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("checkpointing the proxy store failed (tried again later): %s", exc)
 
     async def load(self) -> Resumable:
         def work(db: sqlite3.Connection) -> Resumable:
@@ -377,6 +389,10 @@ class SqliteProxyStore:
         await self._do(lambda db: db.execute("DELETE FROM lease WHERE holder = ?", (holder,)))
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         await self._do(lambda db: db.close())
 
 
