@@ -592,12 +592,13 @@ async def echo_figure(gens: Generators, window: int, rounds: int) -> Measured:
 
 
 @asynccontextmanager
-async def sqlite_relay(workdir: Path, url: str | None) -> AsyncIterator[tuple[int, str]]:
+async def sqlite_relay(workdir: Path, url: str | None, loop: str) -> AsyncIterator[tuple[int, str]]:
     """(pid, URL) of a fresh SQLite relay, or (0, ``url``) for the one running there."""
     if url is not None:
         yield 0, url
         return
-    async with RelayProcess(workdir / "sqlite", extra_args=UNLIMITED_RELAY_ARGS) as relay:
+    relay_args = (*UNLIMITED_RELAY_ARGS, "--loop", loop)
+    async with RelayProcess(workdir / "sqlite", extra_args=relay_args) as relay:
         yield relay.pid, relay.url
 
 
@@ -607,7 +608,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         f" processes; load average {os.getloadavg()[0]:.2f} at the start"
     )
     async with Generators.started(args.generators, args.devices, args.fanout) as gens:
-        async with sqlite_relay(workdir, args.relay_url) as (pid, url):
+        async with sqlite_relay(workdir, args.relay_url, args.loop) as (pid, url):
             sqlite = await relay_figures(
                 gens, "sqlite", pid, url, (args.messages, args.paced), args.window
             )
@@ -619,7 +620,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         f" {args.messages} messages per device = {total} (then {args.paced} per device paced);"
         f" Send frames of {sqlite.frame_bytes:.0f} bytes, signed and sealed beforehand"
     )
-    where = "the relay at " + args.relay_url if args.relay_url else "SQLite, synchronous=FULL"
+    where = (
+        "the relay at " + args.relay_url
+        if args.relay_url
+        else f"SQLite, synchronous=FULL, --loop {args.loop}"
+    )
     for line in sqlite.lines(f"{where}: stored, acked, delivered, confirmed"):
         print(line)
     print(
@@ -638,7 +643,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
     async with (
         services_for_run(args.postgres, args.redis) as services,
         Generators.started(args.generators, args.devices, args.fanout) as gens,
-        RelayProcess(workdir / "pg", extra_args=services.node_args()) as relay,
+        RelayProcess(
+            workdir / "pg", extra_args=(*services.node_args(), "--loop", args.loop)
+        ) as relay,
     ):
         sizes = (args.pg_messages, args.pg_paced)
         pg = await relay_figures(gens, "postgres", relay.pid, relay.url, sizes, args.window)
@@ -670,6 +677,9 @@ def main() -> None:
         parser.add_argument("--" + name.replace("_", "-"), type=int, help=f"{what} ({full})")
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES, help="a maintenance database")
     parser.add_argument("--redis", default=DEFAULT_REDIS)
+    parser.add_argument(
+        "--loop", default="auto", choices=("auto", "uvloop", "asyncio"), help="the relay's"
+    )
     parser.add_argument("--no-postgres", action="store_true", help="the SQLite relay only")
     parser.add_argument(
         "--relay-url", help="drive this running relay (to profile it) instead of starting one"

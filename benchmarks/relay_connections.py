@@ -8,7 +8,8 @@ and after, the growth per connection (the goal: at most 10 KB), the time to acce
 authenticate them all, and how long it then takes for one message to every connection
 (sent by a last client, each holder reading its connections' deliveries).
 
-    python benchmarks/relay_connections.py [--connections 10000] [--holders 4] [--quick]
+    python benchmarks/relay_connections.py [--connections 10000] [--holders 4] [--loop auto]
+                                           [--quick]
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ async def _line(proc: asyncio.subprocess.Process) -> dict[str, object]:
 async def run(args: argparse.Namespace, workdir: Path) -> None:
     per_holder = args.connections // args.holders
     total = per_holder * args.holders
-    async with RelayProcess(workdir / "relay", extra_args=SETUP_ARGS) as relay:
+    relay_args = (*SETUP_ARGS, "--loop", args.loop)
+    async with RelayProcess(workdir / "relay", extra_args=relay_args) as relay:
         sender = await _hold_one(relay.url, "sender", key := SigningKey.generate(), True)
         await asyncio.sleep(0.5)
         before = rss(relay.pid)
@@ -194,7 +196,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
     del key
     per_connection = (after - before) / total
     verdict = "met" if per_connection <= 10_000 else "NOT met"
-    print(f"{total} idle authenticated connections ({args.holders} holder processes)")
+    print(
+        f"{total} idle authenticated connections ({args.holders} holder processes;"
+        f" relay --loop {args.loop})"
+    )
     print(
         f"relay RSS {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB:"
         f" {per_connection / 1000:.2f} KB per connection (goal <= 10 KB: {verdict})"
@@ -210,6 +215,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=None)
     parser.add_argument("--holders", type=int, default=4)
+    parser.add_argument(
+        "--loop", default="auto", choices=("auto", "uvloop", "asyncio"), help="the relay's"
+    )
     parser.add_argument("--quick", action="store_true", help="a few hundred: a smoke run")
     parser.add_argument(
         "--hold", nargs=3, metavar=("URL", "COUNT", "PREFIX"), help=argparse.SUPPRESS

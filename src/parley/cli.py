@@ -35,6 +35,7 @@ from rich.text import Text
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from parley.errors import ParleyError
+from parley.loops import LoopChoice, loop_factory
 from parley.relay.config import RegistrationPolicy, RelayConfig
 
 if TYPE_CHECKING:
@@ -138,6 +139,14 @@ ProxyCredentialsOption = Annotated[
     ),
 ]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Log errors only.")]
+LoopOption = Annotated[
+    LoopChoice,
+    typer.Option(
+        "--loop",
+        envvar="PARLEY_LOOP",
+        help="The event loop: auto (uvloop where it is installed), uvloop, asyncio.",
+    ),
+]
 VerboseOption = Annotated[
     int,
     typer.Option(
@@ -154,11 +163,12 @@ def _error(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _run(work: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine; a ParleyError, or the system refusing a file or a port, becomes
-    a one-line message and exit code 1."""
+def _run(work: Callable[[], Awaitable[T]], loop: LoopChoice = LoopChoice.ASYNCIO) -> T:
+    """Run a coroutine (on the event loop ``loop`` names); a ParleyError, or the system
+    refusing a file or a port, becomes a one-line message and exit code 1."""
     try:
-        return asyncio.run(work())  # type: ignore[arg-type]
+        with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+            return runner.run(work())  # type: ignore[arg-type]
     except (ParleyError, OSError, sqlite3.Error) as exc:
         raise _error(f"{type(exc).__name__}: {exc}") from None
 
@@ -365,6 +375,14 @@ def relay(
             "(what it was sent stays in its inbox).",
         ),
     ] = _DEFAULTS.write_timeout,
+    ping_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between keepalive pings to every connection; one that has not "
+            "answered by the next is closed (1011). 0: no pings.",
+            min=0.0,
+        ),
+    ] = _DEFAULTS.ping_interval or 0.0,
     registration: Annotated[
         RegistrationPolicy,
         typer.Option(
@@ -376,6 +394,7 @@ def relay(
     max_body: Annotated[int, typer.Option(help="Largest message body in bytes.")] = (
         _DEFAULTS.max_body
     ),
+    loop: LoopOption = LoopChoice.AUTO,
 ) -> None:
     """Run a relay node until SIGINT or SIGTERM (parley relay migrate: set up its store)."""
     if ctx.invoked_subcommand is not None:
@@ -401,6 +420,7 @@ def relay(
         max_body=max_body,
         auth_timeout=auth_timeout,
         write_timeout=write_timeout,
+        ping_interval=ping_interval or None,
         registration=registration,
     )
     if registration is RegistrationPolicy.OPEN and not _is_loopback(host):
@@ -422,7 +442,8 @@ def relay(
             tls_cert=tls_cert,
             tls_key=tls_key,
             metrics=metrics,
-        )
+        ),
+        loop,
     )
 
 
@@ -868,6 +889,7 @@ def proxy(
             min=1.0,
         ),
     ] = None,
+    loop: LoopOption = LoopChoice.AUTO,
 ) -> None:
     """Run the calling proxy until SIGINT or SIGTERM: parley proxy --credentials FILE."""
     if ctx.invoked_subcommand is not None:
@@ -887,7 +909,8 @@ def proxy(
             lambda line: print(line, flush=True),
             drain=drain,
             lease_seconds=lease,
-        )
+        ),
+        loop,
     )
 
 

@@ -391,6 +391,10 @@ class InvalidTlsConfig(ConfigurationError):
     read or is not what it should be (the message names the file), or half a pair."""
 
 
+class EventLoopUnavailable(ConfigurationError):
+    """The event loop asked for (``--loop uvloop``) is not installed."""
+
+
 class InvalidMetricsAddress(ConfigurationError):
     """A relay ``--metrics`` listener address that is not ``HOST:PORT``."""
 

@@ -98,7 +98,12 @@ class Connection:
         """Make sure the writer runs: it ends by itself once everything is written."""
         if self._gone or (self._writer is not None and not self._writer.done()):
             return
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        self._writer = writer = asyncio.get_running_loop().create_task(self._write_loop())
+        writer.add_done_callback(self._writer_done)
+
+    def _writer_done(self, writer: asyncio.Task[None]) -> None:
+        if self._writer is writer and not self._gone:
+            self._writer = None  # idle: not even a finished task kept
 
     def __str__(self) -> str:
         who = f"{self.identity}:{self.device}" if self.identity else "unauthenticated"

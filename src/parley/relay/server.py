@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
@@ -33,6 +32,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from parley.errors import InvalidBusLocation, InvalidMetricsAddress, InvalidTlsConfig
+from parley.loops import loop_name
 from parley.protocol.frames import FRAME_OVERHEAD, Error, ErrorCode, encode
 from parley.relay.bus.location import backend as bus_backend
 from parley.relay.bus.location import open_bus
@@ -44,8 +44,6 @@ from parley.transport.tls import server_context
 from parley.transport.websocket import WebSocketTransport, authority, bound_port, peer_name
 
 logger = logging.getLogger(__name__)
-
-_HANDSHAKE_DONE = Request("/", Headers())
 
 
 class RelayServer:
@@ -155,12 +153,13 @@ class RelayServer:
             await self.relay.close()
             raise
         logger.info(
-            "relay %s listening on %s (%s store: %s; %s bus)",
+            "relay %s listening on %s (%s store: %s; %s bus; %s event loop)",
             self.node_id,
             self.url,
             self.store_backend,
             self._store_description,
             self.bus_backend,
+            loop_name(),
         )
         if self._metrics_server is not None:
             logger.info("metrics on %s", self.metrics_url)
@@ -246,9 +245,11 @@ class RelayServer:
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         # The handshake's headers are not read again: about 3 KB per idle connection.
-        # (websockets takes a request of None to mean "none received yet", hence a
-        # shared empty one.)
-        ws.request, ws.response = _HANDSHAKE_DONE, None
+        # (Emptied rather than dropped: websockets' parser keeps the request, and takes
+        # a request of None to mean "none received yet".)
+        if ws.request is not None:
+            ws.request.headers.clear()
+        ws.response = None
         await self.relay.handle(WebSocketTransport(ws))
 
     @staticmethod

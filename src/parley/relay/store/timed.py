@@ -52,7 +52,10 @@ class TimedStore:
         if name not in _TIMED:
             return attribute
         observe = self._histogram.labels(self._backend, name).observe
-        return _timed(cast(Callable[..., Awaitable[Any]], attribute), observe)
+        timed = _timed(cast(Callable[..., Awaitable[Any]], attribute), observe)
+        # Built once: from now on the instance attribute is found before __getattr__.
+        self.__dict__[name] = timed
+        return timed
 
 
 def _timed(
