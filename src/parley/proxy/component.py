@@ -311,6 +311,9 @@ class _Runner(MachineRunner[Resume | Heard]):
         )
         # Committed with what it caused before the client records it.
         await self._durable.flushed()
+        # The sends it caused start (signed, sealed) before the client goes on to record
+        # it: their Olm state and its record then share one write of the client's state.
+        await asyncio.sleep(0)
 
     def _gate(self) -> Gate:
         # The input just handled is the last one queued: its sends wait for its commit.
