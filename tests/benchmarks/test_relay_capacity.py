@@ -36,7 +36,9 @@ async def test_benchmark_reports_relay_echo_ratio_and_latency_at_half_load() -> 
     for name in ("sqlite", "echo"):
         messages, rate = figures(text, name)
         assert messages == 160 and rate > 0, text
-    assert "(SQLite, synchronous=FULL: stored, acked, delivered, confirmed)" in text, text
+    assert "(SQLite, synchronous=FULL, --loop auto: stored, acked, delivered, confirmed)" in text, (
+        text
+    )
     found = re.search(rf"^sqlite{LATENCY}", text, re.M)
     assert found and int(found.group(1)) == 80, text
     assert len(re.findall(CPU, text, re.M)) >= 2, text

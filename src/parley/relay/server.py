@@ -1,10 +1,10 @@
 """The relay on the network: a WebSocket endpoint plus ``/health`` and ``/metrics``.
 
-Both are served on one port: websockets' ``process_request`` hook answers plain HTTP
-requests before the WebSocket handshake, so probes and Prometheus need no second
-listener. With a certificate and key the port speaks TLS (``wss://``, ``https://``);
-``metrics=HOST:PORT`` moves ``/metrics`` to a plain-HTTP listener of its own (say, on
-loopback or an internal network), off the port strangers reach.
+Both are served on one port (:mod:`parley.relay.edge` answers a plain HTTP request
+instead of upgrading it), so probes and Prometheus need no second listener. With a
+certificate and key the port speaks TLS (``wss://``, ``https://``); ``metrics=HOST:PORT``
+moves ``/metrics`` to a plain-HTTP listener of its own (say, on loopback or an internal
+network), off the port strangers reach.
 """
 
 from __future__ import annotations
@@ -18,18 +18,10 @@ import os
 import secrets
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 from urllib.parse import urlsplit
-
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
-from websockets.http11 import Request, Response
-from websockets.protocol import State
-from websockets.server import ServerProtocol
 
 from parley.errors import InvalidBusLocation, InvalidMetricsAddress, InvalidTlsConfig
 from parley.loops import loop_name
@@ -38,12 +30,15 @@ from parley.relay.bus.location import backend as bus_backend
 from parley.relay.bus.location import open_bus
 from parley.relay.config import RelayConfig
 from parley.relay.core import Relay
+from parley.relay.edge import Edge, EdgeConnection, HttpAnswer
 from parley.relay.metrics import CONTENT_TYPE_LATEST
 from parley.relay.store.location import DB_NAME, backend, open_store, redacted
 from parley.transport.tls import server_context
-from parley.transport.websocket import WebSocketTransport, authority, bound_port, peer_name
+from parley.transport.websocket import authority, bound_port
 
 logger = logging.getLogger(__name__)
+
+_NOT_FOUND: HttpAnswer = (http.HTTPStatus.NOT_FOUND, "not found\n", "text/plain")
 
 
 class RelayServer:
@@ -84,8 +79,9 @@ class RelayServer:
         self.relay = Relay(
             open_store(store, self.data_dir), self.config, bus=open_bus(bus, self.node_id)
         )
-        self._server: Server | None = None
-        self._metrics_server: Server | None = None
+        self._server: asyncio.Server | None = None
+        self._edge: Edge | None = None
+        self._metrics_server: asyncio.Server | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -121,30 +117,19 @@ class RelayServer:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         await self.relay.start()
         try:
-            self._server = await serve(
-                self._serve_connection,
-                self.host,
-                self._port,
-                process_request=self._process_request,
-                # A little more than a body, so an oversized body gets a typed
-                # too_large error rather than a closed connection.
-                max_size=self.config.max_body + FRAME_OVERHEAD,
-                compression=None,
-                create_connection=self._connection_class(),
-                ssl=self._tls,
-                # One keepalive loop for the node instead of a task per connection.
-                ping_interval=None,
+            self._edge = self._make_edge()
+            edge = self._edge
+            self._server = await asyncio.get_running_loop().create_server(
+                lambda: EdgeConnection(edge), self.host, self._port, ssl=self._tls
             )
             if self.config.ping_interval is not None:
                 self._keepalive = asyncio.create_task(
-                    self._keepalive_loop(self._server, self.config.ping_interval),
-                    name="relay-keepalive",
+                    _keepalive_loop(edge, self.config.ping_interval), name="relay-keepalive"
                 )
             if self._metrics_address is not None:
-                self._metrics_server = await serve(
-                    _never_upgraded,
-                    *self._metrics_address,
-                    process_request=self._process_metrics_request,
+                metrics_edge = self._make_edge(self._metrics_only)
+                self._metrics_server = await asyncio.get_running_loop().create_server(
+                    lambda: EdgeConnection(metrics_edge), *self._metrics_address
                 )
         except BaseException:
             if self._server is not None:
@@ -183,9 +168,13 @@ class RelayServer:
             await self._metrics_server.wait_closed()
         if self._server is not None:
             # Stop accepting, let the relay close its connections with "going away",
-            # then wait for the handlers to return.
-            self._server.close(close_connections=False)
+            # then drop whatever is left (connections still in their handshake).
+            self._server.close()
         await self.relay.close()
+        if self._edge is not None:
+            self._edge.abort_all()
+            if self._edge.tasks:
+                await asyncio.wait(set(self._edge.tasks), timeout=self.config.close_timeout)
         if self._server is not None:
             await self._server.wait_closed()
         logger.info("relay stopped")
@@ -214,91 +203,53 @@ class RelayServer:
     def _authority(self) -> str:
         return authority(self.host, self.port)
 
-    def _connection_class(self) -> type[ServerConnection]:
+    def _make_edge(
+        self, answer: Callable[[str, bool], Awaitable[HttpAnswer | None]] | None = None
+    ) -> Edge:
         limit = self.config.max_body + FRAME_OVERHEAD
         too_large = encode(
             Error(code=ErrorCode.TOO_LARGE, message=f"a frame is at most {limit} bytes")
         )
-        relay = self.relay
+        return Edge(
+            handler=self.relay.handle,
+            http=answer or self._http,
+            # A little more than a body, so an oversized body gets a typed too_large
+            # error rather than a closed connection.
+            max_size=limit,
+            too_large=too_large,
+            on_too_large=self.relay.refused_too_large,
+            close_timeout=self.config.close_timeout,
+        )
 
-        class RelayConnection(ServerConnection):
-            """Says ``too_large`` in a typed Error before websockets closes with 1009.
-
-            websockets refuses an oversized message in its protocol layer (from the
-            frame header, before reading the payload) and fails the connection there;
-            it has no hook for a last message, so this wraps that protocol's ``fail``.
-            """
-
-            def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
-                super().__init__(protocol, *args, **kwargs)
-                fail = protocol.fail
-
-                def fail_saying_why(code: int, reason: str = "") -> None:
-                    if code == CloseCode.MESSAGE_TOO_BIG and protocol.state is State.OPEN:
-                        protocol.send_binary(too_large)
-                        relay.refused_too_large(peer_name(self), reason)
-                    fail(code, reason)
-
-                protocol.fail = fail_saying_why  # type: ignore[method-assign]
-
-        return RelayConnection
-
-    async def _serve_connection(self, ws: ServerConnection) -> None:
-        # The handshake's headers are not read again: about 3 KB per idle connection.
-        # (Emptied rather than dropped: websockets' parser keeps the request, and takes
-        # a request of None to mean "none received yet".)
-        if ws.request is not None:
-            ws.request.headers.clear()
-        ws.response = None
-        await self.relay.handle(WebSocketTransport(ws))
-
-    @staticmethod
-    async def _keepalive_loop(server: Server, interval: float) -> None:
-        """Ping every open connection each ``interval`` seconds; close (1011, as
-        websockets' own keepalive does) those that did not answer the last round."""
-        unanswered: dict[ServerConnection, asyncio.Future[float]] = {}
-        closing: set[asyncio.Task[None]] = set()
-        while True:
-            await asyncio.sleep(interval)
-            for ws, pong in unanswered.items():
-                if not pong.done() and ws.state is State.OPEN:
-                    task = asyncio.create_task(
-                        ws.close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-                    )
-                    closing.add(task)
-                    task.add_done_callback(closing.discard)
-            unanswered = {}
-            for ws in server.connections:
-                # One not reading its writes is closed by its writer's timeout; a
-                # ping would only wait behind them.
-                if ws.transport.get_write_buffer_size() > 0:
-                    continue
-                with contextlib.suppress(ConnectionClosed):
-                    unanswered[ws] = asyncio.ensure_future(await ws.ping())
-
-    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
+    async def _http(self, path: str, upgrade: bool) -> HttpAnswer | None:
         if path == "/health":
             report = await self.relay.health()
             report["store"] = self.store_backend
             report["bus"] = self.bus_backend
             ok = report["status"] == "ok"
             status = http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE
-            return _respond(conn, status, json.dumps(report), "application/json")
+            return status, json.dumps(report), "application/json"
         if path == "/metrics" and self._metrics_address is None:
-            return self._metrics(conn)
-        if "websocket" in request.headers.get("Upgrade", "").lower():
-            return None
-        return _not_found(conn)
+            return self._metrics()
+        return None if upgrade else _NOT_FOUND
 
-    async def _process_metrics_request(self, conn: ServerConnection, request: Request) -> Response:
-        if request.path.split("?", 1)[0] == "/metrics":
-            return self._metrics(conn)
-        return _not_found(conn)
+    async def _metrics_only(self, path: str, upgrade: bool) -> HttpAnswer:
+        # The metrics listener: /metrics, and nothing else (no WebSocket either).
+        if path == "/metrics":
+            return self._metrics()
+        return _NOT_FOUND
 
-    def _metrics(self, conn: ServerConnection) -> Response:
-        text = self.relay.metrics.render().decode()
-        return _respond(conn, http.HTTPStatus.OK, text, CONTENT_TYPE_LATEST)
+    def _metrics(self) -> HttpAnswer:
+        return http.HTTPStatus.OK, self.relay.metrics.render().decode(), CONTENT_TYPE_LATEST
+
+
+async def _keepalive_loop(edge: Edge, interval: float) -> None:
+    """One loop pings every connection of the node each ``interval`` seconds (one that
+    missed the last round is closed 1011, as websockets' own keepalive does); a task
+    and a timer per connection would be most of an idle connection's memory."""
+    while True:
+        await asyncio.sleep(interval)
+        edge.ping_all()
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -323,24 +274,6 @@ def _tls_context(
     if cert is None or key is None:
         raise InvalidTlsConfig("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
     return server_context(cert, key)
-
-
-async def _never_upgraded(ws: ServerConnection) -> None:
-    # The metrics listener answers every request in process_request: no WebSocket opens.
-    await ws.close()
-
-
-def _not_found(conn: ServerConnection) -> Response:
-    return _respond(conn, http.HTTPStatus.NOT_FOUND, "not found\n", "text/plain")
-
-
-def _respond(
-    conn: ServerConnection, status: http.HTTPStatus, text: str, content_type: str
-) -> Response:
-    response = conn.respond(status, text)
-    del response.headers["Content-Type"]
-    response.headers["Content-Type"] = content_type
-    return response
 
 
 async def run_relay(

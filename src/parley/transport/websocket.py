@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 
 import websockets
@@ -77,7 +78,7 @@ def peer_name(ws: ClientConnection | ServerConnection) -> str:
     return str(address)
 
 
-def bound_port(server: Server) -> int:
+def bound_port(server: Server | asyncio.Server) -> int:
     """The port a started server listens on (the real one when it was asked for 0)."""
     return int(server.sockets[0].getsockname()[1])
 
