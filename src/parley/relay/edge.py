@@ -98,6 +98,7 @@ class EdgeConnection(asyncio.Protocol):
         "_closed",
         "_drain",
         "_edge",
+        "_flush_soon",
         "_fragments",
         "_lost",
         "_messages",
@@ -129,6 +130,7 @@ class EdgeConnection(asyncio.Protocol):
         self._ping: bytes | None = None
         self._reading_paused = False
         self._writing_paused = False
+        self._flush_soon = False
         self._closed: str | None = None  # why, once the TCP connection is gone
 
     # -- asyncio.Protocol --------------------------------------------------------------
@@ -201,7 +203,11 @@ class EdgeConnection(asyncio.Protocol):
         if self._closed is not None or protocol is None or protocol.state is not State.OPEN:
             raise TransportClosed(self._closed or "the WebSocket is closing")
         protocol.send_binary(data)
-        self._write_out(protocol)
+        if not self._flush_soon:
+            # Everything sent in this turn of the loop goes out in one write: a reply
+            # burst (acks, deliveries) costs one system call, not one each.
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush, protocol)
         if self._writing_paused and self._closed is None:
             if self._drain is None:
                 self._drain = asyncio.get_running_loop().create_future()
@@ -328,14 +334,23 @@ class EdgeConnection(asyncio.Protocol):
             self._timer = None
         return True
 
+    def _flush(self, protocol: _Protocol) -> None:
+        self._flush_soon = False
+        self._write_out(protocol)
+
     def _write_out(self, protocol: _Protocol) -> None:
         tcp = self._tcp
         if tcp is None or tcp.is_closing():
             return
-        for data in protocol.data_to_send():
-            if data:
-                tcp.write(data)
-            elif tcp.can_write_eof():
+        chunks = protocol.data_to_send()
+        if not chunks:
+            return
+        eof = not chunks[-1]  # b"": the protocol is done sending (always last)
+        data = b"".join(chunks)
+        if data:
+            tcp.write(data)
+        if eof:
+            if tcp.can_write_eof():
                 tcp.write_eof()
             else:
                 tcp.close()  # TLS cannot half-close
