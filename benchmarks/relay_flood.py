@@ -121,6 +121,9 @@ def limited(http_url: str, limit: str) -> float:
     return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
 
 
+ROUND_SECONDS = 1 / 40  # a start per probe pair at most 40 times a second
+
+
 def cpu(pid: int) -> float:
     """CPU seconds (user + system) process ``pid`` has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -132,8 +135,12 @@ async def sample(
 ) -> list[float]:
     taken: list[float] = []
     while len(taken) < samples:
+        began = time.monotonic()
         for sender, receiver in pairs:
             taken.append(await probe.one(sender, receiver))
+        # Each probe device stays under the default request budget (50/s): the probes
+        # are phones, not flooders, and must never be refused themselves.
+        await asyncio.sleep(max(0.0, began + ROUND_SECONDS - time.monotonic()))
     return taken[:samples]
 
 

@@ -131,3 +131,26 @@ async def test_a_reader_behind_stops_reading_the_socket_and_loses_nothing() -> N
         got += [int.from_bytes((await conn.recv())[:4], "big") for _ in range(count - 1)]
         assert got == list(range(count))
         await ws.close()
+
+
+async def test_a_reader_held_back_keeps_its_socket_unread_while_it_takes_a_few() -> None:
+    # A flooder over its budget: the relay takes one message now and then. Its socket
+    # is read again only once the queue is nearly empty, so what waits in memory stays
+    # about one read of the socket, however much it sends.
+    async with edge_server() as (served, _, port):
+        ws = await connect(f"ws://127.0.0.1:{port}", compression=None)
+        conn = await asyncio.wait_for(served.connections.get(), WAIT)
+
+        async def flood() -> None:
+            for _ in range(20_000):
+                await ws.send(b"z" * 1000)
+
+        flooding = asyncio.create_task(flood())
+        most = 0
+        for _ in range(40):
+            await asyncio.sleep(0.02)
+            most = max(most, conn.queued)
+            await asyncio.wait_for(conn.recv(), WAIT)
+        assert READ_AHEAD <= most < 1000, most  # 20 MB sent; a read is at most 256 KB
+        flooding.cancel()
+        ws.transport.abort()

@@ -35,9 +35,13 @@ from parley.errors import MalformedFrame, TransportClosed
 
 logger = logging.getLogger(__name__)
 
-# Messages read ahead of the relay before the socket stops being read: the relay takes
-# one at a time, so more only means memory.
+# Messages read ahead of the relay before the socket stops being read (the relay takes
+# one at a time, so more only means memory), and how few must be left before it is read
+# again. One read of the socket may carry many messages; without the low mark a reader
+# held back (a flooder over its budget) would have its socket read again after every
+# message it is allowed, and its queue would grow by a read's worth each time.
 READ_AHEAD = 16
+RESUME_BELOW = 4
 
 HttpAnswer = tuple[http.HTTPStatus, str, str]  # status, body, content type
 
@@ -179,15 +183,21 @@ class EdgeConnection(asyncio.Protocol):
             _wake(waiter)
         self._reader = self._drain = self._lost = None
 
+    @property
+    def queued(self) -> int:
+        """Messages read from the socket that the relay has not taken yet."""
+        return 0 if self._messages is None else len(self._messages)
+
     # -- the relay's Transport ---------------------------------------------------------
 
     async def recv(self) -> bytes:
         while True:
             if self._messages:
                 message = self._messages.popleft()
-                if not self._messages:
+                left = len(self._messages)
+                if not left:
                     self._messages = None
-                if self._reading_paused and self._tcp is not None:
+                if self._reading_paused and left <= RESUME_BELOW and self._tcp is not None:
                     self._reading_paused = False
                     self._tcp.resume_reading()
                 if message is None:
