@@ -1,0 +1,1 @@
+"""Mutation testing of Parley's security- and delivery-critical modules (``./run mutate``)."""

@@ -1,0 +1,49 @@
+"""``./run mutate`` as a user runs it: a sampled run of one target, its report."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def mutate(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mutate.run",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 110)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_a_sampled_run_reports_the_kill_rate_and_the_survivors() -> None:
+    module = ROOT / "src/parley/crypto/sealed.py"
+    before = module.read_bytes()
+    code, text = await mutate("--sample", "4", "--seed", "3", "sealed")
+    assert code == 0, text
+    assert module.read_bytes() == before  # mutants are made in a copy of the project
+    line = re.search(
+        r"^sealed +src/parley/crypto/sealed\.py +killed +(\d+) of +(\d+) = +([\d.]+)%"
+        r" \(goal 90%: (NOT )?met\)",
+        text,
+        re.M,
+    )
+    assert line, text
+    killed, run = int(line.group(1)), int(line.group(2))
+    assert run == 4 and 0 <= killed <= run, text
+    survivors = re.findall(r"^survived: src/parley/crypto/sealed\.py:\d+ \S+$", text, re.M)
+    assert len(survivors) == run - killed, text
+
+
+async def test_an_unknown_target_is_a_usage_error() -> None:
+    code, text = await mutate("nonsense")
+    assert code == 2 and "no target nonsense" in text, text
