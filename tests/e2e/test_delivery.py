@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from parley.client import Client
 from parley.client.registration import add_device
 from parley.errors import DeliveryTimeout, RelayConnectionError
 from parley.processes import RelayProcess
+from parley.protocol.messages import VoiceStart
 
 pytestmark = pytest.mark.e2e
 
@@ -40,15 +42,22 @@ async def test_offline_customer_receives_the_call_on_reconnect(register: Registe
         await _until(lambda: len(received) == 2)
     assert received == [("start", "k1"), ("stop", "k1")]
     # The customer's app restarts with the same state file: nothing is handled again.
-    async with customer_app():
-        await asyncio.sleep(0.5)
-    assert len(received) == 2
+    # Shown by a sentinel sent after the restart: anything redelivered would be handled
+    # before it, since one device's inbox is delivered in order.
+    async with customer_app(), Client.from_credentials(op_path) as operator:
+        await operator.voice().start(cu.identity, "cid", "sentinel", "offer", {})
+        await _until(lambda: ("start", "sentinel") in received)
+    assert received == [("start", "k1"), ("stop", "k1"), ("start", "sentinel")]
 
 
 async def test_every_device_of_the_recipient_receives(register: Register, tmp_path: Path) -> None:
     (op, op_path), (cu, cu_path) = await register("operator"), await register("customer")
     cu_phone, op_phone = await add_device(cu), await add_device(op)
-    got: Counter[str] = Counter()
+    got: Counter[tuple[str, str]] = Counter()
+
+    def on_start(device: str) -> Callable[[str, VoiceStart], None]:
+        return lambda issuer, payload: got.update([(device, payload["call_id"])])
+
     async with (
         Client.from_credentials(cu_path) as laptop,
         Client(cu_phone, state_path=tmp_path / "phone.db") as phone,
@@ -56,14 +65,31 @@ async def test_every_device_of_the_recipient_receives(register: Register, tmp_pa
         Client.from_credentials(op_path) as operator,
     ):
         await laptop.connections.permit(op.identity)
-        laptop.voice().on_start(lambda issuer, payload: got.update(["laptop"]))
-        phone.voice().on_start(lambda issuer, payload: got.update(["phone"]))
+        await operator.connections.permit(cu.identity)
+        laptop.voice().on_start(on_start("laptop"))
+        phone.voice().on_start(on_start("phone"))
         # The sender's other device gets a copy but no handler runs for its own message.
-        operator_phone.voice().on_start(lambda issuer, payload: got.update(["operator-phone"]))
+        operator_phone.voice().on_start(on_start("operator-phone"))
         await operator.voice().start(cu.identity, "cid", "k1", "offer", {})
-        await _until(lambda: got["laptop"] == 1 and got["phone"] == 1)
-        await asyncio.sleep(0.3)
-    assert got == Counter({"laptop": 1, "phone": 1})
+        # Sentinels after it: each device handles its inbox in order, so a second k1 (or
+        # the operator's phone handling its own copy) would come before them.
+        await operator.voice().start(cu.identity, "cid", "sentinel", "offer", {})
+        await laptop.voice().start(op.identity, "cid", "sentinel-back", "offer", {})
+        await _until(
+            lambda: (
+                got[("laptop", "sentinel")] == got[("phone", "sentinel")] == 1
+                and got[("operator-phone", "sentinel-back")] == 1
+            )
+        )
+    assert got == Counter(
+        {
+            ("laptop", "k1"): 1,
+            ("phone", "k1"): 1,
+            ("laptop", "sentinel"): 1,
+            ("phone", "sentinel"): 1,
+            ("operator-phone", "sentinel-back"): 1,
+        }
+    )
 
 
 async def test_relay_restart_loses_nothing_acknowledged(
@@ -93,7 +119,10 @@ async def test_relay_restart_loses_nothing_acknowledged(
         async with restarted:
             await sending
             await _until(lambda: set(acked) <= set(handled), timeout=30)
-            await asyncio.sleep(0.5)
+            # A redelivered duplicate would be handled before a message sent now.
+            await operator.voice().start(cu.identity, "cid", "k999", "offer", {})
+            await _until(lambda: "k999" in handled, timeout=30)
+    assert handled[-1] == "k999"
     assert len(acked) >= 20
     duplicates = [call_id for call_id, n in Counter(handled).items() if n > 1]
     assert duplicates == []
