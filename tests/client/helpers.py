@@ -194,6 +194,7 @@ class World:
         state_path: Path | str | None = None,
         link: RelayLink | None = None,
         ack_timeout: float = WAIT,
+        clock: Callable[[], float] = time.time,
     ) -> Client:
         if link is not None:
             self.links.append(link)
@@ -202,6 +203,7 @@ class World:
             state_path=state_path or self.state_path(credentials),
             connector=link or self.link,
             ack_timeout=ack_timeout,
+            clock=clock,
         )
         self.clients.append(client)
         return client

@@ -151,3 +151,31 @@ async def test_a_relay_rewriting_a_cached_key_chain_is_refused(world: World) -> 
     await received.next()
     assert received.call_ids == ["accepted"]
     assert bob_client.rejected == Counter(invalid_key_chain=1)
+
+
+async def test_exp_and_iat_are_refused_exactly_at_their_boundaries(world: World) -> None:
+    # The receiver's clock is fixed; each token sits on one side of a boundary.
+    # RFC 7519 4.1.4: refused on or after exp; iat at most MAX_CLOCK_SKEW (5 s) ahead.
+    now = 1_900_000_000
+    alice, bob = await world.identity("alice"), await world.identity("bob")
+    await world.permit(bob, alice)
+    received = Received()
+    bob_client = world.client(bob, clock=lambda: now)
+    bob_client.voice().on_stop(received)
+    await bob_client.connect()
+    raw = await world.raw(alice)
+    to_bob = bob.identity
+    tokens = [
+        stop_token(alice, to_bob, call_id="exp-now", iat=now - 10, exp=now),
+        stop_token(alice, to_bob, call_id="exp-next-second", iat=now - 10, exp=now + 1),
+        stop_token(alice, to_bob, call_id="iat-5s-ahead", iat=now + 5, exp=now + 60),
+        stop_token(alice, to_bob, call_id="iat-6s-ahead", iat=now + 6, exp=now + 60),
+        stop_token(alice, to_bob, call_id="last", iat=now, exp=now + 60),
+    ]
+    for token in tokens:
+        await inject(raw, to_bob, token)
+    for _ in range(3):
+        await received.next()
+    assert received.call_ids == ["exp-next-second", "iat-5s-ahead", "last"]
+    assert bob_client.rejected == Counter(expired=1, issued_in_future=1)
+    await raw.close()
