@@ -201,6 +201,28 @@ def test_a_start_past_its_lifetime_is_not_forwarded(net: Net) -> None:
     assert reasons(net, P1) == [EndReason.TIMEOUT]
 
 
+def test_a_start_with_exactly_one_second_left_rings_for_that_second(net: Net) -> None:
+    # The boundary of the rule above: a whole second left is still forwarded.
+    call(net, O1, lifetime=10)
+    net.now += 9.0
+    step(net)
+    assert [s.data["lifetime"] for s in sent(net, P1)] == [1]
+    assert reasons(net, P1) == []
+
+
+def test_a_party_away_ends_its_call_exactly_when_the_grace_runs_out(net: Net) -> None:
+    call(net, O1)
+    step(net)
+    net.do(U1, Accept(now=net.now, call_id="k1", peer_info="answer"))
+    step(net)
+    net.offline.add(U1)
+    net.do(P1, PeerGone(now=net.now, identity=IdentityId("cust"), device=DeviceId("u1")))
+    net.advance(29.99)  # grace is 30 s
+    assert len(proxy_of(net).bridges) == 1
+    net.advance(0.01)
+    assert proxy_of(net).bridges == {}
+
+
 def test_a_second_customer_device_accepting_gets_answered_elsewhere(net: Net) -> None:
     call(net, O1)
     step(net)
