@@ -18,11 +18,19 @@ class Target:
 
 
 TARGETS = (
-    Target("verify", "src/parley/client/verify.py", ("tests/client/test_verify.py",)),
+    Target(
+        "verify",
+        "src/parley/client/verify.py",
+        ("tests/client/test_verify.py", "tests/client/test_delivery.py"),
+    ),
     Target(
         "inbox",
         "src/parley/client/inbox.py",
-        ("tests/client/test_delivery.py", "tests/client/test_observe.py"),
+        (
+            "tests/client/test_delivery.py",
+            "tests/client/test_observe.py",
+            "tests/client/test_verify.py",
+        ),
     ),
     Target(
         "client-state",

@@ -126,6 +126,30 @@ async def test_copies_of_own_sends_do_not_reach_handlers(world: World) -> None:
     assert alice2_client.rejected == {}
 
 
+async def test_a_message_to_its_own_identity_reaches_the_other_devices_only(
+    world: World,
+) -> None:
+    alice, bob = await world.identity("alice"), await world.identity("bob")
+    alice2 = await add_device(alice, connector=world.link)
+    await world.permit(alice, bob)
+    on_alice, on_alice2 = Received(), Received()
+    alice_client, alice2_client = world.client(alice), world.client(alice2)
+    alice_client.voice().on_stop(on_alice)
+    alice2_client.voice().on_stop(on_alice2)
+    await alice_client.connect()
+    await alice2_client.connect()
+
+    await alice_client.voice().stop(alice.identity, "cid", "to-self")
+    # A sentinel from bob: each device handles its inbox in order.
+    await (await world.connected(bob)).voice().stop(alice.identity, "cid", "from-bob")
+    await on_alice.next()
+    await on_alice2.next()
+    await on_alice2.next()
+    assert on_alice.call_ids == ["from-bob"]
+    assert on_alice2.call_ids == ["to-self", "from-bob"]
+    assert alice_client.rejected == {} and alice2_client.rejected == {}
+
+
 async def test_a_restarted_client_does_not_handle_old_messages_again(world: World) -> None:
     alice, bob = await world.identity("alice"), await world.identity("bob")
     await world.permit(bob, alice)
