@@ -21,6 +21,7 @@ skipped: a short run for CI; without it every mutant runs (the full run takes lo
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import random
 import shutil
@@ -53,6 +54,7 @@ class Outcome:
     killed: int
     survivors: list[Survivor]
     incompetent: int  # mutants that broke the module outright (e.g. a syntax error)
+    equivalent: int  # not run: inside type annotations, which never run
 
     @property
     def run(self) -> int:
@@ -89,6 +91,42 @@ def config_text(target: Target, timeout: float) -> str:
     )
 
 
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the module's type annotations are: ``from __future__ import annotations``
+    keeps them unevaluated, so a mutant inside one (``X | None`` -> ``X - None``) changes
+    nothing that runs. Such mutants are equivalent and are not run."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        annotations: list[ast.expr | None] = []
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            annotations.append(node.returns)
+            arguments = node.args
+            every = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+            every += [a for a in (arguments.vararg, arguments.kwarg) if a is not None]
+            annotations += [a.annotation for a in every]
+        elif isinstance(node, ast.AnnAssign):
+            annotations.append(node.annotation)
+        for annotation in annotations:
+            if annotation is not None and annotation.end_lineno is not None:
+                end = (annotation.end_lineno, annotation.end_col_offset or 0)
+                spans.append(((annotation.lineno, annotation.col_offset), end))
+    return spans
+
+
+def skip_equivalent(session: Path, module: Path) -> int:
+    """Mark the mutants inside type annotations skipped; how many there were."""
+    spans = annotation_spans(module.read_text())
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        inside = [
+            item.job_id
+            for item in db.pending_work_items
+            if any(start <= tuple(item.mutations[0].start_pos) < end for start, end in spans)
+        ]
+        if inside:
+            db.set_multiple_results(inside, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+    return len(inside)
+
+
 def sample(session: Path, keep: int, seed: int) -> None:
     """Mark all but ``keep`` randomly chosen mutants skipped."""
     with use_db(str(session), WorkDB.Mode.open) as db:
@@ -99,7 +137,7 @@ def sample(session: Path, keep: int, seed: int) -> None:
             db.set_multiple_results(skipped, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
 
 
-def outcome(target: Target, session: Path) -> Outcome:
+def outcome(target: Target, session: Path, equivalent: int) -> Outcome:
     killed = incompetent = 0
     survivors: list[Survivor] = []
     with use_db(str(session), WorkDB.Mode.open) as db:
@@ -115,7 +153,7 @@ def outcome(target: Target, session: Path) -> Outcome:
                 spec = items[job_id].mutations[0]
                 where = f"{spec.module_path}:{spec.start_pos[0]}"
                 survivors.append(Survivor(where, spec.operator_name, result.diff or ""))
-    return Outcome(target, killed, survivors, incompetent)
+    return Outcome(target, killed, survivors, incompetent, equivalent)
 
 
 def mutate(target: Target, project: Path, work: Path, args: argparse.Namespace) -> Outcome:
@@ -129,11 +167,12 @@ def mutate(target: Target, project: Path, work: Path, args: argparse.Namespace) 
         subprocess.run([*cosmic_ray, *command], cwd=project, env=env, check=True)
 
     run("init", str(config), str(session))
+    equivalent = skip_equivalent(session, project / target.module)
     if args.sample is not None:
         sample(session, args.sample, args.seed)
     run("baseline", str(config))  # the tests pass on the unmutated module
     run("exec", str(config), str(session))
-    return outcome(target, session)
+    return outcome(target, session, equivalent)
 
 
 def report(outcomes: list[Outcome], *, show_diffs: bool) -> None:
@@ -143,6 +182,7 @@ def report(outcomes: list[Outcome], *, show_diffs: bool) -> None:
             f"{result.target.name:<14} {result.target.module:<40} killed {result.killed:>4}"
             f" of {result.run:>4} = {result.rate:6.1%} (goal {GOAL:.0%}: {verdict})"
             + (f"; {result.incompetent} incompetent" if result.incompetent else "")
+            + f"; {result.equivalent} in annotations not run"
         )
     for result in outcomes:
         for survivor in result.survivors:
