@@ -41,8 +41,22 @@ TARGETS = (
             "tests/client/test_state_file.py",
         ),
     ),
-    Target("relay-session", "src/parley/relay/session.py", ("tests/relay/test_session.py",)),
-    Target("relay-core", "src/parley/relay/core.py", ("tests/relay/test_core.py",)),
+    Target(
+        "relay-session",
+        "src/parley/relay/session.py",
+        ("tests/relay/test_session.py", "tests/relay/test_core.py"),
+    ),
+    Target(
+        "relay-core",
+        "src/parley/relay/core.py",
+        (
+            "tests/relay/test_core.py",
+            "tests/relay/test_abuse_limits.py",
+            "tests/relay/test_connection.py",
+            "tests/relay/test_presence.py",
+            "tests/relay/test_cluster.py",
+        ),
+    ),
     Target(
         "relay-store",
         "src/parley/relay/store/sqlite.py",
