@@ -94,3 +94,19 @@ def _body(olm_type: int) -> sealed.SealedBody:
         nonce=b"n" * 24,
         ciphertext=b"c",
     )
+
+
+@pytest.mark.parametrize(("key_size", "nonce_size"), [(31, 24), (33, 24), (32, 23), (32, 25)])
+def test_a_message_key_or_nonce_of_the_wrong_size_is_tampered(
+    key_size: int, nonce_size: int
+) -> None:
+    # XChaCha20-Poly1305: a 32-byte key and a 24-byte nonce, pinned by value.
+    assert (sealed.KEY_SIZE, sealed.NONCE_SIZE) == (32, 24)
+    key, nonce, ciphertext = sealed.encrypt(b"hello", b"aad")
+    with pytest.raises(Tampered, match="wrong size"):
+        sealed.decrypt(
+            key[:key_size].ljust(key_size, b"k"),
+            nonce[:nonce_size].ljust(nonce_size, b"n"),
+            ciphertext,
+            b"aad",
+        )
