@@ -148,3 +148,13 @@ def test_deep_nesting_in_the_header_is_malformed_not_a_recursion_error() -> None
 def test_a_token_over_the_bound_is_refused_before_decoding() -> None:
     with pytest.raises(MalformedMessage, match="bytes; at most"):
         jws.parse(b"e30." + b"A" * jws.MAX_TOKEN_BYTES + b".AAAA")
+
+
+def test_the_size_limit_is_checked_first_and_exactly() -> None:
+    # 4 MiB of claims in base64url, plus 8 KiB for the header, signature and dots.
+    limit = 4 * 1024 * 1024 * 4 // 3 + 8 * 1024
+    assert limit == 5_600_597
+    with pytest.raises(MalformedMessage, match="three dot-separated parts"):
+        jws.parse(b"a" * limit)  # at the limit: parsed (and refused for its shape)
+    with pytest.raises(MalformedMessage, match=f"at most {limit}"):
+        jws.parse(b"a" * (limit + 1))
