@@ -96,6 +96,21 @@ async def test_a_kept_payload_is_written_with_olm_state_until_its_record(tmp_pat
     state.close()
 
 
+async def test_recording_an_offset_keeps_the_payloads_of_later_ones(tmp_path: Path) -> None:
+    # A batch decrypted 7 and 8; 7 is recorded before a crash, 8 is not yet: 8's
+    # payload (its key spent) must still be written with the Olm state.
+    state = _open(tmp_path / "s.db")
+    state.track_olm(lambda: _session("spent"))
+    state.keep_opened(7, lambda: b"seven")
+    state.keep_opened(8, lambda: b"eight")
+    state.record(7, Seen("alice", "j7", 100))
+    await state.commit()
+    state.close()
+    state = _open(tmp_path / "s.db")
+    assert (state.offset, state.load_opened(7), state.load_opened(8)) == (7, None, b"eight")
+    state.close()
+
+
 async def test_a_failed_write_fails_its_waiters_and_every_later_commit(tmp_path: Path) -> None:
     state = _open(tmp_path / "s.db")
     state.record(1)
