@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from fuzz.harness import deep_msgpack
 
@@ -110,3 +111,29 @@ def test_a_message_key_or_nonce_of_the_wrong_size_is_tampered(
             ciphertext,
             b"aad",
         )
+
+
+def test_a_sealed_body_is_refused_over_64_mib_and_parsed_up_to_it() -> None:
+    limit = 64 * 1024 * 1024
+    with pytest.raises(Tampered, match=f"{limit + 1} long, over the {limit} allowed"):
+        sealed.decode(b"\x00" * (limit + 1))
+    with pytest.raises(Tampered, match="Expected `array`"):  # read, and refused for its shape
+        sealed.decode(b"\x00" * limit)
+
+
+def test_the_wire_shape_of_a_sealed_body() -> None:
+    # msgpack arrays, in this field order: what other implementations read.
+    body = sealed.SealedBody(
+        sender_key=b"K",
+        sender_key_signature=b"S",
+        keys={"bob:d1": sealed.OlmCiphertext(type=0, body=b"O")},
+        nonce=b"N",
+        ciphertext=b"C",
+    )
+    assert msgspec.msgpack.decode(sealed.encode(body)) == [
+        b"K",
+        b"S",
+        {"bob:d1": [0, b"O"]},
+        b"N",
+        b"C",
+    ]
