@@ -159,13 +159,18 @@ def test_nobody_answers_both_legs_time_out(net: Net) -> None:
     assert proxy_of(net).next_deadline() is None
 
 
-def test_the_customer_vanishing_ends_the_operator_leg_with_gone(net: Net) -> None:
+def connected_then_the_customer_gone(net: Net) -> None:
+    """A call answered by the customer's u1, which then drops off the relay."""
     call(net, O1)
     step(net)
     net.do(U1, Accept(now=net.now, call_id="k1", peer_info="answer"))
     step(net)
     net.offline.add(U1)
     net.do(P1, PeerGone(now=net.now, identity=IdentityId("cust"), device=DeviceId("u1")))
+
+
+def test_the_customer_vanishing_ends_the_operator_leg_with_gone(net: Net) -> None:
+    connected_then_the_customer_gone(net)
     net.advance(30)
     assert proxy_of(net).bridges == {}
     step(net)
@@ -211,12 +216,7 @@ def test_a_start_with_exactly_one_second_left_rings_for_that_second(net: Net) ->
 
 
 def test_a_party_away_ends_its_call_exactly_when_the_grace_runs_out(net: Net) -> None:
-    call(net, O1)
-    step(net)
-    net.do(U1, Accept(now=net.now, call_id="k1", peer_info="answer"))
-    step(net)
-    net.offline.add(U1)
-    net.do(P1, PeerGone(now=net.now, identity=IdentityId("cust"), device=DeviceId("u1")))
+    connected_then_the_customer_gone(net)
     net.advance(29.99)  # grace is 30 s
     assert len(proxy_of(net).bridges) == 1
     net.advance(0.01)
