@@ -1,4 +1,6 @@
-"""The WebSocket transport (python-websockets, asyncio implementation)."""
+"""The client's WebSocket transport (python-websockets, asyncio implementation).
+
+The relay's side is :mod:`parley.relay.edge`."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import ssl
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import Server, ServerConnection
+from websockets.asyncio.server import Server
 
 from parley.errors import CertificateVerifyFailed, MalformedFrame, TransportClosed
 from parley.protocol.frames import DEFAULT_MAX_BODY, FRAME_OVERHEAD
@@ -16,12 +18,16 @@ MAX_MESSAGE = DEFAULT_MAX_BODY + FRAME_OVERHEAD
 
 
 class WebSocketTransport:
-    def __init__(self, ws: ClientConnection | ServerConnection) -> None:
+    def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
 
     @property
     def remote(self) -> str:
-        return peer_name(self._ws)
+        """``host:port`` of the relay, for logs."""
+        address = self._ws.remote_address
+        if isinstance(address, tuple) and len(address) >= 2:
+            return f"{address[0]}:{address[1]}"
+        return str(address)
 
     @property
     def source(self) -> str:
@@ -68,14 +74,6 @@ async def connect_websocket(
     except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
         raise TransportClosed(f"cannot connect to {url}: {exc}") from None
     return WebSocketTransport(ws)
-
-
-def peer_name(ws: ClientConnection | ServerConnection) -> str:
-    """``host:port`` of the other end, for logs."""
-    address = ws.remote_address
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address)
 
 
 def bound_port(server: Server | asyncio.Server) -> int:
