@@ -51,6 +51,9 @@ from mutate.equivalents import EQUIVALENTS, Equivalent
 from mutate.targets import TARGETS, Target
 
 ROOT = Path(__file__).resolve().parents[1]
+# A mutant often makes a test wait for what never comes; the unit tests take well under
+# a second each, so 3 s still tells a hang from a slow machine.
+TEST_WAIT = 3
 COPIED = ("src", "tests", "fuzz", "examples", "benchmarks", "pyproject.toml")
 GOAL = 0.9
 
@@ -111,7 +114,8 @@ def test_command(target: Target, project: Path) -> str:
     pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
     pytest += ["-p", "no:randomly", *target.tests]
     path = f"{project / 'src'}{os.pathsep}{project}"
-    inner = f"cd {shlex.quote(str(project))} && PYTHONPATH={shlex.quote(path)} exec "
+    inner = f"cd {shlex.quote(str(project))} && PYTHONPATH={shlex.quote(path)}"
+    inner += f" PARLEY_TEST_WAIT={TEST_WAIT} exec "
     return shlex.join(["sh", "-c", inner + shlex.join(pytest)])
 
 

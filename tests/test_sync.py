@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.waits import WAIT
 
 from parley import Credentials, VoiceStart, VoiceStop, register_identity
 from parley.client import Dialing
@@ -18,8 +19,6 @@ from parley.protocol.call_io import Connected, Ended
 from parley.protocol.call_phone import PhoneConfig
 from parley.relay import RelayServer
 from parley.sync import Client, IncomingCall
-
-WAIT = 10.0
 
 
 @pytest.fixture

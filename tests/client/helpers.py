@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+from tests.waits import WAIT
 
 from parley.client import Client, register_identity
 from parley.credentials import Credentials
@@ -27,8 +28,6 @@ from parley.protocol.messages import Message, VoiceStop
 from parley.relay import Relay
 from parley.transport import Transport
 from parley.transport.memory import memory_pair
-
-WAIT = 10.0  # generous upper bound for anything a test awaits; never asserted on
 
 
 class Wrapper:

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from tests.waits import WAIT
+
 from parley.crypto.keys import SigningKey
 from parley.errors import TransportClosed
 from parley.protocol import frames
@@ -18,8 +20,6 @@ from parley.transport import Transport
 from parley.transport.memory import MemoryTransport, memory_pair
 
 F = TypeVar("F", bound=frames.Frame)
-
-WAIT = 10.0  # upper bound for anything a test awaits, so a bug fails instead of hanging
 
 
 class FakeClock:

@@ -10,12 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from tests.waits import WAIT
 from websockets.asyncio.client import connect
 
 from parley.errors import MalformedFrame, TransportClosed
 from parley.relay.edge import READ_AHEAD, Edge, EdgeConnection, HttpAnswer
-
-WAIT = 10.0
 
 
 class Served:

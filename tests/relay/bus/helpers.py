@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from parley.relay.bus.events import BusEvent, PresenceChanged
+from tests.waits import WAIT
 
-WAIT = 10.0  # upper bound for anything a test awaits, so a bug fails instead of hanging
+from parley.relay.bus.events import BusEvent, PresenceChanged
 
 
 class Recorder:
