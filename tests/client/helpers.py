@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-from tests.waits import WAIT
+from tests import waits
 
 from parley.client import Client, register_identity
 from parley.credentials import Credentials
@@ -28,6 +28,8 @@ from parley.protocol.messages import Message, VoiceStop
 from parley.relay import Relay
 from parley.transport import Transport
 from parley.transport.memory import memory_pair
+
+WAIT = waits.WAIT
 
 
 class Wrapper:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from tests.waits import WAIT
+from tests import waits
 
 from parley.crypto.keys import SigningKey
 from parley.errors import TransportClosed
@@ -18,6 +18,8 @@ from parley.protocol.keychain import ChainEntry, KeyChain, KeyOp, genesis_entry,
 from parley.relay import Relay
 from parley.transport import Transport
 from parley.transport.memory import MemoryTransport, memory_pair
+
+WAIT = waits.WAIT
 
 F = TypeVar("F", bound=frames.Frame)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from tests.waits import WAIT
+from tests import waits
 
 from parley.relay.bus.events import BusEvent, PresenceChanged
+
+WAIT = waits.WAIT
 
 
 class Recorder:
