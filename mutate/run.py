@@ -12,7 +12,7 @@ A mutant is made by rewriting the module on disk, so every mutant runs in a copy
 the project (the working tree is never touched), with that copy's ``src`` first on the
 import path; ``--jobs`` copies run mutants side by side.
 
-    ./run mutate [--sample N] [--seed S] [--jobs N] [--survivors] [TARGET ...]
+    ./run mutate [--sample N] [--seed S] [--jobs N] [--survivors] [--report] [TARGET ...]
     (= python -m mutate.run ..., from the project's root)
 
 ``--sample N`` runs N mutants per module, chosen at random (seeded): a short run;
@@ -324,6 +324,21 @@ def mutate(target: Target, workers: Workers, args: argparse.Namespace) -> Outcom
     return outcome(target, session, in_annotations(session, ROOT / target.module))
 
 
+def kept_outcomes(chosen: list[Target], kept: Path) -> list[Outcome]:
+    """The kept results of the modules that have some (a report of an earlier run)."""
+    outcomes = []
+    for target in chosen:
+        session = kept / f"{target.name}.sqlite"
+        made_from = kept / f"{target.name}.sha256"
+        if not session.exists():
+            print(f"    {target.name}: no kept run", file=sys.stderr)
+            continue
+        if not made_from.exists() or made_from.read_text() != fingerprint(target):
+            print(f"    {target.name}: changed since its kept run", file=sys.stderr)
+        outcomes.append(outcome(target, session, in_annotations(session, ROOT / target.module)))
+    return outcomes
+
+
 def diff_lines(diff: str) -> Iterator[str]:
     for line in diff.splitlines():
         if line.startswith(("+", "-")) and not line.startswith(("+++", "---")):
@@ -367,6 +382,9 @@ def main() -> None:
     parser.add_argument(
         "--kept", type=Path, default=ROOT / ".mutate", help="where results are kept (.mutate/)"
     )
+    parser.add_argument(
+        "--report", action="store_true", help="print the kept results only, running nothing"
+    )
     parser.add_argument("--no-diffs", action="store_true", help="survivors without diffs")
     args = parser.parse_args()
     unknown = sorted(set(args.targets) - set(names))
@@ -375,6 +393,9 @@ def main() -> None:
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     chosen = [t for t in TARGETS if not args.targets or t.name in args.targets]
+    if args.report:
+        report(kept_outcomes(chosen, args.kept), show_diffs=not args.no_diffs)
+        return
     with tempfile.TemporaryDirectory(prefix="parley-mutate-") as tmp:
         workers = Workers(Path(tmp), args.jobs)
         outcomes = [mutate(target, workers, args) for target in chosen]

@@ -5,15 +5,23 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from parley.client import Client, add_device
+from parley.client.directory import Directory
 from parley.client.state import State
+from parley.client.verify import Verifier
 from parley.credentials import Credentials
-from parley.crypto.keys import SigningKey
-from parley.errors import DeviceRevoked
+from parley.crypto import jws
+from parley.crypto.keys import SigningKey, VerifyKey
+from parley.errors import DeviceRevoked, Expired, IssuedInFuture, WrongAudience
+from parley.protocol.frames import Envelope
 from parley.protocol.keychain import KeyOp, make_entry
+from parley.protocol.messages import VoiceStop
 
 from .helpers import Received, World, inject, raw_token, stop_token
 
@@ -179,3 +187,85 @@ async def test_exp_and_iat_are_refused_exactly_at_their_boundaries(world: World)
     assert received.call_ids == ["exp-next-second", "iat-5s-ahead", "last"]
     assert bob_client.rejected == Counter(expired=1, issued_in_future=1)
     await raw.close()
+
+
+# -- the checks alone: a Verifier over keys it is given ---------------------------------
+
+NOW = 1_900_000_000
+SELF = "i-middle"  # identities on both sides of it in sort order
+BELOW, ABOVE = "i-aaaa", "i-zzzz"
+
+
+class _Keys(Directory):
+    """The directory of a relay that serves exactly these keys."""
+
+    def __init__(self, keys: dict[tuple[str, str], SigningKey]) -> None:
+        self._keys = keys
+
+    async def current_key(self, identity: str, kid: str, min_version: int) -> VerifyKey:
+        return self._keys[identity, kid].public_key
+
+
+def _signed(iss: str, key: SigningKey, **claims: Any) -> bytes:
+    fields: dict[str, Any] = dict(iss=iss, sub=SELF, aud=SELF, iat=NOW, exp=NOW + 60)
+    fields.update(jti=uuid.uuid4().hex, cid="cid-1", call_id="c1")
+    fields.update(claims)
+    return jws.sign(VoiceStop(**fields), key, kid="d-1")
+
+
+def _envelope(sender: str, recipient: str) -> Envelope:
+    return Envelope(
+        id="e" * 32,
+        sender=sender,
+        sender_device="d-1",
+        recipient=recipient,
+        body=b"",
+        sent_at=NOW,
+        expires_at=NOW + 60,
+    )
+
+
+@pytest.fixture
+def verifier(tmp_path: Path) -> Iterator[tuple[Verifier, dict[str, SigningKey]]]:
+    keys = {name: SigningKey.generate() for name in (SELF, BELOW, ABOVE)}
+    state = State(tmp_path / "state.db", identity=SELF, device="d-self")
+    yield Verifier(SELF, _Keys({(n, "d-1"): k for n, k in keys.items()}), state, lambda: NOW), keys
+    state.close()
+
+
+async def test_a_message_for_another_identity_handed_on_by_the_relay_is_refused(
+    verifier: tuple[Verifier, dict[str, SigningKey]],
+) -> None:
+    # A relay delivering to us what another identity sent to a third: the envelope names
+    # the third as recipient, and so does the signed aud. Only copies of our own sends
+    # may be addressed to someone else.
+    check, keys = verifier
+    for sender in (BELOW, ABOVE):
+        token = _signed(sender, keys[sender], sub="i-third", aud="i-third")
+        with pytest.raises(WrongAudience, match="addressed to 'i-third', not 'i-middle'"):
+            await check.verify(_envelope(sender, "i-third"), token, 0)
+    own = _signed(SELF, keys[SELF], sub="i-third", aud="i-third")
+    assert (await check.verify(_envelope(SELF, "i-third"), own, 0)).message.aud == "i-third"
+
+
+async def test_an_audience_on_either_side_of_ours_is_refused(
+    verifier: tuple[Verifier, dict[str, SigningKey]],
+) -> None:
+    check, keys = verifier
+    for aud in (BELOW, ABOVE):
+        with pytest.raises(WrongAudience):
+            await check.verify(_envelope(ABOVE, SELF), _signed(ABOVE, keys[ABOVE], aud=aud), 0)
+
+
+async def test_a_refusal_says_how_far_the_clock_is_off(
+    verifier: tuple[Verifier, dict[str, SigningKey]],
+) -> None:
+    check, keys = verifier
+    key = keys[BELOW]
+    with pytest.raises(Expired, match=r"^expired 1899999999 s ago$"):
+        await check.verify(_envelope(BELOW, SELF), _signed(BELOW, key, iat=0, exp=1), 0)
+    with pytest.raises(Expired, match=r"^expired 7 s ago$"):
+        await check.verify(_envelope(BELOW, SELF), _signed(BELOW, key, exp=NOW - 7), 0)
+    future = _signed(BELOW, key, iat=3 * NOW, exp=4 * NOW)
+    with pytest.raises(IssuedInFuture, match=r"^issued 3800000000 s in the future$"):
+        await check.verify(_envelope(BELOW, SELF), future, 0)
