@@ -27,6 +27,7 @@ TARGETS = (
         "inbox",
         "src/parley/client/inbox.py",
         (
+            "tests/client/test_inbox.py",
             "tests/client/test_delivery.py",
             "tests/client/test_observe.py",
             "tests/client/test_verify.py",

@@ -99,7 +99,6 @@ class Inbox:
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
         self._backoff = Backoff()
-        self._confirmed = state.offset
         self._recorded = 0
         self._batch: deque[_Recorded] = deque()
 
@@ -137,16 +136,11 @@ class Inbox:
             raise
 
     async def _flush(self) -> None:
-        """Commit the batch, then hand it to the handlers and confirm it."""
+        """Commit the batch, then hand it to the handlers and confirm it. Cancelled while
+        writing (close()), the write goes on, and ``_run`` flushes the batch again."""
         if not self._batch:
             return
-        try:
-            await self._state.commit()
-        except asyncio.CancelledError:
-            # close() while writing: the write goes on, and so do the handlers.
-            await self._state.commit()
-            await self._hand_on()
-            raise
+        await self._state.commit()
         await self._hand_on()
 
     async def _hand_on(self) -> None:
@@ -161,9 +155,8 @@ class Inbox:
             if not observed.own_copy and not await self._handlers.dispatch(message.iss, message):
                 log.debug("no handler for %s; dropped offset %d", message.typ, recorded.offset)
             await self._handlers.notify(observed)
-        if last > self._confirmed:
-            await self._connection.confirm(last)
-            self._confirmed = last
+        # Every offset in a batch is above the last one recorded, so above every confirm.
+        await self._connection.confirm(last)
 
     async def _process_until_done(self, deliver: Deliver) -> bool:
         self._backoff.reset()
