@@ -225,13 +225,15 @@ async def test_messages_from_other_identities_reach_the_handlers(harness: Harnes
     for sender in (BELOW, ABOVE):
         harness.deliver(f"from-{sender}", sender=sender, device=DEVICE)
     # What is signed decides, not the envelope's recipient (relay metadata).
-    harness.deliver("signed-for-us", sender=ABOVE, recipient=ABOVE, sub=SELF, aud=SELF)
+    for sender in (BELOW, ABOVE):
+        harness.deliver(f"for-us-{sender}", sender=sender, recipient=ABOVE, sub=SELF, aud=SELF)
     harness.inbox.start()
-    await harness.relay.confirmed(3)
+    await harness.relay.confirmed(4)
     assert harness.handled == [
         (BELOW, f"from-{BELOW}"),
         (ABOVE, f"from-{ABOVE}"),
-        (ABOVE, "signed-for-us"),
+        (BELOW, f"for-us-{BELOW}"),
+        (ABOVE, f"for-us-{ABOVE}"),
     ]
     assert harness.observed == [(c, False) for c in harness.call_ids]
 
@@ -331,4 +333,13 @@ async def test_expired_replay_entries_are_pruned_every_256_records(harness: Harn
     last = harness.deliver("the 256th", exp=harness.now + 60)
     await harness.relay.confirmed(256)
     assert not harness.state.is_seen(BELOW, early_jti)
-    assert harness.state.is_seen(BELOW, jws.parse(last.envelope.body).message.jti)
+    late_jti = jws.parse(last.envelope.body).message.jti
+    assert harness.state.is_seen(BELOW, late_jti)
+    harness.now = NOW + 200  # and again, every 256
+    for i in range(255):
+        harness.deliver(f"later{i}", exp=harness.now + 60)
+    await harness.relay.confirmed(511)
+    assert harness.state.is_seen(BELOW, late_jti)
+    harness.deliver("the 512th", exp=harness.now + 60)
+    await harness.relay.confirmed(512)
+    assert not harness.state.is_seen(BELOW, late_jti)

@@ -137,3 +137,16 @@ def test_the_wire_shape_of_a_sealed_body() -> None:
         b"N",
         b"C",
     ]
+
+
+def test_a_parsed_sealed_body_cannot_be_altered() -> None:
+    # Checked once and then read: no field of what was parsed can change under a reader.
+    key = sealed.OlmCiphertext(type=1, body=b"O")
+    body = sealed.SealedBody(
+        sender_key=b"K", sender_key_signature=b"S", keys={"a:d": key}, nonce=b"N", ciphertext=b"C"
+    )
+    with pytest.raises(AttributeError):
+        body.ciphertext = b"other"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        key.type = 0  # type: ignore[misc]
+    assert hash(key) == hash(sealed.OlmCiphertext(type=1, body=b"O"))  # frozen: hashable
