@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -34,6 +34,7 @@ from parley.relay.config import RegistrationPolicy, RelayConfig
 from parley.relay.directory import Registration
 from parley.relay.effects import Effect, Query, Work
 from parley.relay.invites import token_hash
+from parley.relay.prekeys import InvalidKeys
 from parley.relay.session import Phase, Session, covers, diagnose
 from parley.relay.store import (
     Claim,
@@ -45,6 +46,8 @@ from parley.relay.store import (
 )
 
 from .helpers import FakeClock, Identity
+
+F = TypeVar("F", bound=frames.Frame)
 
 NONCE = b"n" * 32
 KEY = IdentityKey(b"k" * 32, b"s" * 64)
@@ -84,6 +87,8 @@ class Node:
                 return self.confirmed
             case fx.LoadKeyStatus():
                 return self.key_status
+            case fx.SaveKeys():
+                return self.key_status
             case fx.LoadStoredFrom():
                 return self.stored_from
             case fx.StoreEnvelope(envelope=envelope):
@@ -95,6 +100,7 @@ class Node:
                     Claim("d1", b"o" * 32, False, KeyStatus(9, True)),
                     Claim("d2", b"f" * 32, True, KeyStatus(0, True)),
                     Claim("d3", b"p" * 32, False, KeyStatus(50, True)),
+                    Claim("d4", b"q" * 32, False, KeyStatus(10, True)),
                 ]
                 return [], claims
             case fx.AppendEntry(identity=identity, entry=entry):
@@ -182,6 +188,13 @@ def rejections(effects: list[Effect]) -> list[tuple[int | None, ErrorCode]]:
 
 def replies(effects: list[Effect]) -> list[frames.Frame]:
     return [e.frame for e in effects if isinstance(e, fx.Reply)]
+
+
+def wire(frame: F) -> F:
+    """``frame`` as the relay gets it: decoded, so none of its strings is the session's."""
+    decoded = frames.decode_client_frame(frames.encode(frame))
+    assert isinstance(decoded, type(frame))
+    return decoded
 
 
 def send(recipient: str = "bob", **fields: Any) -> Send:
@@ -406,6 +419,7 @@ def test_a_store_that_fails_is_reported_and_the_session_goes_on(
         (send(expires_at=FakeClock().now), ErrorCode.EXPIRED),
         (send(expires_at=math.nan), ErrorCode.EXPIRED),
         (send(envelope_id="e" * 128, body=b"x" * 100), None),
+        (send(envelope_id="e"), None),
     ],
 )
 def test_what_a_send_is_refused_for(
@@ -450,6 +464,7 @@ def test_a_send_must_be_encrypted_for_exactly_the_current_devices(
         (right[:1], True),  # bob's device missing
         ([*right, DeviceRef("alice", "d1", KEY.key)], True),  # the sending device itself
         ([right[0], DeviceRef("bob", "d1", b"o" * 32)], True),  # an old identity key
+        ([right[0], right[0]], True),  # as many refs, but one twice and bob's missing
     ]:
         effects = node.run(session.receive(send(devices=devices)))
         assert rejections(effects) == ([(7, ErrorCode.STALE_DEVICES)] if refused else [])
@@ -627,13 +642,13 @@ def test_claims_need_a_permit_and_tell_devices_low_on_keys(
     node.permits = {"bob": {"alice"}}
     effects = node.run(session.receive(claim))
     assert replies(effects) == [frames.ClaimedKeys(ref=4, identity="bob", devices=[])]
-    # Low (9 < 10) and fallback handed out: told; 50 left: not.
+    # Low (9 < 10) and fallback handed out: told; 50 or exactly 10 left: not.
     assert [e for e in effects if isinstance(e, fx.TellKeysLow)] == [
         fx.TellKeysLow("bob", "d1", KeyStatus(9, True)),
         fx.TellKeysLow("bob", "d2", KeyStatus(0, True)),
     ]
     assert fx.TakeKeys("bob", {}, None) in node.asked
-    own = frames.ClaimKeys(ref=5, identity="alice", sessions={})
+    own = wire(frames.ClaimKeys(ref=5, identity="alice", sessions={}))
     node.run(session.receive(own))
     # Claiming one's own identity's keys never claims the asking device's.
     assert fx.TakeKeys("alice", {}, "d1") in node.asked
@@ -680,6 +695,8 @@ def test_covers_wants_every_device_but_the_sender_s_own() -> None:
         (RegistrationPolicy.OPEN, None, None, None),
         (RegistrationPolicy.OPEN, "t0k3n", None, None),  # not needed: not used up either
         (RegistrationPolicy.TOKEN, "t0k3n", None, token_hash("t0k3n")),
+        (RegistrationPolicy.TOKEN, "t", None, token_hash("t")),  # MAX_TOKEN is 1-128
+        (RegistrationPolicy.TOKEN, "x" * 128, None, token_hash("x" * 128)),
         (RegistrationPolicy.TOKEN, None, ErrorCode.INVALID_INVITE, None),
         (RegistrationPolicy.TOKEN, "x" * 129, ErrorCode.MALFORMED, None),
         (RegistrationPolicy.TOKEN, "", ErrorCode.MALFORMED, None),
@@ -728,3 +745,111 @@ def test_a_long_wait_pauses_the_connection_only_so_long(
     node.wait = 60.0
     effects = node.run(session.receive(frames.ListConnections(ref=1)))
     assert effects[-1] == fx.Pause(5.0)  # then it may try again, and is told again
+
+
+# -- limits and orderings a client sees --------------------------------------------------
+
+
+@pytest.mark.parametrize(("length", "code"), [(128, None), (129, ErrorCode.MALFORMED)])
+def test_a_name_is_at_most_128_characters_by_default(
+    alice: Identity, node: Node, clock: FakeClock, length: int, code: ErrorCode | None
+) -> None:
+    session = Session(RelayConfig(), clock, NONCE)
+    register = frames.Register(ref=1, entry=alice.genesis, name="n" * length)
+    effects = node.run(session.receive(register))
+    if code is None:
+        assert effects == [fx.Reply(frames.Registered(ref=1, identity="alice"))]
+    else:
+        assert effects == [fx.Reject(1, code, "a name is at most 128 characters")]
+
+
+def test_a_device_claiming_an_identity_sorted_before_its_own_may_get_every_device(
+    alice: Identity, bob: Identity, node: Node, clock: FakeClock
+) -> None:
+    node.permits["alice"] = {"bob"}
+    session = session_of(bob, node, clock)
+    claim = wire(frames.ClaimKeys(ref=4, identity="alice", sessions={}))
+    node.run(session.receive(claim))
+    assert [q for q in node.asked if isinstance(q, fx.TakeKeys)] == [fx.TakeKeys("alice", {}, None)]
+
+
+def test_a_sender_sorted_after_its_recipient_must_encrypt_for_every_recipient_device(
+    alice: Identity, bob: Identity, node: Node, clock: FakeClock
+) -> None:
+    # Only the sending device itself is left out, wherever it sorts among the others.
+    node.permits["alice"] = {"bob"}
+    node.keys = {"alice": {"d1": KEY, "d2": KEY}, "bob": {"d1": KEY, "d0": KEY}}
+    session = session_of(bob, node, clock)
+    right = [
+        DeviceRef("alice", "d1", KEY.key),
+        DeviceRef("alice", "d2", KEY.key),
+        DeviceRef("bob", "d0", KEY.key),
+    ]
+    for devices, refused in [(right, False), (right[1:], True), (right[:2], True)]:
+        effects = node.run(session.receive(send("alice", devices=devices)))
+        assert rejections(effects) == ([(7, ErrorCode.STALE_DEVICES)] if refused else [])
+
+
+def test_a_recipient_with_300_devices_can_be_sent_to(
+    alice: Identity, node: Node, clock: FakeClock
+) -> None:
+    # No limit on devices: counts past any small-int cache compare as numbers.
+    node.keys = {"bob": {f"d{i}": KEY for i in range(300)}}
+    session = session_of(alice, node, clock)
+    devices = [DeviceRef("bob", f"d{i}", KEY.key) for i in range(300)]
+    effects = node.run(session.receive(send(devices=devices)))
+    assert rejections(effects) == []
+    assert fx.Reply(Ack(ref=7, envelope_id="e1")) in effects
+    effects = node.run(session.receive(send(devices=devices[1:])))
+    assert rejections(effects) == [(7, ErrorCode.STALE_DEVICES)]
+
+
+def publish_frame(ident: Identity, identity_key: bytes = b"k" * 32) -> frames.PublishKeys:
+    message = frames.identity_key_message(ident.id, "d1", identity_key)
+    return frames.PublishKeys(
+        ref=7,
+        identity_key=identity_key,
+        signature=ident.keys["d1"].sign(message),
+        one_time_keys=[b"o" * 32],
+        fallback_key=b"f" * 32,
+    )
+
+
+def test_published_keys_are_saved_published_and_counted(
+    alice: Identity, node: Node, clock: FakeClock
+) -> None:
+    node.key_status = KeyStatus(1, True)
+    session = session_of(alice, node, clock)
+    frame = publish_frame(alice)
+    effects = node.run(session.receive(frame))
+    assert effects == [
+        fx.Publish(ChainChanged(identity="alice")),
+        fx.Reply(KeyCount(ref=7, one_time_keys=1, fallback_key=True)),
+    ]
+    key = IdentityKey(frame.identity_key, frame.signature)
+    assert fx.SaveKeys("alice", "d1", key, [b"o" * 32], b"f" * 32) in node.asked
+
+
+def test_published_keys_that_do_not_check_are_refused_malformed_and_not_saved(
+    alice: Identity, node: Node, clock: FakeClock
+) -> None:
+    session = session_of(alice, node, clock)
+    short = publish_frame(alice, identity_key=b"k" * 31)
+    assert node.run(session.receive(short)) == [
+        fx.Reject(7, ErrorCode.MALFORMED, "an identity key is 32 bytes")
+    ]
+    assert not any(isinstance(q, fx.SaveKeys) for q in node.asked)
+
+
+def test_published_keys_the_store_refuses_are_refused_malformed_and_not_announced(
+    alice: Identity, node: Node, clock: FakeClock
+) -> None:
+    def full(query: Query[Any]) -> None:
+        if isinstance(query, fx.SaveKeys):
+            raise InvalidKeys("a device holds at most 200 one-time keys")
+
+    node.before = full
+    session = session_of(alice, node, clock)
+    assert node.run(session.receive(publish_frame(alice))) == [
+        fx.Reject(7, ErrorCode.MALFORMED, "a device holds at most 200 one-time keys")
+    ]
