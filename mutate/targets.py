@@ -40,6 +40,7 @@ TARGETS = (
             "tests/client/test_state.py",
             "tests/client/test_state_commit.py",
             "tests/client/test_state_file.py",
+            "tests/client/test_state_thread.py",
         ),
     ),
     Target(

@@ -153,3 +153,44 @@ async def test_transactions_stay_in_order_across_the_checkpoints(tmp_path: Path)
     assert all(state.is_seen("alice", f"j{offset}") for offset in range(1, last + 1))
     assert [row.pickle for row in state.load_olm_sessions()] == [f"after {last + 1000}"]
     state.close()
+
+
+async def test_a_burst_of_ids_in_one_transaction_is_written_whole(tmp_path: Path) -> None:
+    # More than one multi-row INSERT's worth, and not a multiple of one.
+    state = _open(tmp_path / "s.db")
+    for offset in range(1, 601):
+        state.record(offset, Seen("alice", f"j{offset}", 100))
+    await state.commit()
+    state.close()
+    state = _open(tmp_path / "s.db")
+    assert [o for o in range(1, 601) if not state.is_seen("alice", f"j{o}")] == []
+    state.close()
+
+
+async def test_commits_after_close_return_and_write_nothing(tmp_path: Path) -> None:
+    # Tasks still finishing as a client shuts down: no error, the file as close() left it.
+    state = _open(tmp_path / "s.db")
+    state.record(1)
+    state.close()
+    state.record(2)
+    await state.commit()
+    state.close()  # again: nothing more to do
+    state = _open(tmp_path / "s.db")
+    assert state.offset == 1
+    state.close()
+
+
+async def test_a_failed_write_at_close_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = _open(tmp_path / "s.db")
+    state.record(1)
+    await state.commit()
+    (pages,) = state._writer.execute("PRAGMA page_count").fetchone()
+    state._writer.execute(f"PRAGMA max_page_count = {pages}")  # a full disk
+    state.record(2, Seen("alice", "j" * 4000, 100))
+    state.close()  # does not raise: the caller is shutting down
+    assert "s.db: not all was written" in caplog.text
+    state = _open(tmp_path / "s.db")
+    assert (state.offset, state.is_seen("alice", "j" * 4000)) == (1, False)
+    state.close()

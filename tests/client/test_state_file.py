@@ -5,12 +5,14 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from parley.client.state import State
 from parley.crypto.keys import SigningKey
 from parley.errors import StateFileError
-from parley.protocol.keychain import genesis_entry
+from parley.protocol.decoding import MIB
+from parley.protocol.keychain import ChainEntry, genesis_entry
 
 
 def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
@@ -126,4 +128,55 @@ def test_a_corrupt_page_met_after_opening_is_a_state_file_error(tmp_path: Path) 
     state = State(path, identity="alice", device="d-1")
     with pytest.raises(StateFileError, match="malformed"):
         state.load_chain("alice")
+    state.close()
+
+
+def test_an_offset_of_19_digits_is_read_back(tmp_path: Path) -> None:
+    # The largest a relay's 64-bit offsets reach; one digit more is not an offset.
+    path = _state_file(tmp_path)
+    _alter(path, "UPDATE meta SET value = '9223372036854775807' WHERE key = 'offset'")
+    state = State(path, identity="alice", device="d-1")
+    assert state.offset == 2**63 - 1
+    state.close()
+    _alter(path, "UPDATE meta SET value = '10000000000000000000' WHERE key = 'offset'")
+    with pytest.raises(StateFileError, match="'10000000000000000000' is not an inbox offset"):
+        State(path, identity="alice", device="d-1")
+
+
+def test_a_damaged_offset_is_quoted_up_to_40_characters(tmp_path: Path) -> None:
+    path = _state_file(tmp_path)
+    text = "0123456789x" * 10
+    _alter(path, f"UPDATE meta SET value = '{text}' WHERE key = 'offset'")
+    with pytest.raises(StateFileError) as raised:
+        State(path, identity="alice", device="d-1")
+    assert f"the offset {text[:40]!r} is not an inbox offset" in str(raised.value)
+
+
+def _chain_of(size: int) -> list[ChainEntry]:
+    """A chain of one entry whose encoding is ``size`` bytes long."""
+
+    def chain(body: int) -> list[ChainEntry]:
+        return [ChainEntry(body=b"b" * body, signature=b"s" * 64)]
+
+    # From 64 KiB on, a body's length is written in the same four bytes: the rest of
+    # the encoding is as long whatever the body.
+    rest = len(msgspec.msgpack.encode(chain(2**16))) - 2**16
+    entries = chain(size - rest)
+    assert len(msgspec.msgpack.encode(entries)) == size
+    return entries
+
+
+@pytest.mark.parametrize("size", [16 * MIB, 16 * MIB + 1])
+def test_a_cached_chain_is_read_back_up_to_16_mib(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "alice.state.db"
+    state = State(path, identity="alice", device="d-1")
+    chain = _chain_of(size)
+    state.save_chain("bob", chain)
+    state.close()
+    state = State(path, identity="alice", device="d-1")
+    if size <= 16 * MIB:
+        assert state.load_chain("bob") == chain
+    else:
+        with pytest.raises(StateFileError, match=f"{size} long, over the {16 * MIB} allowed"):
+            state.load_chain("bob")
     state.close()
