@@ -23,6 +23,12 @@ class Equivalent:
 KEYWORDS = "the keyword-only marker `*` made `/`: every caller names these arguments anyway"
 SMALL_INT = "`is` on small ints: CPython keeps one object per value from -5 to 256"
 IDENTITY_EQ = "`==` on objects without __eq__ is identity, the same as `is`"
+ENUM_EQ = "`==` between members of one Enum holds only for the same member (their values differ)"
+OVERWRITTEN = (
+    "_authenticate sets _confirmed before the session turns active, with no yield between,"
+    " and only an active session serves a Confirm: the initial value is never read"
+)
+LEN = "len() is never negative: `0 != n` holds exactly when `0 < n`"
 
 EQUIVALENTS: tuple[Equivalent, ...] = (
     # -- client/inbox.py
@@ -63,5 +69,191 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "if len(key) != KEY_SIZE or len(nonce) != NONCE_SIZE:",
         "if len(key) != KEY_SIZE or len(nonce) is not NONCE_SIZE:",
         SMALL_INT,
+    ),
+    # -- relay/session.py
+    Equivalent(
+        "relay-session",
+        "self._confirmed = 0  # the highest offset confirmed over this session",
+        "self._confirmed = 1  # the highest offset confirmed over this session",
+        OVERWRITTEN,
+    ),
+    Equivalent(
+        "relay-session",
+        "self._confirmed = 0  # the highest offset confirmed over this session",
+        "self._confirmed = -1  # the highest offset confirmed over this session",
+        OVERWRITTEN,
+    ),
+    Equivalent(
+        "relay-session",
+        "if policy is RegistrationPolicy.CLOSED:",
+        "if policy == RegistrationPolicy.CLOSED:",
+        ENUM_EQ + " (the config's policy is a RegistrationPolicy)",
+    ),
+    Equivalent(
+        "relay-session",
+        "if policy is RegistrationPolicy.CLOSED:",
+        "if policy <= RegistrationPolicy.CLOSED:",
+        "of the policies' values (open, token, closed) only 'closed' is <= 'closed'",
+    ),
+    Equivalent(
+        "relay-session",
+        "if frame.token is not None and not 0 < len(frame.token) <= MAX_TOKEN:",
+        "if frame.token is not None and not 0 != len(frame.token) <= MAX_TOKEN:",
+        LEN,
+    ),
+    Equivalent(
+        "relay-session",
+        "if frame.token is not None and not 0 < len(frame.token) <= MAX_TOKEN:",
+        "if frame.token is not None and not 0 is not len(frame.token) <= MAX_TOKEN:",
+        SMALL_INT + "; and len() is never negative",
+    ),
+    Equivalent(
+        "relay-session",
+        "if policy is RegistrationPolicy.TOKEN and frame.token is None:",
+        "if policy == RegistrationPolicy.TOKEN and frame.token is None:",
+        ENUM_EQ + " (the config's policy is a RegistrationPolicy)",
+    ),
+    Equivalent(
+        "relay-session",
+        "if policy is RegistrationPolicy.TOKEN and frame.token is None:",
+        "if policy >= RegistrationPolicy.TOKEN and frame.token is None:",
+        "of the policies' values (open, token, closed) only 'token' is >= 'token'",
+    ),
+    Equivalent(
+        "relay-session",
+        "if policy is RegistrationPolicy.TOKEN and frame.token is not None",
+        "if policy == RegistrationPolicy.TOKEN and frame.token is not None",
+        ENUM_EQ + " (the config's policy is a RegistrationPolicy)",
+    ),
+    Equivalent(
+        "relay-session",
+        "if policy is RegistrationPolicy.TOKEN and frame.token is not None",
+        "if policy >= RegistrationPolicy.TOKEN and frame.token is not None",
+        "of the policies' values (open, token, closed) only 'token' is >= 'token'",
+    ),
+    Equivalent(
+        "relay-session",
+        "if outcome is Registration.TAKEN:",
+        "if outcome == Registration.TAKEN:",
+        IDENTITY_EQ + " (a plain Enum member)",
+    ),
+    Equivalent(
+        "relay-session",
+        "if outcome is Registration.CREATED:",
+        "if not outcome is Registration.CREATED:",
+        "the branch only logs",
+    ),
+    Equivalent(
+        "relay-session",
+        "if outcome is Registration.CREATED:",
+        "if outcome == Registration.CREATED:",
+        "the branch only logs",
+    ),
+    Equivalent(
+        "relay-session",
+        "if outcome is Registration.CREATED:",
+        "if outcome != Registration.CREATED:",
+        "the branch only logs",
+    ),
+    Equivalent(
+        "relay-session",
+        "if outcome is Registration.CREATED:",
+        "if outcome is not Registration.CREATED:",
+        "the branch only logs",
+    ),
+    Equivalent(
+        "relay-session",
+        "close_code = CLOSE_REVOKED if code is ErrorCode.DEVICE_REVOKED else CLOSE_AUTH_FAILED",
+        "close_code = CLOSE_REVOKED if code == ErrorCode.DEVICE_REVOKED else CLOSE_AUTH_FAILED",
+        ENUM_EQ + " (code is an ErrorCode)",
+    ),
+    Equivalent(
+        "relay-session",
+        "close_code = CLOSE_REVOKED if code is ErrorCode.DEVICE_REVOKED else CLOSE_AUTH_FAILED",
+        "close_code = CLOSE_REVOKED if code >= ErrorCode.DEVICE_REVOKED else CLOSE_AUTH_FAILED",
+        "_refuse is only given device_revoked or auth_failed, and 'auth_failed' < 'device_revoked'",
+    ),
+    Equivalent(
+        "relay-session",
+        "assert identity is not None and device is not None",
+        "assert identity is not None or device is not None",
+        "an assert for the type checker: _authenticate sets identity and device together,"
+        " before the session is active, so both hold or neither",
+    ),
+    Equivalent(
+        "relay-session",
+        "if not 0 < len(frame.envelope_id) <= MAX_ENVELOPE_ID:",
+        "if not 0 != len(frame.envelope_id) <= MAX_ENVELOPE_ID:",
+        LEN,
+    ),
+    Equivalent(
+        "relay-session",
+        "if not 0 < len(frame.envelope_id) <= MAX_ENVELOPE_ID:",
+        "if not 0 is not len(frame.envelope_id) <= MAX_ENVELOPE_ID:",
+        SMALL_INT + "; and len() is never negative",
+    ),
+    Equivalent(
+        "relay-session",
+        "if refusal[0] is not ErrorCode.UNKNOWN_RECIPIENT and (",
+        "if refusal[0] != ErrorCode.UNKNOWN_RECIPIENT and (",
+        ENUM_EQ + " (a refusal's code is an ErrorCode)",
+    ),
+    Equivalent(
+        "relay-session",
+        "if refusal[0] is not ErrorCode.UNKNOWN_RECIPIENT and (",
+        "if refusal[0] < ErrorCode.UNKNOWN_RECIPIENT and (",
+        "a Send is refused only for unknown_recipient, not_permitted, stale_devices or"
+        " expired, and the other three sort before 'unknown_recipient'",
+    ),
+    Equivalent(
+        "relay-session",
+        "if code is ErrorCode.UNKNOWN_IDENTITY:",
+        "if code == ErrorCode.UNKNOWN_IDENTITY:",
+        ENUM_EQ + " (code is an ErrorCode)",
+    ),
+    Equivalent(
+        "relay-session",
+        "if code is ErrorCode.UNKNOWN_IDENTITY:",
+        "if code >= ErrorCode.UNKNOWN_IDENTITY:",
+        "_may_message refuses only with unknown_identity or not_permitted,"
+        " and 'not_permitted' < 'unknown_identity'",
+    ),
+    Equivalent(
+        "relay-session",
+        "if body.op is KeyOp.REVOKE:",
+        "if body.op == KeyOp.REVOKE:",
+        ENUM_EQ + " (an entry's op is a KeyOp)",
+    ),
+    Equivalent(
+        "relay-session",
+        "if body.op is KeyOp.REVOKE:",
+        "if body.op >= KeyOp.REVOKE:",
+        "a KeyOp is 'add' or 'revoke', and 'add' < 'revoke'",
+    ),
+    Equivalent(
+        "relay-session",
+        "if result.status is StoreStatus.CONFLICT:",
+        "if result.status == StoreStatus.CONFLICT:",
+        IDENTITY_EQ + " (a plain Enum member)",
+    ),
+    Equivalent(
+        "relay-session",
+        "if result.status is StoreStatus.STORED:",
+        "if result.status == StoreStatus.STORED:",
+        IDENTITY_EQ + " (a plain Enum member)",
+    ),
+    Equivalent(
+        "relay-session",
+        "len(refs) == len(expected)",
+        "len(refs) <= len(expected)",
+        "the sets are compared too: set(refs) == expected means len(refs) >= len(expected),"
+        " so <= holds only where == does",
+    ),
+    Equivalent(
+        "relay-session",
+        "and {(r.identity, r.device, r.identity_key) for r in refs} == expected",
+        "and {(r.identity, r.device, r.identity_key) for r in refs} >= expected",
+        "the lengths are equal first: a set of len(refs) things that contains all of the"
+        " len(refs) expected ones is them",
     ),
 )
