@@ -57,6 +57,7 @@ TARGETS = (
         "relay-core",
         "src/parley/relay/core.py",
         (
+            "tests/relay/test_core_lifecycle.py",
             "tests/relay/test_core.py",
             "tests/relay/test_abuse_limits.py",
             "tests/relay/test_connection.py",

@@ -115,7 +115,7 @@ class Relay:
         self._registrations = Buckets(self.config.registration_rate, self.config.registration_burst)
         self._device_budgets = Buckets(self.config.device_rate, self.config.device_burst)
         self._identity_budgets = Buckets(self.config.identity_rate, self.config.identity_burst)
-        self._bad_input = LogLimiter(logger, rate=5.0, burst=20, clock=time.monotonic)
+        self._bad_input = LogLimiter(logger, rate=5.0, burst=20, clock=clock)
         self._closing = False
 
     @property

@@ -1,0 +1,262 @@
+"""The relay core's life and its guards: start and close, the expiry sweeps, a store
+that fails, the log limit on bad input, connections not authenticated yet."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from parley.protocol import frames
+from parley.protocol.frames import ErrorCode
+from parley.relay import Relay, RelayConfig, SqliteStore
+from parley.relay.bus import LocalBus
+
+from .helpers import WAIT, FakeClock, Identity, Peer, counter, enroll, online
+
+HOUR = 3600.0
+
+
+class FlakyStore:
+    """A real store whose named operations fail (``fail``: how many more times each),
+    and that says whether it was closed."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.fail: dict[str, int] = {}
+        self.closed = False
+
+    def __getattr__(self, name: str) -> Any:
+        operation = getattr(self._store, name)
+        if not callable(operation):
+            return operation
+
+        async def maybe_failing(*args: Any, **kwargs: Any) -> Any:
+            if self.fail.get(name, 0) > 0:
+                self.fail[name] -= 1
+                raise OSError(f"{name}: the disk is on fire")
+            return await operation(*args, **kwargs)
+
+        return maybe_failing
+
+    async def close(self) -> None:
+        self.closed = True
+        await self._store.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FlakyStore:
+    return FlakyStore(SqliteStore(tmp_path / "relay.db"))
+
+
+@pytest.fixture
+async def flaky(store: FlakyStore, config: RelayConfig, clock: FakeClock) -> AsyncIterator[Relay]:
+    relay = Relay(store, config, clock=clock)
+    await relay.start()
+    yield relay
+    await relay.close()
+
+
+def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and text in r.getMessage()
+    ]
+
+
+# -- start and close -------------------------------------------------------------------
+
+
+class BrokenBus(LocalBus):
+    async def start(self, *args: Any, **kwargs: Any) -> None:
+        raise ConnectionRefusedError("no bus here")
+
+
+async def test_a_relay_whose_bus_cannot_start_closes_its_store(store: FlakyStore) -> None:
+    relay = Relay(store, RelayConfig(), bus=BrokenBus())
+    with pytest.raises(ConnectionRefusedError):
+        await relay.start()
+    assert store.closed
+
+
+async def test_close_closes_every_connection_and_turns_new_ones_away(
+    store: FlakyStore, clock: FakeClock
+) -> None:
+    relay = Relay(store, RelayConfig(), clock=clock)
+    await relay.start()
+    alice = Identity.create("alice")
+    await enroll(relay, alice)
+    peer = await online(relay, alice)
+    waiting = Peer(relay)  # not authenticated
+    await waiting.start()
+    await relay.close()
+    # Closed by the time close() returns: their handlers have ended.
+    assert peer.task.done() and waiting.task.done()
+    assert peer.relay_end.close_code == 1001 == waiting.relay_end.close_code
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "relay-sweeper"]
+    assert store.closed
+    late = Peer(relay)
+    assert await late.closed() == 1001  # going away, without a challenge
+
+
+# -- the sweeps ------------------------------------------------------------------------
+
+
+async def test_the_sweeper_drops_expired_messages_by_itself_and_survives_a_failure(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    store = FlakyStore(SqliteStore(tmp_path / "relay.db"))
+    store.fail["expire"] = 1  # the first sweep fails; the next ones go on
+    relay = Relay(store, RelayConfig(sweep_interval=0.01), clock=clock)
+    await relay.start()
+    try:
+        alice, bob = Identity.create("alice"), Identity.create("bob")
+        await enroll(relay, alice)
+        await enroll(relay, bob)
+        owner = await online(relay, alice)
+        assert isinstance(await owner.request(frames.Permit, identity="bob"), frames.Done)
+        sender = await online(relay, bob)
+        assert isinstance(await sender.send_to("alice", b"m", "short", clock() + 10), frames.Ack)
+        await owner.expect(frames.Deliver)
+        await owner.close()  # not confirmed: it stays in alice's inbox until it expires
+        clock.advance(11)
+        for _ in range(int(WAIT / 0.01)):
+            if counter(relay, "parley_relay_messages_expired_total") == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert counter(relay, "parley_relay_messages_expired_total") == 1
+        assert store.fail["expire"] == 0
+        await sender.close()
+    finally:
+        await relay.close()
+
+
+async def test_a_sweep_forgets_the_budgets_that_have_refilled(
+    relay: Relay, clock: FakeClock
+) -> None:
+    # Every address that registered and every device that sent holds a budget while it
+    # is spending; once full again it takes no memory.
+    alice, bob = Identity.create("alice"), Identity.create("bob")
+    await enroll(relay, alice)
+    await enroll(relay, bob)
+    peer = await online(relay, alice)
+    assert isinstance(await peer.request(frames.ListConnections), frames.Connections)
+    budgets = (relay._registrations, relay._device_budgets, relay._identity_budgets)
+    assert all(len(b) == 1 for b in budgets)
+    await relay.sweep()
+    assert all(len(b) == 1 for b in budgets)  # still spending: kept
+    clock.advance(HOUR)
+    await relay.sweep()
+    assert [len(b) for b in budgets] == [0, 0, 0]
+    await peer.close()
+
+
+# -- a failing store -------------------------------------------------------------------
+
+
+async def test_a_store_failure_is_an_internal_error_and_the_connection_goes_on(
+    flaky: Relay, store: FlakyStore
+) -> None:
+    alice, bob = Identity.create("alice"), Identity.create("bob")
+    await enroll(flaky, alice)
+    await enroll(flaky, bob)
+    peer = await online(flaky, alice)
+    store.fail["permit"] = 1
+    answer = await peer.request(frames.Permit, identity="bob")
+    assert isinstance(answer, frames.Error)
+    assert (answer.code, answer.ref) == (ErrorCode.INTERNAL, 1)
+    assert answer.code.value == "internal"
+    assert isinstance(await peer.request(frames.Permit, identity="bob"), frames.Done)
+    await peer.close()
+
+
+async def test_background_store_work_that_fails_is_logged(
+    store: FlakyStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = Relay(store, RelayConfig(), clock=clock)
+    await flaky.start()
+    alice, bob = Identity.create("alice"), Identity.create("bob")
+    await enroll(flaky, alice)
+    await enroll(flaky, bob)
+    owner = await online(flaky, alice)
+    assert isinstance(await owner.request(frames.Permit, identity="bob"), frames.Done)
+    sender = await online(flaky, bob)
+    assert isinstance(await sender.send_to("alice", b"m", "e1", 2e9 + HOUR), frames.Ack)
+    deliver = await owner.expect(frames.Deliver)
+    store.fail["confirm"] = 1
+    await owner.send(frames.Confirm(offset=deliver.offset))
+    await owner.close()
+    await sender.close()
+    await flaky.close()  # which waits for the confirm's write
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "background store work failed"
+    ]
+
+
+# -- bad input in the log --------------------------------------------------------------
+
+
+async def test_bad_input_is_logged_20_lines_at_once_then_5_a_second(
+    relay: Relay, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Anyone can send garbage; the log must not fill up with it.
+    peer = Peer(relay)
+    await peer.start()
+    for _ in range(25):
+        await peer.transport.send(b"\xc1 not msgpack")
+        assert (await peer.expect(frames.Error)).code is ErrorCode.MALFORMED
+    assert len(warnings_about(caplog, "malformed")) == 20
+    caplog.clear()
+    clock.advance(1.0)
+    for _ in range(6):
+        await peer.transport.send(b"\xc1 not msgpack")
+        await peer.expect(frames.Error)
+    lines = warnings_about(caplog, "malformed")
+    assert len(lines) == 5 and lines[0].endswith("(5 similar lines held back)")
+    await peer.close()
+
+
+async def test_refusals_that_are_not_bad_input_are_not_warnings(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = Identity.create("alice")
+    await enroll(relay, alice)
+    peer = await online(relay, alice)
+    refused = await peer.send_to("nobody", b"m", "e1", 2e9)
+    assert isinstance(refused, frames.Error) and refused.code is ErrorCode.UNKNOWN_RECIPIENT
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    await peer.close()
+
+
+# -- not authenticated yet -------------------------------------------------------------
+
+
+async def test_an_authenticated_connection_frees_its_place_among_the_unauthenticated(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    relay = Relay(SqliteStore(tmp_path / "r.db"), RelayConfig(preauth_per_source=2), clock=clock)
+    await relay.start()
+    try:
+        alice = Identity.create("alice")
+        await enroll(relay, alice)
+        first, second = Peer(relay), Peer(relay)
+        await first.start()
+        await second.start()
+        assert isinstance(await first.authenticate(alice), frames.Welcome)
+        third, fourth = Peer(relay), Peer(relay)
+        await third.start()  # second and third: two waiting, the limit
+        refused = await fourth.expect(frames.Error)
+        assert refused.code is ErrorCode.RATE_LIMITED
+        assert await fourth.closed() == 1013
+        for peer in (first, second, third):
+            await peer.close()
+        again = Peer(relay)
+        await again.start()  # all gone: room again
+        await again.close()
+    finally:
+        await relay.close()
