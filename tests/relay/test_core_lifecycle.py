@@ -16,18 +16,19 @@ from parley.protocol.frames import ErrorCode
 from parley.relay import Relay, RelayConfig, SqliteStore
 from parley.relay.bus import LocalBus
 
-from .helpers import WAIT, FakeClock, Identity, Peer, counter, enroll, online
+from .helpers import WAIT, FakeClock, Identity, Peer, counter, enroll, online, rejected
 
 HOUR = 3600.0
 
 
 class FlakyStore:
-    """A real store whose named operations fail (``fail``: how many more times each),
-    and that says whether it was closed."""
+    """A real store whose named operations fail (``fail``: how many more times each) or
+    hang once until cancelled (``hang``), and that says whether it was closed."""
 
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
         self.fail: dict[str, int] = {}
+        self.hang: set[str] = set()
         self.closed = False
 
     def __getattr__(self, name: str) -> Any:
@@ -39,6 +40,9 @@ class FlakyStore:
             if self.fail.get(name, 0) > 0:
                 self.fail[name] -= 1
                 raise OSError(f"{name}: the disk is on fire")
+            if name in self.hang:
+                self.hang.discard(name)
+                await asyncio.Event().wait()
             return await operation(*args, **kwargs)
 
         return maybe_failing
@@ -231,6 +235,27 @@ async def test_refusals_that_are_not_bad_input_are_not_warnings(
     assert isinstance(refused, frames.Error) and refused.code is ErrorCode.UNKNOWN_RECIPIENT
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     await peer.close()
+
+
+async def test_a_connection_authenticated_as_its_deadline_passes_stays_open(
+    store: FlakyStore, clock: FakeClock
+) -> None:
+    # The deadline may pass while the relay still finishes the login (here: a slow
+    # store, looking up the device's keys after the Welcome): the device is in.
+    relay = Relay(store, RelayConfig(auth_timeout=0.2), clock=clock)
+    await relay.start()
+    try:
+        alice = Identity.create("alice")
+        await enroll(relay, alice)
+        store.hang.add("load_identity_keys")
+        peer = Peer(relay)
+        assert isinstance(await peer.authenticate(alice), frames.Welcome)
+        assert isinstance(await peer.request(frames.ListConnections), frames.Connections)
+        assert not store.hang  # the lookup did hang until the deadline
+        assert rejected(relay, "auth_timeout") == 0
+        await peer.close()
+    finally:
+        await relay.close()
 
 
 # -- not authenticated yet -------------------------------------------------------------
