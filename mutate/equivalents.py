@@ -29,6 +29,12 @@ OVERWRITTEN = (
     " and only an active session serves a Confirm: the initial value is never read"
 )
 LEN = "len() is never negative: `0 != n` holds exactly when `0 < n`"
+ACTIVE_OR_CLOSING = (
+    "after the handshake loop the session is active or the connection is closing (a refusal"
+    " or a timeout closes it), and an active session never leaves that phase: the loop"
+    " ends exactly when the connection starts closing"
+)
+TIMING = "only how long something waits: visible on a wall clock alone, which no test asserts on"
 
 EQUIVALENTS: tuple[Equivalent, ...] = (
     # -- client/inbox.py
@@ -255,5 +261,80 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "and {(r.identity, r.device, r.identity_key) for r in refs} >= expected",
         "the lengths are equal first: a set of len(refs) things that contains all of the"
         " len(refs) expected ones is them",
+    ),
+    # -- relay/core.py
+    Equivalent("relay-core", "*,", "/,", KEYWORDS),
+    Equivalent(
+        "relay-core",
+        "set(self._handlers), timeout=self.config.close_timeout + 1",
+        "set(self._handlers), timeout=self.config.close_timeout / 1",
+        "the margin close() gives connections past their own close_timeout: " + TIMING,
+    ),
+    Equivalent(
+        "relay-core",
+        "set(self._handlers), timeout=self.config.close_timeout + 1",
+        "set(self._handlers), timeout=self.config.close_timeout + 2",
+        "the margin close() gives connections past their own close_timeout: " + TIMING,
+    ),
+    Equivalent(
+        "relay-core",
+        "await asyncio.gather(*self._inflight, return_exceptions=True)",
+        "await asyncio.gather(*self._inflight, return_exceptions=False)",
+        "every task in _inflight runs under _logged, which catches Exception, and none is"
+        " ever cancelled: nothing is raised into the gather",
+    ),
+    Equivalent(
+        "relay-core",
+        "if self._preauth[source] >= self.config.preauth_per_source:",
+        "if self._preauth[source] == self.config.preauth_per_source:",
+        "the count grows by one, only while below the limit: it never exceeds it",
+    ),
+    Equivalent(
+        "relay-core",
+        "if self._preauth[source] >= self.config.preauth_per_source:",
+        "if self._preauth[source] is self.config.preauth_per_source:",
+        "the count never exceeds the limit, and " + SMALL_INT + " (the default limit is 32)",
+    ),
+    Equivalent(
+        "relay-core",
+        "while session.phase is Phase.HANDSHAKE and not conn.closing:",
+        "while session.phase == Phase.HANDSHAKE and not conn.closing:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "relay-core",
+        "while session.phase is Phase.ACTIVE and not conn.closing:",
+        "while session.phase == Phase.ACTIVE and not conn.closing:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "relay-core",
+        "while session.phase is Phase.ACTIVE and not conn.closing:",
+        "while session.phase >= Phase.ACTIVE and not conn.closing:",
+        ACTIVE_OR_CLOSING,
+    ),
+    Equivalent(
+        "relay-core",
+        "while session.phase is Phase.ACTIVE and not conn.closing:",
+        "while session.phase is Phase.ACTIVE or not conn.closing:",
+        ACTIVE_OR_CLOSING,
+    ),
+    Equivalent(
+        "relay-core",
+        'which = "device" if device_budget.wait(now) >= wait else "identity"',
+        'which = "device" if device_budget.wait(now) == wait else "identity"',
+        "wait is the largest of the buckets' waits: the device's is >= it only when equal",
+    ),
+    Equivalent(
+        "relay-core",
+        "if self._preauth[source] <= 0:",
+        "if self._preauth[source] == 0:",
+        "the count falls by one per connection it counted: it never goes below 0",
+    ),
+    Equivalent(
+        "relay-core",
+        "if conn.identity is None or conn.device is None:",
+        "if conn.identity is None and conn.device is None:",
+        "a connection's identity and device are set together when it authenticates",
     ),
 )
