@@ -158,3 +158,19 @@ def test_the_size_limit_is_checked_first_and_exactly() -> None:
         jws.parse(b"a" * limit)  # at the limit: parsed (and refused for its shape)
     with pytest.raises(MalformedMessage, match=f"at most {limit}"):
         jws.parse(b"a" * (limit + 1))
+
+
+def test_a_header_of_4_kib_is_read_and_one_byte_more_is_refused() -> None:
+    key = SigningKey.generate()
+    claims = b64url_encode(encode_payload(_start()))
+
+    def token_with_header_of(size: int) -> bytes:
+        frame = b'{"alg":"EdDSA","kid":""}'
+        header = frame.replace(b'""', b'"' + b"k" * (size - len(frame)) + b'"')
+        assert len(header) == size
+        signing_input = f"{b64url_encode(header)}.{claims}".encode()
+        return signing_input + b"." + b64url_encode(key.sign(signing_input)).encode()
+
+    assert jws.parse(token_with_header_of(4096)).header.kid == "k" * (4096 - 24)
+    with pytest.raises(MalformedMessage, match="invalid JWS header"):
+        jws.parse(token_with_header_of(4097))
