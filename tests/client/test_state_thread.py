@@ -94,10 +94,10 @@ async def test_a_chain_saved_while_one_is_written_is_the_answer(tmp_path: Path) 
     old = [genesis_entry("alice", "d-a", SigningKey.generate())]
     new = [genesis_entry("alice", "d-b", SigningKey.generate())]
     state = _open(tmp_path / "s.db")
-    state.save_chain("alice", old)
     async with asyncio.timeout(WAIT):
         await _on_the_loop(state, CHECKPOINT_EVERY)
-        first = await _to_the_thread(state)
+        state.save_chain("alice", old)
+        first = await _to_the_thread(state)  # with old
         state.save_chain("alice", new)
         await first  # old is written; new is not yet
         assert state.load_chain("alice") == new
