@@ -59,6 +59,7 @@ TARGETS = (
         (
             "tests/relay/test_core_lifecycle.py",
             "tests/relay/test_core.py",
+            "tests/relay/test_core_nodes.py",
             "tests/relay/test_abuse_limits.py",
             "tests/relay/test_connection.py",
             "tests/relay/test_presence.py",
