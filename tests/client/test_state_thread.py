@@ -139,6 +139,17 @@ async def test_any_error_of_a_write_on_the_thread_is_a_state_file_error(tmp_path
     state.close()
 
 
+async def test_any_error_of_a_write_on_the_loop_is_a_state_file_error() -> None:
+    state = State(":memory:", identity="alice", device="d-1")  # written on the loop
+    state.save_olm(OlmChanges(sessions=[SessionRow("a", "d", "s", b"k", 2**64, "p")]))
+    async with asyncio.timeout(WAIT):
+        with pytest.raises(StateFileError, match="too large"):
+            await state.commit()
+        with pytest.raises(StateFileError):  # and it stays failed: nothing is lost quietly
+            await state.commit()
+    state.close()
+
+
 def test_a_loop_closed_while_the_thread_writes_ends_it_quietly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -376,7 +376,7 @@ class State:
             self._until_checkpoint -= 1
             try:
                 self._write(batch)
-            except StateFileError as exc:
+            except Exception as exc:  # a value SQLite cannot store, too: typed by _fail
                 self._fail(exc, waiters)
             else:
                 self._written(batch)
@@ -489,7 +489,7 @@ class State:
         try:
             if self._failure is None:
                 self._write_queued()
-        except StateFileError as exc:
+        except Exception as exc:  # closing: whatever failed is logged, not raised
             log.error("client state file %s: not all was written: %s", self._path, exc)
         finally:
             waiters, self._waiters = self._waiters, []
