@@ -35,6 +35,10 @@ ACTIVE_OR_CLOSING = (
     " ends exactly when the connection starts closing"
 )
 TIMING = "only how long something waits: visible on a wall clock alone, which no test asserts on"
+ONE_ROW = (
+    "one column selected by the table's primary key: at most one row of one value, so index"
+    " 0 and -1 are the same"
+)
 
 EQUIVALENTS: tuple[Equivalent, ...] = (
     # -- client/inbox.py
@@ -336,5 +340,92 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "if conn.identity is None or conn.device is None:",
         "if conn.identity is None and conn.device is None:",
         "a connection's identity and device are set together when it authenticates",
+    ),
+    # -- client/state.py
+    Equivalent(
+        "client-state",
+        "def _open(self, path: str | Path, *, identity: str, device: str) -> None:",
+        "def _open(self, path: str | Path, /, identity: str, device: str) -> None:",
+        KEYWORDS + " (its one caller, __init__)",
+    ),
+    Equivalent(
+        "client-state",
+        "if self._writer is not self._db:",
+        "if self._writer != self._db:",
+        IDENTITY_EQ + " (sqlite3.Connection)",
+    ),
+    Equivalent(
+        "client-state",
+        "return str(rows[0][0]) if rows else None",
+        "return str(rows[ -1][0]) if rows else None",
+        ONE_ROW + " (meta.key)",
+    ),
+    Equivalent(
+        "client-state",
+        "return str(rows[0][0]) if rows else None",
+        "return str(rows[0][ -1]) if rows else None",
+        ONE_ROW + " (meta.key)",
+    ),
+    Equivalent(
+        "client-state",
+        "return _typed(rows[0][0], str) if rows else None",
+        "return _typed(rows[ -1][0], str) if rows else None",
+        ONE_ROW + " (olm_account.id)",
+    ),
+    Equivalent(
+        "client-state",
+        "return _typed(rows[0][0], str) if rows else None",
+        "return _typed(rows[0][ -1], str) if rows else None",
+        ONE_ROW + " (olm_account.id)",
+    ),
+    Equivalent(
+        "client-state",
+        "SessionRow(*(_typed(v, t) for v, t in zip(row, _SESSION_TYPES, strict=True)))",
+        "SessionRow(*(_typed(v, t) for v, t in zip(row, _SESSION_TYPES, strict=False)))",
+        "the SELECT names six columns and _SESSION_TYPES holds six types: the zip is never uneven",
+    ),
+    Equivalent(
+        "client-state",
+        "return _entries_decoder.decode(rows[0][0]) if rows else None",
+        "return _entries_decoder.decode(rows[ -1][0]) if rows else None",
+        ONE_ROW + " (chains.identity)",
+    ),
+    Equivalent(
+        "client-state",
+        "return _entries_decoder.decode(rows[0][0]) if rows else None",
+        "return _entries_decoder.decode(rows[0][ -1]) if rows else None",
+        ONE_ROW + " (chains.identity)",
+    ),
+    Equivalent(
+        "client-state",
+        "elif self._thread is None or self._until_checkpoint > 0:",
+        "elif self._thread is None or self._until_checkpoint != 0:",
+        "with a thread the count only goes down while above 0 and is reset at 0: never negative",
+    ),
+    Equivalent(
+        "client-state",
+        "if self._unwritten_chains.get(identity) is entries:",
+        "if self._unwritten_chains.get(identity) == entries:",
+        "they differ only when a chain equal to the one just written was saved again"
+        " meanwhile: load_chain then answers an equal list, from memory or from the file",
+    ),
+    Equivalent(
+        "client-state",
+        "if cursor.rowcount:",
+        "if not cursor.rowcount:",
+        "only whether a debug line is logged",
+    ),
+    Equivalent(
+        "client-state",
+        "_CHUNK = 256",
+        "_CHUNK = 257",
+        "only how the rows are split into INSERTs: 257 x 3 parameters is far below SQLite's"
+        " limit, every row is written alike",
+    ),
+    Equivalent(
+        "client-state",
+        "_CHUNK = 256",
+        "_CHUNK = 255",
+        "only how the rows are split into INSERTs: every row is written alike",
     ),
 )
