@@ -39,6 +39,8 @@ ONE_ROW = (
     "one column selected by the table's primary key: at most one row of one value, so index"
     " 0 and -1 are the same"
 )
+ONE_COLUMN = "a row of the one column the statement selects or returns: index 0 is index -1"
+ROWCOUNT = "the rowcount of an INSERT or UPDATE is never negative (-1 is for other statements)"
 
 EQUIVALENTS: tuple[Equivalent, ...] = (
     # -- client/inbox.py
@@ -427,5 +429,42 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "_CHUNK = 256",
         "_CHUNK = 255",
         "only how the rows are split into INSERTs: every row is written alike",
+    ),
+    # -- relay/store/sqlite.py
+    Equivalent(
+        "relay-store",
+        "if cursor.rowcount == 0:",
+        "if cursor.rowcount <= 0:",
+        ROWCOUNT,
+    ),
+    Equivalent(
+        "relay-store",
+        "if used.rowcount == 0:",
+        "if used.rowcount <= 0:",
+        ROWCOUNT,
+    ),
+    Equivalent(
+        "relay-store",
+        "if row is None or row[0] != identity_key.key:",
+        "if row is None or row[ -1] != identity_key.key:",
+        ONE_COLUMN,
+    ),
+    Equivalent(
+        "relay-store",
+        "key = None if row is None else row[0]",
+        "key = None if row is None else row[ -1]",
+        ONE_COLUMN,
+    ),
+    Equivalent(
+        "relay-store",
+        "if body.op is KeyOp.ADD:",
+        "if body.op == KeyOp.ADD:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "relay-store",
+        "if body.op is KeyOp.ADD:",
+        "if body.op <= KeyOp.ADD:",
+        "a KeyOp is 'add' or 'revoke', and only 'add' <= 'add'",
     ),
 )
