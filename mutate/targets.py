@@ -74,7 +74,11 @@ TARGETS = (
     Target(
         "phone",
         "src/parley/protocol/call_phone.py",
-        ("tests/protocol/test_call.py", "tests/protocol/test_call_stateful.py"),
+        (
+            "tests/protocol/test_call.py",
+            "tests/protocol/test_call_parties.py",
+            "tests/protocol/test_call_stateful.py",
+        ),
     ),
     Target(
         "proxy-core",
