@@ -21,6 +21,8 @@ from parley.protocol.call_io import (
     Connected,
     Decline,
     Ended,
+    Hangup,
+    PeerGone,
     Place,
     Received,
     Ringing,
@@ -285,3 +287,77 @@ def test_without_auto_busy_a_third_identitys_start_rings_beside_our_dialling(
     assert ringing.replaces is None
     assert sends(out) == []
     assert net.state(A1, "k5") is CallState.DIALING
+
+
+def test_the_config_cannot_be_changed_once_made() -> None:
+    config: Any = PhoneConfig()
+    with pytest.raises(AttributeError):
+        config.auto_busy = False
+    assert config.auto_busy is True and hash(config) == hash(PhoneConfig())
+
+
+def test_by_default_the_last_1024_ended_calls_are_remembered() -> None:
+    net = Net()
+    phone = net.phone("alice", "a1")
+    for n in range(1025):
+        place(net, A1, DAVE, f"k{n}")
+        net.do(A1, Hangup(now=net.now, call_id=f"k{n}"))
+    assert phone.record("k0") is None
+    assert phone.record("k1") is not None and phone.record("k1024") is not None
+
+
+# -- more ids as new strings ---------------------------------------------------------------
+
+
+def test_glare_with_the_peer_as_a_new_string_gives_way() -> None:
+    net = alice_dials_dave()  # k5
+    out = net.do(A1, message(net, START, fresh("dave"), fresh("d1"), "k1"))
+    (ringing,) = [o for o in out if isinstance(o, Ringing)]
+    assert (ringing.call_id, ringing.replaces) == ("k1", "k5")
+    (stop,) = sends(out)
+    assert (stop.call_id, stop.data) == ("k5", {"reason": "answered_elsewhere"})
+
+
+def test_glare_with_two_attempts_to_the_peer_ends_both_and_names_the_first() -> None:
+    net = alice_dials_dave()  # k5
+    place(net, A1, DAVE, "k6")
+    out = net.do(A1, message(net, START, "dave", "d1", "k1"))
+    (ringing,) = [o for o in out if isinstance(o, Ringing)]
+    assert ringing.replaces == "k5"
+    assert [(s.call_id, s.data["reason"]) for s in sends(out)] == [
+        ("k5", "answered_elsewhere"),
+        ("k6", "answered_elsewhere"),
+    ]
+    assert list(net.at(A1).calls) == ["k1"]
+
+
+def test_a_late_accept_from_the_peer_as_a_new_string_is_told_the_call_is_over() -> None:
+    net = alice_dials_dave()
+    net.do(A1, Hangup(now=net.now, call_id="k5"))
+    (stop,) = sends(net.do(A1, message(net, ACCEPT, fresh("dave"), "d1", "k5")))
+    assert (stop.recipient, stop.data) == ("dave", {"reason": "hangup"})
+
+
+def test_a_duplicate_accept_with_the_device_as_a_new_string_changes_nothing() -> None:
+    net = alice_dials_dave()
+    net.do(A1, message(net, ACCEPT, "dave", "d1", "k5"))
+    assert net.do(A1, message(net, ACCEPT, "dave", fresh("d1"), "k5")) == []
+    assert net.state(A1, "k5") is CallState.CONNECTED
+
+
+def test_the_device_named_answered_by_as_a_new_string_keeps_the_call() -> None:
+    net = dave_rings_for_alice()
+    net.do(D1, Accept(now=net.now, call_id="k1", peer_info="answer"))
+    stop = message(net, STOP, "alice", "a1", reason="answered_elsewhere", answered_by=fresh("d1"))
+    assert net.do(D1, stop) == []
+    assert net.state(D1, "k1") is CallState.CONNECTED
+
+
+def test_a_peer_gone_named_by_a_new_string_still_ends_the_call_with_gone() -> None:
+    net = alice_dials_dave()
+    net.do(A1, message(net, ACCEPT, "dave", "d1", "k5"))
+    net.do(A1, PeerGone(now=net.now, identity=IdentityId(fresh("dave")), device=DeviceId("d1")))
+    assert net.at(A1).next_deadline() == net.now + 30
+    net.advance(30)
+    (ended,) = net.ended(A1)
+    assert ended.reason is EndReason.GONE
