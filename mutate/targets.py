@@ -83,7 +83,11 @@ TARGETS = (
     Target(
         "proxy-core",
         "src/parley/protocol/proxy.py",
-        ("tests/protocol/test_proxy.py", "tests/protocol/test_proxy_resume.py"),
+        (
+            "tests/protocol/test_proxy.py",
+            "tests/protocol/test_proxy_parties.py",
+            "tests/protocol/test_proxy_resume.py",
+        ),
     ),
     Target("jws", "src/parley/crypto/jws.py", ("tests/crypto/test_jws.py",)),
     Target("sealed", "src/parley/crypto/sealed.py", ("tests/crypto/test_sealed.py",)),
