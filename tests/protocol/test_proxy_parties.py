@@ -301,3 +301,78 @@ def test_resume_re_announces_exactly_the_legs_that_are_up() -> None:
         ("k1", "cust", "u1"),
     ]
     assert len(out) == 2
+
+
+def test_the_binding_cannot_be_changed_once_made() -> None:
+    binding: Any = Binding(cid="conv", operator=OLGA, operator_name="Olga", customer=CUST)
+    with pytest.raises(AttributeError):
+        binding.customer = IdentityId("mallory")
+    assert binding.customer == "cust"
+
+
+def test_the_store_is_given_every_call_id_touched_since_the_last_time() -> None:
+    proxy = new_proxy()
+    proxy.handle(message(START, "olga", "o1"))  # a live bridge first
+    proxy.handle(message(STOP, "zoe", "z1", "k0"))  # then a tombstone
+    proxy.handle(message(START, "olga", "o1", "k2"))
+    changes = proxy.take_changes()
+    assert [(k.call_id, k.rank, k.live) for k in changes.kept] == [
+        ("k1", 1, True),
+        ("k0", 2, False),
+        ("k2", 3, True),
+    ]
+
+
+def test_the_store_is_not_given_call_ids_forgotten_already() -> None:
+    proxy = new_proxy(config=ProxyConfig(memory=1))
+    proxy.handle(message(STOP, "zoe", "z1", "k0"))
+    proxy.handle(message(STOP, "zoe", "z1", "k1"))  # k0 is forgotten
+    proxy.handle(message(STOP, "zoe", "z1", "k2"))  # and k1
+    assert proxy.take_changes().kept == (Kept(call_id="k2", rank=3, live=False, bridge=None),)
+
+
+def test_a_start_long_past_its_lifetime_is_not_forwarded() -> None:
+    proxy = new_proxy()
+    out = proxy.handle(message(START, "olga", "o1", now=NOW + 30, iat=NOW, lifetime=10))
+    assert sends(out) == []
+    assert ends(out) == [("olga", EndReason.TIMEOUT, NOW + 30)]
+
+
+def test_the_clock_may_start_anywhere() -> None:
+    proxy = new_proxy()
+    out = proxy.handle(message(START, "olga", "o1", now=5.0, iat=5))
+    assert sends(out) == [(START, "cust", {"operator_name": "Olga", "lifetime": 60})]
+    assert proxy.next_deadline() == 65.0
+
+
+@pytest.mark.parametrize(("first", "second"), [("u1", "u2"), ("u2", "u1")])
+def test_the_customer_device_that_accepts_second_is_told_who_has_the_call(
+    first: str, second: str
+) -> None:
+    proxy = new_proxy()
+    proxy.handle(message(START, "olga", "o1"))
+    proxy.handle(message(ACCEPT, "cust", first))
+    out = proxy.handle(message(ACCEPT, "cust", second))
+    assert sends(out) == [(STOP, "cust", {"reason": "answered_elsewhere", "answered_by": first})]
+    assert proxy.handle(message(ACCEPT, "cust", fresh(first))) == []  # a duplicate
+    assert proxy.bridges["k1"].outbound[CUST].peer_device == first
+
+
+def test_a_stop_from_another_device_of_the_customer_than_the_one_on_the_call_is_ignored() -> None:
+    proxy = new_proxy()
+    connected(proxy)  # with cust:u1
+    for kind in (STOP, BUSY):
+        assert proxy.handle(message(kind, "cust", "u0")) == []
+        assert proxy.handle(message(kind, "cust", "u2")) == []
+    assert list(proxy.bridges) == ["k1"]
+    out = proxy.handle(message(STOP, fresh("cust"), fresh("u1")))
+    assert sends(out) == [(STOP, "olga", {"reason": "hangup"})]
+
+
+def test_a_stop_for_a_hunt_leg_already_ended_changes_nothing() -> None:
+    proxy = new_proxy()
+    proxy.handle(message(START, "dave", "d1", cid="support"))  # rings alice and carol
+    out = proxy.handle(message(STOP, "alice", "a1", cid="support", reason="declined"))
+    assert ends(out) == [("alice", EndReason.DECLINED, NOW)]
+    assert proxy.handle(message(STOP, "alice", "a1", cid="support")) == []
+    assert proxy.bridges["k1"].inbound.state is CallState.RINGING
