@@ -198,21 +198,26 @@ async def test_a_device_added_on_one_node_is_known_where_its_chain_was_cached(
         await peer.close()
 
 
+@pytest.mark.parametrize("theirs", ["d2", "d3"])
 async def test_a_revocation_whose_revoked_event_was_lost_closes_only_that_device(
-    nodes: Nodes,
+    nodes: Nodes, theirs: str
 ) -> None:
     """n2 hears only that bob's chain changed: reading it, it closes bob's revoked d2,
-    and not the d2 of alice or carol (sorting before and after bob), which bob's chain
-    does not list either."""
+    and not the devices of alice or carol (sorting before and after bob) connected
+    there, which bob's chain does not list either: named as bob's (d2), or not (d3,
+    so that nothing but bob's own d2 can make n2 close it)."""
     people = await everyone(nodes.n1, "alice", "bob", "carol")
     for name in ("alice", "carol"):
         phone = await online(nodes.n1, people[name])
-        await add_device(phone, people[name], "d2")
+        await add_device(phone, people[name], theirs)
         await phone.close()
     bob = people["bob"]
     bob_phone = await online(nodes.n1, bob)
     await add_device(bob_phone, bob, "d2")
-    laptops = {name: await online(nodes.n2, ident, "d2") for name, ident in people.items()}
+    laptops = {
+        name: await online(nodes.n2, ident, "d2" if name == "bob" else theirs)
+        for name, ident in people.items()
+    }
     nodes.drop = lambda _sender, event: isinstance(event, Revoked)
     await revoke_device(bob_phone, bob, "d2")
     revoked = await laptops["bob"].recv()
