@@ -229,15 +229,19 @@ async def test_a_revocation_whose_revoked_event_was_lost_closes_only_that_device
     await bob_phone.close()
 
 
+@pytest.mark.parametrize("theirs", ["d2", "d3"])
 async def test_after_a_gap_a_node_rereads_the_chains_it_caches_and_closes_revoked_devices(
-    nodes: Nodes,
+    nodes: Nodes, theirs: str
 ) -> None:
+    """As above, but n2 heard nothing: it reads bob's chain again after a gap. (n2
+    first read bob's chain as his d2 connected there.)"""
     people = await everyone(nodes.n1, "alice", "bob", "carol")
     phones: dict[str, Peer] = {}
+    devices = {name: "d2" if name == "bob" else theirs for name in people}
     for name, ident in people.items():
         phones[name] = await online(nodes.n1, ident)
-        await add_device(phones[name], ident, "d2")
-    laptops = {name: await online(nodes.n2, ident, "d2") for name, ident in people.items()}
+        await add_device(phones[name], ident, devices[name])
+    laptops = {name: await online(nodes.n2, ident, devices[name]) for name, ident in people.items()}
     nodes.drop = lambda _sender, _event: True  # n2 hears nothing of the revocation
     await revoke_device(phones["bob"], people["bob"], "d2")
     nodes.drop = None
