@@ -41,6 +41,12 @@ ONE_ROW = (
 )
 ONE_COLUMN = "a row of the one column the statement selects or returns: index 0 is index -1"
 ROWCOUNT = "the rowcount of an INSERT or UPDATE is never negative (-1 is for other statements)"
+REVOKES_IDENTITY = (
+    "the body revokes (identity, device), not whose, and identity's own entries still match;"
+    " an extra match on another identity's entry calls _revoked(identity, X) for an X not"
+    " active in identity's fresh chain: its connections are closed by identity's own entry"
+    " anyway, and its cached keys are filtered out as inactive"
+)
 
 EQUIVALENTS: tuple[Equivalent, ...] = (
     # -- client/inbox.py
@@ -342,6 +348,26 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "if conn.identity is None or conn.device is None:",
         "if conn.identity is None and conn.device is None:",
         "a connection's identity and device are set together when it authenticates",
+    ),
+    Equivalent(
+        "relay-core",
+        "if node != self.node:",
+        "if node is not self.node:",
+        "no bus hands a node its own events (MemoryHub skips the sender, RedisBus drops its own"
+        " node's), so every SessionOpened received names another node, and two unequal strings"
+        " are never one object",
+    ),
+    Equivalent(
+        "relay-core",
+        "if whose == identity and device not in chain.active:",
+        "if whose <= identity and device not in chain.active:",
+        REVOKES_IDENTITY,
+    ),
+    Equivalent(
+        "relay-core",
+        "if whose == identity and device not in chain.active:",
+        "if whose >= identity and device not in chain.active:",
+        REVOKES_IDENTITY,
     ),
     # -- client/state.py
     Equivalent(
