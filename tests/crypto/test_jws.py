@@ -174,3 +174,17 @@ def test_a_header_of_4_kib_is_read_and_one_byte_more_is_refused() -> None:
     assert jws.parse(token_with_header_of(4096)).header.kid == "k" * (4096 - 24)
     with pytest.raises(MalformedMessage, match="invalid JWS header"):
         jws.parse(token_with_header_of(4097))
+
+
+def test_a_valid_token_with_a_fourth_part_is_refused() -> None:
+    token = jws.sign(_start(), SigningKey.generate(), "dev1")
+    with pytest.raises(MalformedMessage, match="three dot-separated parts"):
+        jws.parse(token + b".AAAA")
+
+
+def test_a_parsed_token_cannot_be_altered() -> None:
+    token = jws.parse(jws.sign(_start(), SigningKey.generate(), "dev1"))
+    with pytest.raises(AttributeError):
+        token.signature = b"other"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        token.header.kid = "other"  # type: ignore[misc]
