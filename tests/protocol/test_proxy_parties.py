@@ -376,3 +376,41 @@ def test_a_stop_for_a_hunt_leg_already_ended_changes_nothing() -> None:
     assert ends(out) == [("alice", EndReason.DECLINED, NOW)]
     assert proxy.handle(message(STOP, "alice", "a1", cid="support")) == []
     assert proxy.bridges["k1"].inbound.state is CallState.RINGING
+
+
+def test_the_pool_and_the_config_are_built_by_keyword_and_cannot_be_changed() -> None:
+    pool: Any = Pool(cid="sales", customer=CUST, operators=(ALICE,))
+    config: Any = ProxyConfig()
+    with pytest.raises(AttributeError):
+        pool.customer = IdentityId("mallory")
+    with pytest.raises(AttributeError):
+        config.grace = 1.0
+    make: Any = Pool
+    with pytest.raises(TypeError):
+        make("sales", CUST, (ALICE,))
+    assert (pool.customer, config.grace) == ("cust", 30.0)
+
+
+def test_a_customer_sorting_after_the_operator_hangs_up_and_the_operator_hears_it() -> None:
+    proxy = Proxy(APP, P1)
+    proxy.bind(Binding(cid="conv", operator=IdentityId("ann"), operator_name="Ann", customer=CUST))
+    proxy.handle(message(START, "ann", "a1"))
+    proxy.handle(message(ACCEPT, "cust", "u1"))
+    assert proxy.bridges["k1"].leg_of(CUST) is proxy.bridges["k1"].outbound[CUST]
+    out = proxy.handle(message(STOP, "cust", "u1"))
+    assert sends(out) == [(STOP, "ann", {"reason": "hangup"})]
+    assert proxy.bridges == {}
+
+
+def test_the_operator_as_a_new_string_is_forwarded() -> None:
+    proxy = new_proxy()
+    out = proxy.handle(message(START, fresh("olga"), "o1"))
+    assert sends(out) == [(START, "cust", {"operator_name": "Olga", "lifetime": 60})]
+
+
+def test_a_stop_naming_this_proxy_device_as_the_winner_is_ignored() -> None:
+    proxy = new_proxy()
+    connected(proxy)
+    stop = message(STOP, "olga", "o1", reason="answered_elsewhere", answered_by=fresh("p1"))
+    assert proxy.handle(stop) == []
+    assert proxy.bridges["k1"].inbound.state is CallState.CONNECTED
