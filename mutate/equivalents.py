@@ -79,6 +79,252 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "if self._recorded % PRUNE_EVERY <= 0:",
         "a remainder by a positive number is never negative",
     ),
+    # -- protocol/call_phone.py
+    Equivalent(
+        "phone",
+        "elif msg.kind is _START:",
+        "elif msg.kind == _START:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "phone",
+        "elif msg.kind is _ACCEPT:",
+        "elif msg.kind == _ACCEPT:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "phone",
+        "elif msg.kind is _ACCEPT:",
+        "elif msg.kind <= _ACCEPT:",
+        '"chat.voice.accept" sorts before the other five MessageType values: `<= VOICE_ACCEPT` '
+        "holds for it alone",
+    ),
+    Equivalent(
+        "phone",
+        "if c.role is Role.CALLER and c.state is CallState.DIALING and c.peer == msg.issuer",
+        "if c.role == Role.CALLER and c.state is CallState.DIALING and c.peer == msg.issuer",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "phone",
+        "if c.role is Role.CALLER and c.state is CallState.DIALING and c.peer == msg.issuer",
+        "if c.role <= Role.CALLER and c.state is CallState.DIALING and c.peer == msg.issuer",
+        "only a caller's call is ever DIALING (Dialed is in the CALLER table alone), so beside "
+        "`c.state is CallState.DIALING` the role test decides nothing",
+    ),
+    Equivalent(
+        "phone",
+        "if c.role is Role.CALLER and c.state is CallState.DIALING and c.peer == msg.issuer",
+        "if c.role >= Role.CALLER and c.state is CallState.DIALING and c.peer == msg.issuer",
+        'Role has two members and "callee" < "caller": `>= Role.CALLER` holds for CALLER alone',
+    ),
+    Equivalent(
+        "phone",
+        "if c.role is Role.CALLER and c.state is CallState.DIALING and c.peer == msg.issuer",
+        "if c.role is Role.CALLER and c.state == CallState.DIALING and c.peer == msg.issuer",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "phone",
+        "if c.role is Role.CALLER and c.state is CallState.DIALING and c.peer == msg.issuer",
+        "if c.role is Role.CALLER and c.state >= CallState.DIALING and c.peer == msg.issuer",
+        'a caller\'s live call is DIALING or CONNECTED (never RINGING), and "connected" < '
+        '"dialing": `>=` holds for DIALING alone',
+    ),
+    Equivalent(
+        "phone",
+        "if any(rival.call_id < msg.call_id for rival in rivals):",
+        "if any(rival.call_id <= msg.call_id for rival in rivals):",
+        "a start for a call_id the phone holds is ignored before this (`msg.call_id in "
+        "self._calls`): a rival's call_id never equals msg.call_id",
+    ),
+    Equivalent(
+        "phone",
+        "if record is not None and record.role is Role.CALLER and record.peer == msg.issuer:",
+        "if record is not None and record.role == Role.CALLER and record.peer == msg.issuer:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "phone",
+        "if record is not None and record.role is Role.CALLER and record.peer == msg.issuer:",
+        "if record is not None and record.role >= Role.CALLER and record.peer == msg.issuer:",
+        'Role has two members and "callee" < "caller": `>= Role.CALLER` holds for CALLER alone',
+    ),
+    Equivalent(
+        "phone",
+        "if call.role is not Role.CALLER or call.peer != msg.issuer:",
+        "if call.role != Role.CALLER or call.peer != msg.issuer:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "phone",
+        "if call.role is not Role.CALLER or call.peer != msg.issuer:",
+        "if call.role < Role.CALLER or call.peer != msg.issuer:",
+        'Role has two members and "callee" < "caller": `< Role.CALLER` holds exactly for '
+        "CALLEE, as `is not` does",
+    ),
+    Equivalent(
+        "phone",
+        "elif call.state is CallState.DIALING:",
+        "elif call.state == CallState.DIALING:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "phone",
+        "elif call.state is CallState.DIALING:",
+        "elif call.state >= CallState.DIALING:",
+        "only a caller's live call gets here, and it is DIALING or CONNECTED (never RINGING); "
+        '"connected" < "dialing", so `>=` holds for DIALING alone',
+    ),
+    Equivalent(
+        "phone",
+        "if call.state is not CallState.RINGING:",
+        "if call.state != CallState.RINGING:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "phone",
+        "if call.state is not CallState.RINGING:",
+        "if call.state < CallState.RINGING:",
+        '"ringing" sorts after every other CallState value: `< CallState.RINGING` holds '
+        "exactly for the others, as `is not` does",
+    ),
+    Equivalent(
+        "phone",
+        "if call.state is not CallState.RINGING:",
+        "if call.state > CallState.RINGING:",
+        'nothing sorts after "ringing", so the early return goes, but the calls it let through '
+        "(a dialling or connected caller, a connected callee) have neither AnsweredElsewhere "
+        "nor SiblingEnded in the table: fire raises before changing anything and _fire_quietly "
+        "drops it",
+    ),
+    Equivalent(
+        "phone",
+        "if msg.kind is _ACCEPT:",
+        "if msg.kind == _ACCEPT:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "phone",
+        "if msg.kind is _ACCEPT:",
+        "if msg.kind <= _ACCEPT:",
+        '"chat.voice.accept" sorts before the other five MessageType values: `<= VOICE_ACCEPT` '
+        "holds for it alone",
+    ),
+    Equivalent(
+        "phone",
+        "if call.role is Role.CALLER or isinstance(event, Vanished):",
+        "if call.role == Role.CALLER or isinstance(event, Vanished):",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "phone",
+        "if call.role is Role.CALLER or isinstance(event, Vanished):",
+        "if call.role >= Role.CALLER or isinstance(event, Vanished):",
+        'Role has two members and "callee" < "caller": `>= Role.CALLER` holds for CALLER alone',
+    ),
+    Equivalent(
+        "phone",
+        "if call.peer == identity:",
+        "if call.peer <= identity:",
+        "watching a call again only recomputes its gone_deadline from its own peer device's "
+        "presence, which it already holds: every call is watched when it rings or is answered "
+        "and whenever its peer's presence changes",
+    ),
+    Equivalent(
+        "phone",
+        "if call.peer == identity:",
+        "if call.peer >= identity:",
+        "watching a call again only recomputes its gone_deadline from its own peer device's "
+        "presence, which it already holds: every call is watched when it rings or is answered "
+        "and whenever its peer's presence changes",
+    ),
+    Equivalent(
+        "phone",
+        "except IllegalTransition as exc:",
+        "except CosmicRayTestingException as exc:",
+        "nothing in _fire_quietly's callers raises IllegalTransition: _on_end fires PeerEnded "
+        "only on a live call, legal in every live state of both roles, and _sibling fires only "
+        "on a RINGING call, where AnsweredElsewhere and SiblingEnded are legal",
+    ),
+    # -- protocol/proxy.py
+    Equivalent(
+        "proxy-core",
+        "if leg.state is CallState.CONNECTED",
+        "if leg.state == CallState.CONNECTED",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "proxy-core",
+        "if leg.state is CallState.CONNECTED",
+        "if leg.state <= CallState.CONNECTED",
+        '"connected" sorts before every other CallState value: `<= CallState.CONNECTED` holds '
+        "for CONNECTED alone",
+    ),
+    Equivalent(
+        "proxy-core",
+        "if msg.kind is MessageType.VOICE_START:",
+        "if msg.kind == MessageType.VOICE_START:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "proxy-core",
+        "elif msg.kind is MessageType.VOICE_ACCEPT:",
+        "elif msg.kind == MessageType.VOICE_ACCEPT:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "proxy-core",
+        "elif msg.kind is MessageType.VOICE_ACCEPT:",
+        "elif msg.kind <= MessageType.VOICE_ACCEPT:",
+        '"chat.voice.accept" sorts before the other five MessageType values: `<= VOICE_ACCEPT` '
+        "holds for it alone",
+    ),
+    Equivalent(
+        "proxy-core",
+        "route = ([], route[1])",
+        "route = ([], route[ 0])",
+        "while draining the targets are emptied, so the start is answered busy (or refused as "
+        "too late) and the data, route[1], is never read",
+    ),
+    Equivalent(
+        "proxy-core",
+        "if other is not leg and other.live:",
+        "if other != leg and other.live:",
+        IDENTITY_EQ + " (Call)",
+    ),
+    Equivalent(
+        "proxy-core",
+        "if leg.role is Role.CALLER or isinstance(event, Vanished):",
+        "if leg.role == Role.CALLER or isinstance(event, Vanished):",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "proxy-core",
+        "if leg.role is Role.CALLER or isinstance(event, Vanished):",
+        "if leg.role >= Role.CALLER or isinstance(event, Vanished):",
+        'Role has two members and "callee" < "caller": `>= Role.CALLER` holds for CALLER alone',
+    ),
+    Equivalent(
+        "proxy-core",
+        "if failed is not None and failed is not bridge.inbound:",
+        "if failed is not None and failed != bridge.inbound:",
+        IDENTITY_EQ + " (Call)",
+    ),
+    Equivalent(
+        "proxy-core",
+        "if leg is bridge.inbound:",
+        "if leg == bridge.inbound:",
+        IDENTITY_EQ + " (Call)",
+    ),
+    Equivalent(
+        "proxy-core",
+        "elif bridge.winner == leg.peer or not any(o.live for o in bridge.outbound.values()):",
+        "elif bridge.winner is leg.peer or not any(o.live for o in bridge.outbound.values()):",
+        "once a winner is set every other outbound leg has ended (Superseded at the accept, "
+        "never reopened), so when the winner's leg ends no outbound leg is live and `not "
+        "any(...)` alone decides",
+    ),
     # -- crypto/jws.py
     Equivalent(
         "jws",
