@@ -632,6 +632,20 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "if whose >= identity and device not in chain.active:",
         REVOKES_IDENTITY,
     ),
+    Equivalent(
+        "relay-core",
+        "async def health(self, timeout: float = 2.0) -> dict[str, object]:",
+        "async def health(self, timeout: float = 1.0) -> dict[str, object]:",
+        "how long /health waits for the store by default: " + TIMING,
+    ),
+    Equivalent(
+        "relay-core",
+        "version = chain.version if chain is not None else 0",
+        "version = chain.version if chain is not None else -1",
+        "a Send is routed by the node its sender is authenticated on, which caches the"
+        " sender's chain from then on (dropped only if the identity leaves the store): the"
+        " else branch never runs",
+    ),
     # -- client/state.py
     Equivalent(
         "client-state",

@@ -15,6 +15,7 @@ from parley.protocol import frames
 from parley.protocol.frames import ErrorCode
 from parley.relay import Relay, RelayConfig, SqliteStore
 from parley.relay.bus import LocalBus
+from parley.transport.memory import MemoryTransport
 
 from .helpers import WAIT, FakeClock, Identity, Peer, counter, enroll, online, rejected
 
@@ -199,6 +200,24 @@ async def test_background_store_work_that_fails_is_logged(
     await flaky.close()  # which waits for the confirm's write
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
         "background store work failed"
+    ]
+
+
+async def test_a_failure_of_the_relay_itself_closes_the_connection_with_1011(
+    relay: Relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    def failing_reads(transport: MemoryTransport) -> MemoryTransport:
+        async def recv() -> bytes:
+            raise RuntimeError("a bug of the relay's")
+
+        setattr(transport, "recv", recv)  # noqa: B010 - a method replaced on one object
+        return transport
+
+    peer = Peer(relay, wrap=failing_reads)
+    await peer.start()
+    assert await peer.closed() == 1011  # internal error: not the client's fault
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        f"{peer.relay_end.remote} (unauthenticated): unexpected failure; closing the connection"
     ]
 
 
