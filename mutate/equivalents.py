@@ -646,6 +646,68 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         " sender's chain from then on (dropped only if the identity leaves the store): the"
         " else branch never runs",
     ),
+    Equivalent(
+        "relay-core",
+        "version = chain.version if chain is not None else 0",
+        "version = chain.version if chain is not None else 1",
+        "a Send is routed by the node its sender is authenticated on, which caches the"
+        " sender's chain from then on (dropped only if the identity leaves the store): the"
+        " else branch never runs",
+    ),
+    Equivalent(
+        "relay-core",
+        "set(self._handlers), timeout=self.config.close_timeout + 1",
+        "set(self._handlers), timeout=self.config.close_timeout - 1",
+        "the margin close() gives connections past their own close_timeout: " + TIMING,
+    ),
+    Equivalent(
+        "relay-core",
+        "set(self._handlers), timeout=self.config.close_timeout + 1",
+        "set(self._handlers), timeout=self.config.close_timeout * 1",
+        "the margin close() gives connections past their own close_timeout: " + TIMING,
+    ),
+    Equivalent(
+        "relay-core",
+        "set(self._handlers), timeout=self.config.close_timeout + 1",
+        "set(self._handlers), timeout=self.config.close_timeout // 1",
+        "the margin close() gives connections past their own close_timeout: " + TIMING,
+    ),
+    Equivalent(
+        "relay-core",
+        "set(self._handlers), timeout=self.config.close_timeout + 1",
+        "set(self._handlers), timeout=self.config.close_timeout ** 1",
+        "the margin close() gives connections past their own close_timeout: " + TIMING,
+    ),
+    Equivalent(
+        "relay-core",
+        "set(self._handlers), timeout=self.config.close_timeout + 1",
+        "set(self._handlers), timeout=self.config.close_timeout + 0",
+        "the margin close() gives connections past their own close_timeout: " + TIMING,
+    ),
+    Equivalent(
+        "relay-core",
+        "if session.phase is Phase.HANDSHAKE:",
+        "if session.phase == Phase.HANDSHAKE:",
+        ENUM_EQ,
+    ),
+    Equivalent(
+        "relay-core",
+        "if session.phase is Phase.HANDSHAKE:",
+        "if session.phase >= Phase.HANDSHAKE:",
+        "of the phases' values (handshake, active, closed) only 'handshake' is >= 'handshake'",
+    ),
+    Equivalent(
+        "relay-core",
+        "while session.phase is Phase.HANDSHAKE and not conn.closing:",
+        "while session.phase >= Phase.HANDSHAKE and not conn.closing:",
+        "of the phases' values (handshake, active, closed) only 'handshake' is >= 'handshake'",
+    ),
+    Equivalent(
+        "relay-core",
+        "while session.phase is Phase.ACTIVE and not conn.closing:",
+        "while session.phase <= Phase.ACTIVE and not conn.closing:",
+        "of the phases' values (handshake, active, closed) only 'active' is <= 'active'",
+    ),
     # -- client/state.py
     Equivalent(
         "client-state",

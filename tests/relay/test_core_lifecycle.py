@@ -18,18 +18,21 @@ from parley.relay.bus import LocalBus
 from parley.transport.memory import MemoryTransport
 
 from .helpers import WAIT, FakeClock, Identity, Peer, counter, enroll, online, rejected
+from .test_connection import send_many, setup, stalled_online
 
 HOUR = 3600.0
 
 
 class FlakyStore:
     """A real store whose named operations fail (``fail``: how many more times each) or
-    hang once until cancelled (``hang``), and that says whether it was closed."""
+    hang once until cancelled (``hang``) or take long once (``slow``), and that says
+    whether it was closed."""
 
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
         self.fail: dict[str, int] = {}
         self.hang: set[str] = set()
+        self.slow: dict[str, float] = {}  # seconds an operation takes, once
         self.closed = False
 
     def __getattr__(self, name: str) -> Any:
@@ -41,6 +44,8 @@ class FlakyStore:
             if self.fail.get(name, 0) > 0:
                 self.fail[name] -= 1
                 raise OSError(f"{name}: the disk is on fire")
+            if name in self.slow:
+                await asyncio.sleep(self.slow.pop(name))
             if name in self.hang:
                 self.hang.discard(name)
                 await asyncio.Event().wait()
@@ -107,6 +112,54 @@ async def test_close_closes_every_connection_and_turns_new_ones_away(
     assert store.closed
     late = Peer(relay)
     assert await late.closed() == 1001  # going away, without a challenge
+
+
+async def test_close_waits_for_a_connection_slow_to_close(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = RelayConfig(send_queue=4, catchup_batch=3, close_timeout=0.3, sweep_interval=3600)
+    relay = Relay(SqliteStore(tmp_path / "relay.db"), config, clock=clock)
+    await relay.start()
+    alice, bob, _ = await setup(relay)
+    stalled, _ = await stalled_online(relay, alice)  # its writes wait: it closes late
+    sender = await online(relay, bob)
+    await send_many(sender, "alice", clock)
+    await relay.close()
+    assert stalled.task.done() and sender.task.done()  # within close_timeout, and waited for
+    assert warnings_about(caplog, "did not close in time") == []
+
+
+async def test_a_relay_keeps_nothing_of_connections_that_ended(relay: Relay) -> None:
+    alice = Identity.create("alice")
+    await enroll(relay, alice)
+    peers = [await online(relay, alice, device="d1") for _ in range(2)]
+    waiting = Peer(relay, "waiting")
+    await waiting.start()
+    for peer in [*peers, waiting]:
+        await peer.close()
+    # What a connection took while open, per connection and per address, is given back.
+    assert relay.connection_count == 0
+    assert not relay._handlers and not relay._connections and not relay._preauth
+
+
+async def test_a_request_served_across_the_login_deadline_is_answered(
+    store: FlakyStore, clock: FakeClock
+) -> None:
+    # The deadline bounds the login only: what an authenticated device asks is not cut
+    # short when it passes.
+    relay = Relay(store, RelayConfig(auth_timeout=1.0), clock=clock)
+    await relay.start()
+    try:
+        alice, bob = Identity.create("alice"), Identity.create("bob")
+        await enroll(relay, alice)
+        await enroll(relay, bob)
+        peer = Peer(relay)
+        assert isinstance(await peer.authenticate(alice), frames.Welcome)
+        store.slow["permit"] = 1.5  # still writing when the deadline passes
+        assert isinstance(await peer.request(frames.Permit, identity="bob"), frames.Done)
+        await peer.close()
+    finally:
+        await relay.close()
 
 
 # -- the sweeps ------------------------------------------------------------------------
