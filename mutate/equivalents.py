@@ -640,6 +640,12 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
     ),
     Equivalent(
         "relay-core",
+        "async def health(self, timeout: float = 2.0) -> dict[str, object]:",
+        "async def health(self, timeout: float = 3.0) -> dict[str, object]:",
+        "how long /health waits for the store by default: " + TIMING,
+    ),
+    Equivalent(
+        "relay-core",
         "version = chain.version if chain is not None else 0",
         "version = chain.version if chain is not None else -1",
         "a Send is routed by the node its sender is authenticated on, which caches the"

@@ -117,7 +117,8 @@ async def test_close_closes_every_connection_and_turns_new_ones_away(
 async def test_close_waits_for_a_connection_slow_to_close(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = RelayConfig(send_queue=4, catchup_batch=3, close_timeout=0.3, sweep_interval=3600)
+    # A second to close: longer than anything else close() waits for.
+    config = RelayConfig(send_queue=4, catchup_batch=3, close_timeout=1.0, sweep_interval=3600)
     relay = Relay(SqliteStore(tmp_path / "relay.db"), config, clock=clock)
     await relay.start()
     alice, bob, _ = await setup(relay)
