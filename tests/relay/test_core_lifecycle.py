@@ -18,7 +18,6 @@ from parley.relay.bus import LocalBus
 from parley.transport.memory import MemoryTransport
 
 from .helpers import WAIT, FakeClock, Identity, Peer, counter, enroll, online, rejected
-from .test_connection import send_many, setup, stalled_online
 
 HOUR = 3600.0
 
@@ -114,19 +113,43 @@ async def test_close_closes_every_connection_and_turns_new_ones_away(
     assert await late.closed() == 1001  # going away, without a challenge
 
 
+class SlowToClose:
+    """The relay's end of a connection whose closing handshake takes a second (a slow
+    client's): longer than anything else close() waits for."""
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        self.inner = inner
+        self.remote, self.source = inner.remote, inner.source
+        self.closed = False
+
+    async def send(self, data: bytes) -> None:
+        await self.inner.send(data)
+
+    async def recv(self) -> bytes:
+        return await self.inner.recv()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await asyncio.sleep(1.0)
+        await self.inner.close(code, reason)
+        self.closed = True
+
+
 async def test_close_waits_for_a_connection_slow_to_close(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A second to close: longer than anything else close() waits for.
-    config = RelayConfig(send_queue=4, catchup_batch=3, close_timeout=1.0, sweep_interval=3600)
-    relay = Relay(SqliteStore(tmp_path / "relay.db"), config, clock=clock)
+    relay = Relay(SqliteStore(tmp_path / "relay.db"), RelayConfig(), clock=clock)
     await relay.start()
-    alice, bob, _ = await setup(relay)
-    stalled, _ = await stalled_online(relay, alice)  # its writes wait: it closes late
-    sender = await online(relay, bob)
-    await send_many(sender, "alice", clock)
+    alice = Identity.create("alice")
+    await enroll(relay, alice)
+    ends: list[SlowToClose] = []
+
+    def slow(inner: MemoryTransport) -> SlowToClose:
+        ends.append(SlowToClose(inner))
+        return ends[-1]
+
+    peer = await online(relay, alice, wrap=slow)
     await relay.close()
-    assert stalled.task.done() and sender.task.done()  # within close_timeout, and waited for
+    assert ends[0].closed and peer.task.done()  # waited for, within close_timeout
     assert warnings_about(caplog, "did not close in time") == []
 
 
