@@ -174,10 +174,16 @@ def in_annotations(session: Path, module: Path) -> int:
         )
 
 
+def _where(item: WorkItem) -> tuple[int, int, str, int]:
+    spec = item.mutations[0]
+    return (*spec.start_pos, spec.operator_name, spec.occurrence)
+
+
 def sample(session: Path, keep: int, seed: int) -> None:
     """Mark all but ``keep`` randomly chosen mutants skipped."""
     with use_db(str(session), WorkDB.Mode.open) as db:
-        items = sorted(db.pending_work_items, key=lambda item: item.job_id)
+        # In source order (job ids are random): the same seed picks the same mutants.
+        items = sorted(db.pending_work_items, key=_where)
         chosen = {item.job_id for item in random.Random(seed).sample(items, min(keep, len(items)))}
         skipped = [item.job_id for item in items if item.job_id not in chosen]
         if skipped:
