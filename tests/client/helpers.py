@@ -14,9 +14,10 @@ import msgspec
 from tests import waits
 
 from parley.client import Client, register_identity
+from parley.client.directory import Directory
 from parley.credentials import Credentials
 from parley.crypto import jws
-from parley.crypto.keys import SigningKey, b64url_encode
+from parley.crypto.keys import SigningKey, VerifyKey, b64url_encode
 from parley.protocol.frames import (
     Authenticate,
     Confirm,
@@ -280,3 +281,14 @@ async def inject(client: Client, recipient: str, payload: bytes) -> None:
     """Seal ``payload`` as is, properly, and send it in a fresh envelope: what the
     receiver's checks see is exactly these bytes."""
     await client._sender.send_signed(recipient, payload, time.time() + 60)
+
+
+class KnownKeys(Directory):
+    """The directory of a relay that serves exactly these keys, one per identity (for
+    a Verifier tested alone)."""
+
+    def __init__(self, keys: dict[str, SigningKey]) -> None:
+        self._keys = keys
+
+    async def current_key(self, identity: str, kid: str, min_version: int) -> VerifyKey:
+        return self._keys[identity].public_key

@@ -20,33 +20,22 @@ from typing import Any, cast
 import pytest
 
 from parley.client.connection import Connection
-from parley.client.directory import Directory
 from parley.client.e2ee import EndToEnd
 from parley.client.handlers import Handlers, Observed
 from parley.client.inbox import BATCH, Inbox
 from parley.client.state import State
 from parley.client.verify import Verifier
 from parley.crypto import jws
-from parley.crypto.keys import SigningKey, VerifyKey
+from parley.crypto.keys import SigningKey
 from parley.errors import DeliveryTimeout, RelayConnectionError, RelayError
 from parley.protocol.frames import Deliver, Envelope
 from parley.protocol.messages import Message, VoiceStart, VoiceStop
 
-from .helpers import WAIT
+from .helpers import WAIT, KnownKeys
 
 NOW = 1_900_000_000
 SELF, DEVICE = "i-middle", "d-same"
 BELOW, ABOVE = "i-aaaa", "i-zzzz"  # other identities, on both sides of ours in sort order
-
-
-class _Keys(Directory):
-    """The directory of a relay that serves exactly these keys."""
-
-    def __init__(self, keys: dict[str, SigningKey]) -> None:
-        self._keys = keys
-
-    async def current_key(self, identity: str, kid: str, min_version: int) -> VerifyKey:
-        return self._keys[identity].public_key
 
 
 class _Relay:
@@ -116,7 +105,7 @@ class Harness:
             connection=cast(Connection, self.relay),
             state=state,
             e2ee=cast(EndToEnd, self.plain),
-            verifier=Verifier(SELF, _Keys(self.keys), state, lambda: self.now),
+            verifier=Verifier(SELF, KnownKeys(self.keys), state, lambda: self.now),
             handlers=self.handlers,
             rejected=self.rejected,
             clock=lambda: self.now,

@@ -12,18 +12,17 @@ from typing import Any
 import pytest
 
 from parley.client import Client, add_device
-from parley.client.directory import Directory
 from parley.client.state import State
 from parley.client.verify import Verifier
 from parley.credentials import Credentials
 from parley.crypto import jws
-from parley.crypto.keys import SigningKey, VerifyKey
+from parley.crypto.keys import SigningKey
 from parley.errors import DeviceRevoked, Expired, IssuedInFuture, WrongAudience
 from parley.protocol.frames import Envelope
 from parley.protocol.keychain import KeyOp, make_entry
 from parley.protocol.messages import VoiceStop
 
-from .helpers import Received, World, inject, raw_token, stop_token
+from .helpers import KnownKeys, Received, World, inject, raw_token, stop_token
 
 
 async def _bob_listening(world: World) -> tuple[Credentials, Credentials, Client, Received]:
@@ -196,16 +195,6 @@ SELF = "i-middle"  # identities on both sides of it in sort order
 BELOW, ABOVE = "i-aaaa", "i-zzzz"
 
 
-class _Keys(Directory):
-    """The directory of a relay that serves exactly these keys."""
-
-    def __init__(self, keys: dict[tuple[str, str], SigningKey]) -> None:
-        self._keys = keys
-
-    async def current_key(self, identity: str, kid: str, min_version: int) -> VerifyKey:
-        return self._keys[identity, kid].public_key
-
-
 def _signed(iss: str, key: SigningKey, **claims: Any) -> bytes:
     fields: dict[str, Any] = dict(iss=iss, sub=SELF, aud=SELF, iat=NOW, exp=NOW + 60)
     fields.update(jti=uuid.uuid4().hex, cid="cid-1", call_id="c1")
@@ -229,7 +218,7 @@ def _envelope(sender: str, recipient: str) -> Envelope:
 def verifier(tmp_path: Path) -> Iterator[tuple[Verifier, dict[str, SigningKey]]]:
     keys = {name: SigningKey.generate() for name in (SELF, BELOW, ABOVE)}
     state = State(tmp_path / "state.db", identity=SELF, device="d-self")
-    yield Verifier(SELF, _Keys({(n, "d-1"): k for n, k in keys.items()}), state, lambda: NOW), keys
+    yield Verifier(SELF, KnownKeys(keys), state, lambda: NOW), keys
     state.close()
 
 
