@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,25 +153,26 @@ def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]
     return spans
 
 
-def skip_annotations(session: Path, module: Path) -> None:
+def annotated(items: Iterable[WorkItem], module: Path) -> list[str]:
+    """The job ids of the mutants among ``items`` that sit inside type annotations."""
     spans = annotation_spans(module.read_text())
+    return [
+        item.job_id
+        for item in items
+        if any(start <= tuple(item.mutations[0].start_pos) < end for start, end in spans)
+    ]
+
+
+def skip_annotations(session: Path, module: Path) -> None:
     with use_db(str(session), WorkDB.Mode.open) as db:
-        inside = [
-            item.job_id
-            for item in db.pending_work_items
-            if any(start <= tuple(item.mutations[0].start_pos) < end for start, end in spans)
-        ]
+        inside = annotated(db.pending_work_items, module)
         if inside:
             db.set_multiple_results(inside, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
 
 
 def in_annotations(session: Path, module: Path) -> int:
-    spans = annotation_spans(module.read_text())
     with use_db(str(session), WorkDB.Mode.open) as db:
-        return sum(
-            any(start <= tuple(item.mutations[0].start_pos) < end for start, end in spans)
-            for item in db.work_items
-        )
+        return len(annotated(db.work_items, module))
 
 
 def _where(item: WorkItem) -> tuple[int, int, str, int]:
