@@ -70,6 +70,14 @@ async def flaky(store: FlakyStore, config: RelayConfig, clock: FakeClock) -> Asy
     await relay.close()
 
 
+async def enrolled(relay: Relay, *names: str) -> list[Identity]:
+    """Identities of these names, registered."""
+    identities = [Identity.create(name) for name in names]
+    for identity in identities:
+        await enroll(relay, identity)
+    return identities
+
+
 def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     return [
         r.getMessage()
@@ -98,8 +106,7 @@ async def test_close_closes_every_connection_and_turns_new_ones_away(
 ) -> None:
     relay = Relay(store, RelayConfig(), clock=clock)
     await relay.start()
-    alice = Identity.create("alice")
-    await enroll(relay, alice)
+    (alice,) = await enrolled(relay, "alice")
     peer = await online(relay, alice)
     waiting = Peer(relay)  # not authenticated
     await waiting.start()
@@ -139,8 +146,7 @@ async def test_close_waits_for_a_connection_slow_to_close(
 ) -> None:
     relay = Relay(SqliteStore(tmp_path / "relay.db"), RelayConfig(), clock=clock)
     await relay.start()
-    alice = Identity.create("alice")
-    await enroll(relay, alice)
+    (alice,) = await enrolled(relay, "alice")
     ends: list[SlowToClose] = []
 
     def slow(inner: MemoryTransport) -> SlowToClose:
@@ -154,8 +160,7 @@ async def test_close_waits_for_a_connection_slow_to_close(
 
 
 async def test_a_relay_keeps_nothing_of_connections_that_ended(relay: Relay) -> None:
-    alice = Identity.create("alice")
-    await enroll(relay, alice)
+    (alice,) = await enrolled(relay, "alice")
     peers = [await online(relay, alice, device="d1") for _ in range(2)]
     waiting = Peer(relay, "waiting")
     await waiting.start()
@@ -174,9 +179,7 @@ async def test_a_request_served_across_the_login_deadline_is_answered(
     relay = Relay(store, RelayConfig(auth_timeout=1.0), clock=clock)
     await relay.start()
     try:
-        alice, bob = Identity.create("alice"), Identity.create("bob")
-        await enroll(relay, alice)
-        await enroll(relay, bob)
+        alice, _ = await enrolled(relay, "alice", "bob")
         peer = Peer(relay)
         assert isinstance(await peer.authenticate(alice), frames.Welcome)
         store.slow["permit"] = 1.5  # still writing when the deadline passes
@@ -197,9 +200,7 @@ async def test_the_sweeper_drops_expired_messages_by_itself_and_survives_a_failu
     relay = Relay(store, RelayConfig(sweep_interval=0.01), clock=clock)
     await relay.start()
     try:
-        alice, bob = Identity.create("alice"), Identity.create("bob")
-        await enroll(relay, alice)
-        await enroll(relay, bob)
+        alice, bob = await enrolled(relay, "alice", "bob")
         owner = await online(relay, alice)
         assert isinstance(await owner.request(frames.Permit, identity="bob"), frames.Done)
         sender = await online(relay, bob)
@@ -223,9 +224,7 @@ async def test_a_sweep_forgets_the_budgets_that_have_refilled(
 ) -> None:
     # Every address that registered and every device that sent holds a budget while it
     # is spending; once full again it takes no memory.
-    alice, bob = Identity.create("alice"), Identity.create("bob")
-    await enroll(relay, alice)
-    await enroll(relay, bob)
+    alice, _ = await enrolled(relay, "alice", "bob")
     peer = await online(relay, alice)
     assert isinstance(await peer.request(frames.ListConnections), frames.Connections)
     budgets = (relay._registrations, relay._device_budgets, relay._identity_budgets)
@@ -244,9 +243,7 @@ async def test_a_sweep_forgets_the_budgets_that_have_refilled(
 async def test_a_store_failure_is_an_internal_error_and_the_connection_goes_on(
     flaky: Relay, store: FlakyStore
 ) -> None:
-    alice, bob = Identity.create("alice"), Identity.create("bob")
-    await enroll(flaky, alice)
-    await enroll(flaky, bob)
+    alice, _ = await enrolled(flaky, "alice", "bob")
     peer = await online(flaky, alice)
     store.fail["permit"] = 1
     answer = await peer.request(frames.Permit, identity="bob")
@@ -262,9 +259,7 @@ async def test_background_store_work_that_fails_is_logged(
 ) -> None:
     flaky = Relay(store, RelayConfig(), clock=clock)
     await flaky.start()
-    alice, bob = Identity.create("alice"), Identity.create("bob")
-    await enroll(flaky, alice)
-    await enroll(flaky, bob)
+    alice, bob = await enrolled(flaky, "alice", "bob")
     owner = await online(flaky, alice)
     assert isinstance(await owner.request(frames.Permit, identity="bob"), frames.Done)
     sender = await online(flaky, bob)
@@ -324,8 +319,7 @@ async def test_bad_input_is_logged_20_lines_at_once_then_5_a_second(
 async def test_refusals_that_are_not_bad_input_are_not_warnings(
     relay: Relay, caplog: pytest.LogCaptureFixture
 ) -> None:
-    alice = Identity.create("alice")
-    await enroll(relay, alice)
+    (alice,) = await enrolled(relay, "alice")
     peer = await online(relay, alice)
     refused = await peer.send_to("nobody", b"m", "e1", 2e9)
     assert isinstance(refused, frames.Error) and refused.code is ErrorCode.UNKNOWN_RECIPIENT
@@ -341,8 +335,7 @@ async def test_a_connection_authenticated_as_its_deadline_passes_stays_open(
     relay = Relay(store, RelayConfig(auth_timeout=0.2), clock=clock)
     await relay.start()
     try:
-        alice = Identity.create("alice")
-        await enroll(relay, alice)
+        (alice,) = await enrolled(relay, "alice")
         store.hang.add("load_identity_keys")
         peer = Peer(relay)
         assert isinstance(await peer.authenticate(alice), frames.Welcome)
@@ -363,8 +356,7 @@ async def test_an_authenticated_connection_frees_its_place_among_the_unauthentic
     relay = Relay(SqliteStore(tmp_path / "r.db"), RelayConfig(preauth_per_source=2), clock=clock)
     await relay.start()
     try:
-        alice = Identity.create("alice")
-        await enroll(relay, alice)
+        (alice,) = await enrolled(relay, "alice")
         first, second = Peer(relay), Peer(relay)
         await first.start()
         await second.start()
