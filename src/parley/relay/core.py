@@ -59,6 +59,8 @@ from parley.transport import Transport
 
 logger = logging.getLogger(__name__)
 
+_NOT_IN_MEMORY: Any = object()  # Relay._answer_now: the answer must be awaited
+
 # Refusals that say a client sent something wrong or abusive: logged as warnings (with
 # the peer), at most a few a second; the rest only at debug level.
 _BAD_INPUT = frozenset(
@@ -269,17 +271,42 @@ class Relay:
             step = next(work)
             while True:
                 if isinstance(step, Query):
-                    try:
-                        answer = await self._answer(conn, step)
-                    except Exception as exc:
-                        step = work.throw(exc)
-                    else:
-                        step = work.send(answer)
+                    answer = self._answer_now(conn, step)
+                    if answer is _NOT_IN_MEMORY:
+                        try:
+                            answer = await self._answer(conn, step)
+                        except Exception as exc:
+                            step = work.throw(exc)
+                            continue
+                    step = work.send(answer)
                 else:
                     self._apply(conn, session, step)
                     step = work.send(None)
         except StopIteration:
             return
+
+    def _answer_now(self, conn: Connection, query: Query[Any]) -> Any:
+        """The answer if it needs no waiting (a cache hit), else ``_NOT_IN_MEMORY``.
+
+        Most of a Send's queries are answered from memory; a coroutine for each of them
+        was a large share of the relay's time per message."""
+        found: Any
+        match query:
+            case fx.LoadChain(identity=identity):
+                found = self._directory.cached_chain(identity)
+            case fx.LoadPermits(owner=owner):
+                found = self._directory.cached_permits(owner)
+            case fx.LoadIdentityKeys(identity=identity):
+                found = self._keys.cached_identity_keys(identity)
+            case fx.DeliveredUpTo():
+                return conn.cursor
+            case fx.Charge(identity=identity, device=device):
+                return self._charge(identity, device)
+            case fx.ChargeRegistration():
+                return self._charge_registration(conn.transport.source)
+            case _:
+                return _NOT_IN_MEMORY
+        return _NOT_IN_MEMORY if found is None else found
 
     async def _answer(self, conn: Connection, query: Query[Any]) -> Any:
         match query:
@@ -295,12 +322,6 @@ class Relay:
                 return await self._keys.status(identity, device)
             case fx.LoadStoredFrom(sender=sender, recipient=recipient, envelope_id=envelope_id):
                 return await self._store.stored_from(sender, recipient, envelope_id)
-            case fx.DeliveredUpTo():
-                return conn.cursor
-            case fx.Charge(identity=identity, device=device):
-                return self._charge(identity, device)
-            case fx.ChargeRegistration():
-                return self._charge_registration(conn.transport.source)
             case fx.CreateIdentity(genesis=genesis, name=name, now=now, invite=invite):
                 return await self._directory.register(genesis, name, now, invite)
             case fx.AppendEntry(identity=identity, entry=entry):

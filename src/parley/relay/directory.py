@@ -111,6 +111,10 @@ class Directory:
         else:
             self._permits.pop(owner, None)
 
+    def cached_permits(self, owner: str) -> set[str] | None:
+        """:meth:`permits` if they are in memory (None: they must be loaded)."""
+        return self._permits.get(owner)
+
     async def permits(self, owner: str) -> set[str]:
         """The identities ``owner`` accepts messages from (do not mutate)."""
         while True:

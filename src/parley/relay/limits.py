@@ -22,6 +22,10 @@ class TokenBucket:
         self._tokens -= 1.0
         return True
 
+    def spend(self) -> None:
+        """Take the token that :meth:`wait` just found there (at the same ``now``)."""
+        self._tokens -= 1.0
+
     def wait(self, now: float) -> float:
         """Seconds until a token is there (0: one is there now)."""
         self._refill(now)
@@ -74,11 +78,13 @@ class Quota:
 
     def charge(self, now: float) -> float | None:
         """None if charged; else the seconds until it could be (nothing is taken)."""
-        wait = max((bucket.wait(now) for bucket in self._buckets), default=0.0)
+        wait = 0.0
+        for bucket in self._buckets:
+            wait = max(wait, bucket.wait(now))
         if wait > 0.0:
             return wait
         for bucket in self._buckets:
-            bucket.take(now)
+            bucket.spend()
         return None
 
 

@@ -57,15 +57,21 @@ class KeyDirectory:
 
     async def identity_keys(self, identity: str) -> dict[str, IdentityKey]:
         """Published identity keys of ``identity``'s active devices (do not mutate)."""
-        cached = self._keys.get(identity)
+        cached = self.cached_identity_keys(identity)
         while cached is None:
             # Only a load that no invalidate() overtook is cached (it may be stale).
             epoch = self._epoch
             loaded = await self._store.load_identity_keys(identity)
             if self._epoch == epoch:
-                cached = self._keys.setdefault(identity, loaded)
-            else:
-                cached = self._keys.get(identity)
+                self._keys.setdefault(identity, loaded)
+            cached = self.cached_identity_keys(identity)
+        return cached
+
+    def cached_identity_keys(self, identity: str) -> dict[str, IdentityKey] | None:
+        """:meth:`identity_keys` if they are in memory (None: they must be loaded)."""
+        cached = self._keys.get(identity)
+        if cached is None:
+            return None
         chain = self._directory.cached_chain(identity)
         if chain is not None:
             # A device revoked while its keys were being loaded must not come back.

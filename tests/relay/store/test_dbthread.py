@@ -100,3 +100,68 @@ async def test_lifecycle(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not open"):
         await db.run(lambda conn: None)
     await db.stop()  # idempotent
+
+
+async def _run_as_one_group(
+    db: SqliteThread, jobs: list[Callable[[sqlite3.Connection], object]]
+) -> list[object]:
+    """Results (or exceptions) of ``jobs``, queued while the thread is busy: one group."""
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(WAIT)
+
+    first = asyncio.create_task(db.run(blocker))
+    await asyncio.to_thread(started.wait, WAIT)
+    tasks = [asyncio.create_task(db.run(job)) for job in jobs]
+    await asyncio.sleep(0)
+    release.set()
+    await first
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_group_without_failures_takes_no_savepoints(tmp_path: Path) -> None:
+    statements: list[str] = []
+
+    def setup(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t (v INTEGER)")
+        conn.set_trace_callback(statements.append)
+
+    db = SqliteThread(tmp_path / "db", setup)
+    await db.start()
+
+    def insert(conn: sqlite3.Connection) -> int:
+        return conn.execute("INSERT INTO t VALUES (1)").rowcount
+
+    assert await _run_as_one_group(db, [insert] * 5) == [1] * 5
+    await db.stop()
+    assert not [s for s in statements if "SAVEPOINT" in s or "ROLLBACK" in s]
+
+
+async def test_jobs_before_a_failing_one_are_run_again_and_happen_once(tmp_path: Path) -> None:
+    def setup(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t (v INTEGER PRIMARY KEY AUTOINCREMENT, w TEXT)")
+
+    db = SqliteThread(tmp_path / "db", setup)
+    await db.start()
+
+    def insert(label: str) -> Callable[[sqlite3.Connection], object]:
+        def job(conn: sqlite3.Connection) -> object:
+            return conn.execute("INSERT INTO t (w) VALUES (?) RETURNING v", (label,)).fetchone()[0]
+
+        return job
+
+    def bad(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (w) VALUES ('bad')")
+        raise ValueError("job failed")
+
+    def read(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+        return list(conn.execute("SELECT v, w FROM t ORDER BY v"))
+
+    results = await _run_as_one_group(db, [insert("a"), insert("b"), bad, insert("c")])
+    assert results[:2] == [1, 2] and results[3] == 3
+    assert isinstance(results[2], ValueError)
+    # The first run's rows (and its AUTOINCREMENT steps) were rolled back with it.
+    assert await db.run(read) == [(1, "a"), (2, "b"), (3, "c")]
+    await db.stop()

@@ -2,11 +2,16 @@
 
 sqlite3 calls block, so none of them run on the event loop: coroutines hand a job (a
 function of the connection) to this thread and await its result. The thread takes
-every job queued at that moment, runs them in a single transaction (each inside its
-own savepoint, so one failing job does not undo the others) and commits once. The
-commit, and with ``synchronous=FULL`` its fsync, is the expensive part of a durable
+every job queued at that moment, runs them in a single transaction and commits once.
+The commit, and with ``synchronous=FULL`` its fsync, is the expensive part of a durable
 write, so a burst of concurrent Sends costs one fsync instead of one each; results are
 handed back only after the commit, so nothing is reported stored before it is.
+
+One failing job must not undo the others. Wrapping every job in a savepoint would cost
+two statements per job for a case that almost never happens, so a group runs without
+them first; only when a job raises is the whole group rolled back and run again, each
+job inside its own savepoint. A job therefore may run twice: it must act only through
+the connection (a rolled-back run then leaves no trace).
 """
 
 from __future__ import annotations
@@ -123,17 +128,14 @@ class SqliteThread:
                 return
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Job]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    outcomes.append((job.future, job.fn(conn), None))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    outcomes.append((job.future, None, exc))
-                conn.execute("RELEASE job")
+            try:
+                outcomes: list[Outcome] = [(job.future, job.fn(conn), None) for job in batch]
+            except Exception:
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = [_isolated(conn, job) for job in batch]
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             # The group did not commit, so no job in it happened.
@@ -151,6 +153,18 @@ class SqliteThread:
         except RuntimeError:
             # The loop closed under us: nobody is waiting for these results any more.
             logger.debug("event loop closed; dropping %d results", len(outcomes))
+
+
+def _isolated(conn: sqlite3.Connection, job: _Job) -> Outcome:
+    """Run ``job`` inside a savepoint of its own: if it fails, only its work is undone."""
+    conn.execute("SAVEPOINT job")
+    try:
+        outcome: Outcome = (job.future, job.fn(conn), None)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO job")
+        outcome = (job.future, None, exc)
+    conn.execute("RELEASE job")
+    return outcome
 
 
 def _resolve(outcomes: list[Outcome]) -> None:

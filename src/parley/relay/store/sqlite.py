@@ -420,15 +420,10 @@ def _insert_entry(
 
 
 def _store_envelope(conn: sqlite3.Connection, envelope: Envelope) -> StoreResult:
-    existing = conn.execute(
-        "SELECT sender, recipient FROM messages WHERE id = ?", (envelope.id,)
-    ).fetchone()
-    if existing is not None:
-        same = tuple(existing) == (envelope.sender, envelope.recipient)
-        return StoreResult(StoreStatus.DUPLICATE if same else StoreStatus.CONFLICT)
-    seq = conn.execute(
+    # Insert first and look only when the id was taken: one statement for a new envelope.
+    inserted = conn.execute(
         "INSERT INTO messages (id, sender, sender_device, recipient, body, sent_at, expires_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING seq",
         (
             envelope.id,
             envelope.sender,
@@ -438,7 +433,14 @@ def _store_envelope(conn: sqlite3.Connection, envelope: Envelope) -> StoreResult
             envelope.sent_at,
             envelope.expires_at,
         ),
-    ).lastrowid
+    ).fetchone()
+    if inserted is None:
+        existing = conn.execute(
+            "SELECT sender, recipient FROM messages WHERE id = ?", (envelope.id,)
+        ).fetchone()
+        same = tuple(existing) == (envelope.sender, envelope.recipient)
+        return StoreResult(StoreStatus.DUPLICATE if same else StoreStatus.CONFLICT)
+    (seq,) = inserted
     # The target set is read in the same transaction that writes the rows, so a device
     # revoked or added concurrently is either wholly in or wholly out.
     rows = conn.execute(
