@@ -432,7 +432,8 @@ class PostgresProxyStore:
                     " ON CONFLICT DO NOTHING",
                     handled,
                 )
-                await db.execute(_PRUNE, saved.keep)
+                if saved.writes_ended:
+                    await db.execute(_PRUNE, saved.keep)
                 if saved.forget_before:
                     await db.execute(
                         "DELETE FROM proxy_handled WHERE exp < $1", saved.forget_before

@@ -117,6 +117,11 @@ class Saved(msgspec.Struct, frozen=True, kw_only=True):
     # off an active one that lost it); None: no lease in use.
     fence: str | None = None
 
+    @property
+    def writes_ended(self) -> bool:
+        """Whether it writes an ended row: only then can there be more than ``keep``."""
+        return any(not row.live for row in self.rows)
+
     def then(self, later: Saved) -> Saved:
         """This and ``later`` as one write (later rows win)."""
         rows = {row.call_id: row for row in (*self.rows, *later.rows)}

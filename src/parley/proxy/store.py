@@ -320,7 +320,8 @@ class SqliteProxyStore:
                 )
                 db.executemany("INSERT OR REPLACE INTO core VALUES (?, ?)", core)
                 db.executemany("INSERT OR IGNORE INTO handled VALUES (?, ?, ?)", handled)
-                db.execute(_PRUNE, (saved.keep,))
+                if saved.writes_ended:
+                    db.execute(_PRUNE, (saved.keep,))
                 if saved.forget_before:
                     db.execute("DELETE FROM handled WHERE exp < ?", (saved.forget_before,))
 
