@@ -95,13 +95,15 @@ class Relay:
         self._clock = clock
         self._directory = Directory(store)
         self._keys = KeyDirectory(store, self._directory)
+        # The only node: nobody hears what is published (and nothing is counted as sent).
+        self._alone = isinstance(self._bus, LocalBus)
         self._ctx = Context(
             self.config,
             store,
             self._directory,
             self.metrics,
             clock,
-            push_in_sequence=not isinstance(self._bus, LocalBus),
+            push_in_sequence=not self._alone,
         )
         # Authenticated connections by (identity, device): where deliveries are pushed.
         self._sessions: dict[tuple[str, str], set[Connection]] = {}
@@ -485,6 +487,8 @@ class Relay:
     # -- other nodes ------------------------------------------------------------------
 
     def _publish(self, event: BusEvent) -> None:
+        if self._alone:
+            return
         self.metrics.bus_events.labels("published", type(event).__name__).inc()
         self._bus.publish(event)
 
