@@ -19,8 +19,11 @@ Printed: messages/s of the real relay (``parley relay``, SQLite, ``synchronous=F
 the limits of ``UNLIMITED_RELAY_ARGS``), then of a bare ``websockets`` echo server
 process driven by the same generator code with the same frames, connections and
 windows (an echoed frame counts as its Ack and its delivery), and the ratio relay/echo
-(target: at least 0.5). Then a second run paced at half the measured relay rate, with
-fresh frames: p50 and p99 delivery latency (from the send of a frame to its Deliver).
+(target: at least 0.5). Both are the best of several runs (``--rounds``,
+``--echo-rounds``; each relay run with frames of its own), every run's rate printed,
+since this machine's figures wander from one run to the next. Then a run paced at half
+the best relay rate, with fresh frames: p50 and p99 delivery latency (from the send of a
+frame to its Deliver).
 
 By default, where PostgreSQL and Redis answer (``--postgres``, ``--redis``), the same is
 measured on a relay backed by them (no target yet; fewer messages, ``--pg-messages``):
@@ -33,7 +36,7 @@ limit, and each exits when its parent goes away (its stdin closes) or after
 ``GENERATOR_LIFE`` seconds.
 
     python benchmarks/relay_capacity.py [--generators 2] [--devices 16] [--fanout 4]
-        [--messages 1200] [--paced 200] [--window 16] [--echo-rounds 3]
+        [--messages 1200] [--paced 200] [--window 16] [--rounds 3] [--echo-rounds 3]
         [--pg-messages 200] [--pg-paced 60] [--no-postgres] [--relay-url URL] [--quick]
 
 ``--relay-url`` drives a relay started by hand (under a profiler, say) instead of a fresh
@@ -550,26 +553,51 @@ class Figures:
         ]
 
 
+def throughput_phases(rounds: int) -> list[str]:
+    """The flat-out phases, each with frames of its own (a frame replayed would be a
+    duplicate, acknowledged and not delivered again)."""
+    return ["throughput", *(f"throughput-{n}" for n in range(2, rounds + 1))]
+
+
+def best_of(rounds: list[Measured]) -> Measured:
+    return max(rounds, key=lambda measured: measured.result.rate)
+
+
+def rounds_line(name: str, rounds: list[Measured]) -> str:
+    rates = ", ".join(f"{measured.result.rate:.0f}" for measured in rounds)
+    return f"  {name} rounds, msg/s: {rates} (the best counts)"
+
+
 async def relay_figures(
-    gens: Generators, name: str, relay: int, url: str, sizes: tuple[int, int], window: int
+    gens: Generators,
+    name: str,
+    relay: int,
+    url: str,
+    sizes: tuple[int, int, int],
+    window: int,
 ) -> Figures:
-    """Prepare the load on the relay at ``url`` (pid ``relay``): ``sizes`` messages per
-    device flat out and paced; drive it flat out, then paced at half that rate."""
+    """Prepare the load on the relay at ``url`` (pid ``relay``): ``sizes`` are the
+    messages per device flat out, paced, and the flat-out rounds; drive it flat out
+    that many times (the best counts, as for the echo), then paced at half that rate."""
     began = time.monotonic()
-    messages, paced = sizes
+    messages, paced, rounds = sizes
+    phases = throughput_phases(rounds)
     prepared = await gens.ask(
         {
             "cmd": "prepare",
             "url": url,
             "devices": gens.devices,
             "fanout": gens.fanout,
-            "counts": {"throughput": messages, "paced": paced},
+            "counts": {**dict.fromkeys(phases, messages), "paced": paced},
         }
     )
     frame_bytes = sum(p["frame_bytes"] for p in prepared) / len(prepared)
     print(f"{name}: load prepared in {time.monotonic() - began:.1f} s", flush=True)
     await gens.ask({"cmd": "connect", "url": url, "window": window, "echo": False})
-    full = await gens.drive(name, "throughput", relay)
+    measured = [await gens.drive(name, phase, relay) for phase in phases]
+    if rounds > 1:
+        print(rounds_line(name, measured), flush=True)
+    full = best_of(measured)
     half_rate = full.result.rate / 2
     half = await gens.drive(name, "paced", relay, half_rate)
     await gens.ask({"cmd": "disconnect"})
@@ -581,14 +609,11 @@ async def echo_figure(gens: Generators, window: int, rounds: int) -> Measured:
     best of ``rounds``."""
     async with echo_process(__file__) as (pid, url):
         await gens.ask({"cmd": "connect", "url": url, "window": window, "echo": True})
-        best: Measured | None = None
-        for _ in range(rounds):
-            measured = await gens.drive("echo", "throughput", pid)
-            if best is None or measured.result.rate > best.result.rate:
-                best = measured
+        measured = [await gens.drive("echo", "throughput", pid) for _ in range(rounds)]
         await gens.ask({"cmd": "disconnect"})
-    assert best is not None
-    return best
+    if rounds > 1:
+        print(rounds_line("echo", measured), flush=True)
+    return best_of(measured)
 
 
 @asynccontextmanager
@@ -610,7 +635,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
     async with Generators.started(args.generators, args.devices, args.fanout) as gens:
         async with sqlite_relay(workdir, args.relay_url, args.loop) as (pid, url):
             sqlite = await relay_figures(
-                gens, "sqlite", pid, url, (args.messages, args.paced), args.window
+                gens, "sqlite", pid, url, (args.messages, args.paced, args.rounds), args.window
             )
         echo = await echo_figure(gens, args.window, args.echo_rounds)
     total = args.generators * args.devices * args.messages
@@ -647,7 +672,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             workdir / "pg", extra_args=(*services.node_args(), "--loop", args.loop)
         ) as relay,
     ):
-        sizes = (args.pg_messages, args.pg_paced)
+        sizes = (args.pg_messages, args.pg_paced, 1)
         pg = await relay_figures(gens, "postgres", relay.pid, relay.url, sizes, args.window)
     for line in pg.lines(f"PostgreSQL store + Redis bus, {args.pg_messages} per device; no target"):
         print(line)
@@ -664,6 +689,7 @@ SIZES = {
     "messages": ("per device, flat out", 20, 1200),
     "paced": ("per device, at half the rate", 10, 200),
     "window": ("unacknowledged per connection", 4, 16),
+    "rounds": ("relay runs flat out, the best counts", 1, 3),
     "echo_rounds": ("echo runs, the best counts", 1, 3),
     "pg_messages": ("per device on PostgreSQL", 20, 200),
     "pg_paced": ("per device on PostgreSQL, paced", 10, 60),
