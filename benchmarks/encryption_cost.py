@@ -12,6 +12,7 @@ Runs alternate, fresh identities each time; the best of each mode is reported, a
 ratio encrypted / plaintext is the figure to watch.
 
     python benchmarks/encryption_cost.py [--senders 4] [--messages 1000] [--window 32]
+        [--rounds 6]
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ async def run_once(
 
 async def main(args: argparse.Namespace) -> None:
     best: dict[bool, Result] = {}
+    rates: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
         workdir = Path(tmp)
         async with RelayProcess(workdir / "relay", extra_args=UNLIMITED_RELAY_ARGS) as relay:
@@ -72,10 +74,13 @@ async def main(args: argparse.Namespace) -> None:
                         messages=args.messages,
                         window=args.window,
                     )
+                    rates[encrypt].append(result.rate)
                     if encrypt not in best or result.rate > best[encrypt].rate:
                         best[encrypt] = result
     print(f"senders={args.senders} messages/sender={args.messages} window={args.window}")
     print(f"best of {args.rounds} alternating rounds per mode")
+    for encrypt, name in ((True, "encrypted"), (False, "plaintext")):
+        print(f"  {name} rounds, msg/s: {', '.join(f'{rate:.0f}' for rate in rates[encrypt])}")
     print(best[True].line() + "  (sealed: XChaCha20-Poly1305 + Olm per device)")
     print(best[False].line() + "  (this benchmark's switch: plain signed JWS bodies)")
     print(f"ratio encrypted/plaintext = {best[True].rate / best[False].rate:.3f}")
@@ -86,5 +91,6 @@ if __name__ == "__main__":
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--messages", type=int, default=1000, help="per sender")
     parser.add_argument("--window", type=int, default=32, help="unacknowledged per sender")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each mode")
+    # This machine's figures wander by a tenth or more from one run to the next.
+    parser.add_argument("--rounds", type=int, default=6, help="runs of each mode")
     asyncio.run(main(parser.parse_args()))
