@@ -349,6 +349,24 @@ async def test_expired_envelopes_are_swept_and_never_delivered(
         await peer.close()
 
 
+async def test_a_node_alone_publishes_no_bus_events(relay: Relay, clock: FakeClock) -> None:
+    alice, bob = await pair(relay)  # a permit, presence on connecting and leaving
+    sender = await online(relay, bob)
+    receiver = await online(relay, alice)
+    assert isinstance(await sender.send_to("alice", b"m", "e1", clock() + HOUR), frames.Ack)
+    await receiver.expect(frames.Deliver)
+    for peer in (receiver, sender):
+        await peer.close()
+    published = [
+        sample
+        for metric in relay.metrics.registry.collect()
+        if metric.name == "parley_relay_bus_events"
+        for sample in metric.samples
+        if sample.labels.get("direction") == "published"
+    ]
+    assert published == []
+
+
 async def test_restart_keeps_identities_permissions_inboxes_and_offsets(
     tmp_path: Path, clock: FakeClock
 ) -> None:
