@@ -541,6 +541,13 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
     Equivalent("relay-core", "*,", "/,", KEYWORDS),
     Equivalent(
         "relay-core",
+        "if answer is _NOT_IN_MEMORY:",
+        "if answer == _NOT_IN_MEMORY:",
+        "the sentinel is a bare object(), whose == is identity; no answer (a KeyChain,"
+        " a set, a dict, a number, None) claims to equal an object of another type",
+    ),
+    Equivalent(
+        "relay-core",
         "set(self._handlers), timeout=self.config.close_timeout + 1",
         "set(self._handlers), timeout=self.config.close_timeout / 1",
         "the margin close() gives connections past their own close_timeout: " + TIMING,
@@ -802,6 +809,12 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "only how the rows are split into INSERTs: every row is written alike",
     ),
     # -- relay/store/sqlite.py
+    Equivalent(
+        "relay-store",
+        "return int(row[0]) if row else 0",
+        "return int(row[ -1]) if row else 0",
+        ONE_COLUMN,
+    ),
     Equivalent(
         "relay-store",
         "if cursor.rowcount == 0:",
