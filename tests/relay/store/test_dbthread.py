@@ -14,7 +14,26 @@ from tests.relay.helpers import WAIT
 from parley.relay.store.dbthread import SqliteThread
 
 
-async def test_jobs_queued_together_share_one_commit(tmp_path: Path) -> None:
+async def _run_as_one_group(
+    db: SqliteThread, jobs: list[Callable[[sqlite3.Connection], object]]
+) -> list[object]:
+    """Results (or exceptions) of ``jobs``, queued while the thread is busy: one group."""
+    started, release = threading.Event(), threading.Event()
+
+    def blocker(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(WAIT)
+
+    first = asyncio.create_task(db.run(blocker))
+    await asyncio.to_thread(started.wait, WAIT)
+    tasks = [asyncio.create_task(db.run(job)) for job in jobs]
+    await asyncio.sleep(0)
+    release.set()
+    await first
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_jobs_queued_together_share_one_commit_without_savepoints(tmp_path: Path) -> None:
     statements: list[str] = []
 
     def setup(conn: sqlite3.Connection) -> None:
@@ -23,28 +42,19 @@ async def test_jobs_queued_together_share_one_commit(tmp_path: Path) -> None:
 
     db = SqliteThread(tmp_path / "db", setup)
     await db.start()
-    started, release = threading.Event(), threading.Event()
 
-    def blocker(conn: sqlite3.Connection) -> None:
-        started.set()
-        release.wait(WAIT)
-
-    def insert(value: int) -> Callable[[sqlite3.Connection], int]:
+    def insert(value: int) -> Callable[[sqlite3.Connection], object]:
         def job(conn: sqlite3.Connection) -> int:
             conn.execute("INSERT INTO t VALUES (?)", (value,))
             return value
 
         return job
 
-    first = asyncio.create_task(db.run(blocker))
-    await asyncio.to_thread(started.wait, WAIT)
-    rest = [asyncio.create_task(db.run(insert(i))) for i in range(10)]
-    await asyncio.sleep(0)  # let every task queue its job while the thread is busy
-    release.set()
-    await first
-    assert await asyncio.gather(*rest) == list(range(10))
+    assert await _run_as_one_group(db, [insert(i) for i in range(10)]) == list(range(10))
     await db.stop()
-    assert statements.count("COMMIT") == 2
+    assert statements.count("COMMIT") == 2  # the blocker's group, then the ten
+    # Nothing failed, so no job needed a savepoint of its own.
+    assert not [s for s in statements if "SAVEPOINT" in s or "ROLLBACK" in s]
 
 
 async def test_a_failing_job_is_rolled_back_alone(tmp_path: Path) -> None:
@@ -53,11 +63,6 @@ async def test_a_failing_job_is_rolled_back_alone(tmp_path: Path) -> None:
 
     db = SqliteThread(tmp_path / "db", setup)
     await db.start()
-    started, release = threading.Event(), threading.Event()
-
-    def blocker(conn: sqlite3.Connection) -> None:
-        started.set()
-        release.wait(WAIT)
 
     def bad(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO t VALUES (1)")
@@ -69,16 +74,9 @@ async def test_a_failing_job_is_rolled_back_alone(tmp_path: Path) -> None:
     def read(conn: sqlite3.Connection) -> list[int]:
         return [v for (v,) in conn.execute("SELECT v FROM t ORDER BY v")]
 
-    first = asyncio.create_task(db.run(blocker))
-    await asyncio.to_thread(started.wait, WAIT)
-    failing = asyncio.create_task(db.run(bad))
-    passing = asyncio.create_task(db.run(good))
-    await asyncio.sleep(0)
-    release.set()
-    await first
-    with pytest.raises(ValueError, match="job failed"):
-        await failing
-    await passing
+    failed, passed = await _run_as_one_group(db, [bad, good])
+    assert isinstance(failed, ValueError) and str(failed) == "job failed"
+    assert passed is None
     assert await db.run(read) == [2]
     await db.stop()
 
@@ -100,43 +98,6 @@ async def test_lifecycle(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not open"):
         await db.run(lambda conn: None)
     await db.stop()  # idempotent
-
-
-async def _run_as_one_group(
-    db: SqliteThread, jobs: list[Callable[[sqlite3.Connection], object]]
-) -> list[object]:
-    """Results (or exceptions) of ``jobs``, queued while the thread is busy: one group."""
-    started, release = threading.Event(), threading.Event()
-
-    def blocker(conn: sqlite3.Connection) -> None:
-        started.set()
-        release.wait(WAIT)
-
-    first = asyncio.create_task(db.run(blocker))
-    await asyncio.to_thread(started.wait, WAIT)
-    tasks = [asyncio.create_task(db.run(job)) for job in jobs]
-    await asyncio.sleep(0)
-    release.set()
-    await first
-    return await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def test_a_group_without_failures_takes_no_savepoints(tmp_path: Path) -> None:
-    statements: list[str] = []
-
-    def setup(conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE t (v INTEGER)")
-        conn.set_trace_callback(statements.append)
-
-    db = SqliteThread(tmp_path / "db", setup)
-    await db.start()
-
-    def insert(conn: sqlite3.Connection) -> int:
-        return conn.execute("INSERT INTO t VALUES (1)").rowcount
-
-    assert await _run_as_one_group(db, [insert] * 5) == [1] * 5
-    await db.stop()
-    assert not [s for s in statements if "SAVEPOINT" in s or "ROLLBACK" in s]
 
 
 async def test_jobs_before_a_failing_one_are_run_again_and_happen_once(tmp_path: Path) -> None:
