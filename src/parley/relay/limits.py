@@ -19,7 +19,7 @@ class TokenBucket:
         """Spend one token if there is one; ``now`` comes from the relay's clock."""
         if self.wait(now) > 0.0:
             return False
-        self._tokens -= 1.0
+        self.spend()
         return True
 
     def spend(self) -> None:

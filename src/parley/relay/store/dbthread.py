@@ -133,7 +133,8 @@ class SqliteThread:
             try:
                 outcomes: list[Outcome] = [(job.future, job.fn(conn), None) for job in batch]
             except Exception:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite has rolled back already on some errors
+                    conn.execute("ROLLBACK")
                 conn.execute("BEGIN IMMEDIATE")
                 outcomes = [_isolated(conn, job) for job in batch]
             conn.execute("COMMIT")
