@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.relay.helpers import WAIT
 
-from parley.relay.store.dbthread import SqliteThread
+from parley.relay.store.dbthread import Batch, SqliteThread
+
+Job = Callable[[sqlite3.Connection], object]
 
 
 async def _run_as_one_group(
-    db: SqliteThread, jobs: list[Callable[[sqlite3.Connection], object]]
+    db: SqliteThread, jobs: Sequence[Job | tuple[Batch[Any, Any], object]]
 ) -> list[object]:
-    """Results (or exceptions) of ``jobs``, queued while the thread is busy: one group."""
+    """Results (or exceptions) of ``jobs`` (a job, or a batch function and its argument),
+    queued while the thread is busy: one group."""
     started, release = threading.Event(), threading.Event()
 
     def blocker(conn: sqlite3.Connection) -> None:
@@ -26,11 +30,15 @@ async def _run_as_one_group(
 
     first = asyncio.create_task(db.run(blocker))
     await asyncio.to_thread(started.wait, WAIT)
-    tasks = [asyncio.create_task(db.run(job)) for job in jobs]
+    tasks = [
+        asyncio.create_task(db.run_batched(*job) if isinstance(job, tuple) else db.run(job))
+        for job in jobs
+    ]
     await asyncio.sleep(0)
     release.set()
     await first
-    return await asyncio.gather(*tasks, return_exceptions=True)
+    results: list[object] = await asyncio.gather(*tasks, return_exceptions=True)
+    return results
 
 
 async def test_jobs_queued_together_share_one_commit_without_savepoints(tmp_path: Path) -> None:
@@ -125,4 +133,71 @@ async def test_jobs_before_a_failing_one_are_run_again_and_happen_once(tmp_path:
     assert isinstance(results[2], ValueError)
     # The first run's rows (and its AUTOINCREMENT steps) were rolled back with it.
     assert await db.run(read) == [(1, "a"), (2, "b"), (3, "c")]
+    await db.stop()
+
+
+async def test_batched_jobs_between_two_ordinary_ones_take_one_call(tmp_path: Path) -> None:
+    calls: list[tuple[str, list[int]]] = []
+
+    def setup(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t (v INTEGER)")
+
+    def double(conn: sqlite3.Connection, args: list[int]) -> list[int]:
+        calls.append(("double", args))
+        conn.executemany("INSERT INTO t VALUES (?)", [(a,) for a in args])
+        return [a * 2 for a in args]
+
+    def negate(conn: sqlite3.Connection, args: list[int]) -> list[int]:
+        calls.append(("negate", args))
+        return [-a for a in args]
+
+    def ordinary(conn: sqlite3.Connection) -> int:
+        calls.append(("ordinary", []))
+        # It sees every batched job queued before it, and none queued after it.
+        return int(conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+
+    db = SqliteThread(tmp_path / "db", setup)
+    await db.start()
+    jobs: list[Job | tuple[Batch[Any, Any], object]] = [
+        (double, 1),
+        (negate, 2),
+        (double, 3),
+        ordinary,
+        (double, 4),
+        (double, 5),
+    ]
+    assert await _run_as_one_group(db, jobs) == [2, -2, 6, 2, 8, 10]
+    await db.stop()
+    assert calls == [
+        ("double", [1, 3]),
+        ("negate", [2]),
+        ("ordinary", []),
+        ("double", [4, 5]),
+    ]
+
+
+async def test_a_failing_batch_is_run_again_one_job_at_a_time(tmp_path: Path) -> None:
+    calls: list[list[int]] = []
+
+    def setup(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE t (v INTEGER)")
+
+    def insert(conn: sqlite3.Connection, args: list[int]) -> list[int]:
+        calls.append(args)
+        conn.executemany("INSERT INTO t VALUES (?)", [(a,) for a in args])
+        if 13 in args:
+            raise ValueError("unlucky")
+        return args
+
+    def read(conn: sqlite3.Connection) -> list[int]:
+        return [v for (v,) in conn.execute("SELECT v FROM t ORDER BY v")]
+
+    db = SqliteThread(tmp_path / "db", setup)
+    await db.start()
+    results = await _run_as_one_group(db, [(insert, 1), (insert, 13), (insert, 2)])
+    assert results[0] == 1 and results[2] == 2
+    assert isinstance(results[1], ValueError)
+    assert calls == [[1, 13, 2], [1], [13], [2]]
+    # The batch's rows were rolled back; the reruns of the others were kept once each.
+    assert await db.run(read) == [1, 2]
     await db.stop()

@@ -159,6 +159,49 @@ async def test_concurrent_stores_return_in_offset_order(store: RelayStore, peopl
     assert returned == sorted(returned)
 
 
+async def test_stores_and_confirms_made_at_once_act_as_one_after_the_other(
+    backend: Backend, store: RelayStore, people: People
+) -> None:
+    # Made together, they share a commit (and, on SQLite, a few batched statements).
+    rows: dict[tuple[str, str], list[int]] = {}
+    for i in range(2):
+        result = await store.store_envelope(envelope(f"e{i}"))
+        for r in result.rows:
+            rows.setdefault((r.identity, r.device), []).append(r.offset)
+    done = await asyncio.gather(
+        store.store_envelope(envelope("e2")),
+        store.confirm("alice", "d1", rows["alice", "d1"][0]),
+        store.store_envelope(envelope("e2")),  # a retry, made before the first returned
+        store.store_envelope(envelope("e3")),
+        store.confirm("alice", "d2", rows["alice", "d2"][1]),
+        store.store_envelope(envelope("e3", recipient="bob")),  # e3 is taken
+        store.confirm("alice", "d1", rows["alice", "d1"][1]),
+        store.confirm("bob", "d2", rows["bob", "d2"][0]),
+    )
+    stores = [r for r in done if isinstance(r, StoreResult)]
+    assert len(stores) == 4
+    first, retry, third, taken = stores
+    assert [first.status, third.status] == [StoreStatus.STORED] * 2
+    assert retry == StoreResult(StoreStatus.DUPLICATE)
+    assert taken == StoreResult(StoreStatus.CONFLICT)
+    for who in (("alice", "d1"), ("alice", "d2"), ("bob", "d2")):
+        (before,), (after,) = offsets_of([first], *who), offsets_of([third], *who)
+        assert max(rows[who]) < before < after
+    assert await store.confirmed_offset("alice", "d1") == rows["alice", "d1"][1]
+    assert await store.confirmed_offset("alice", "d2") == rows["alice", "d2"][1]
+    inboxes = {
+        who: [i.envelope.id for i in await store.read_inbox(*who, 0, 10)]
+        for who in (("alice", "d1"), ("alice", "d2"), ("bob", "d2"))
+    }
+    assert inboxes == {
+        ("alice", "d1"): ["e2", "e3"],
+        ("alice", "d2"): ["e2", "e3"],
+        ("bob", "d2"): ["e1", "e2", "e3"],
+    }
+    # e0's last copy went with these confirms; e1 is still in bob d2's inbox.
+    assert await backend.bodies() == {"e0": False, "e1": True, "e2": True, "e3": True}
+
+
 async def test_offsets_keep_growing_after_rows_are_gone(store: RelayStore, people: People) -> None:
     first = await store.store_envelope(envelope("e1"))
     (row,) = [r for r in first.rows if r.device == "d1"]

@@ -7,6 +7,15 @@ The commit, and with ``synchronous=FULL`` its fsync, is the expensive part of a 
 write, so a burst of concurrent Sends costs one fsync instead of one each; results are
 handed back only after the commit, so nothing is reported stored before it is.
 
+A job that many requests make (storing an envelope, a confirm) can also be queued as
+an argument to a *batch* function, which does the work of all such jobs of a group with
+a few statements, whatever their number. This is for the GIL, not for SQLite: each
+statement hands the GIL to the event loop and waits to get it back, so statements per
+job, not their SQL, set how long a group takes under load. The batched jobs queued
+between two ordinary ones are done with one call per batch function, so they must
+commute with each other (a store batches only such); an ordinary job keeps its place,
+and no batched job moves across it.
+
 One failing job must not undo the others. Wrapping every job in a savepoint would cost
 two statements per job for a case that almost never happens, so a group runs without
 them first; only when a job raises is the whole group rolled back and run again, each
@@ -30,14 +39,20 @@ from typing import Any, TypeVar, cast
 
 logger = logging.getLogger(__name__)
 
+A = TypeVar("A")
 T = TypeVar("T")
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+# Does the work of several jobs at once: one result per argument, in their order.
+Batch = Callable[[sqlite3.Connection, list[A]], list[T]]
 
 
 @dataclass(frozen=True, slots=True)
 class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     future: asyncio.Future[Any]
+    # Set for a batched job: ``fn`` is then ``batch`` on ``[arg]`` alone.
+    batch: Batch[Any, Any] | None = None
+    arg: Any = None
 
 
 class SqliteThread:
@@ -73,11 +88,21 @@ class SqliteThread:
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the database thread; returns once its group is committed."""
-        if not self._accepting or self._loop is None:
-            raise RuntimeError("the SQLite store is not open")
-        future: asyncio.Future[T] = self._loop.create_future()
+        future: asyncio.Future[T] = self._new_future()
         self._queue.put(_Job(fn, future))
         return await future
+
+    async def run_batched(self, batch: Batch[A, T], arg: A) -> T:
+        """``batch``'s result for ``arg``, computed together with the other calls of
+        ``batch`` in the same group (see the module docstring)."""
+        future: asyncio.Future[T] = self._new_future()
+        self._queue.put(_Job(lambda conn: batch(conn, [arg])[0], future, batch, arg))
+        return await future
+
+    def _new_future(self) -> asyncio.Future[Any]:
+        if not self._accepting or self._loop is None:
+            raise RuntimeError("the SQLite store is not open")
+        return self._loop.create_future()
 
     async def stop(self) -> None:
         """Finish the jobs already queued, then close the connection and the thread."""
@@ -131,7 +156,7 @@ class SqliteThread:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                outcomes: list[Outcome] = [(job.future, job.fn(conn), None) for job in batch]
+                outcomes = _run_together(conn, batch)
             except Exception:
                 if conn.in_transaction:  # SQLite has rolled back already on some errors
                     conn.execute("ROLLBACK")
@@ -154,6 +179,29 @@ class SqliteThread:
         except RuntimeError:
             # The loop closed under us: nobody is waiting for these results any more.
             logger.debug("event loop closed; dropping %d results", len(outcomes))
+
+
+def _run_together(conn: sqlite3.Connection, jobs: list[_Job]) -> list[Outcome]:
+    """Every job's outcome, in queue order: an ordinary job alone, in its place; each
+    run of batched jobs between two ordinary ones with one call per batch function."""
+    results: list[Any] = [None] * len(jobs)
+    pending: dict[Batch[Any, Any], list[int]] = {}
+
+    def flush() -> None:
+        for batch, indexes in pending.items():
+            values = batch(conn, [jobs[i].arg for i in indexes])
+            for i, value in zip(indexes, values, strict=True):
+                results[i] = value
+        pending.clear()
+
+    for index, job in enumerate(jobs):
+        if job.batch is None:
+            flush()
+            results[index] = job.fn(conn)
+        else:
+            pending.setdefault(job.batch, []).append(index)
+    flush()
+    return [(job.future, value, None) for job, value in zip(jobs, results, strict=True)]
 
 
 def _isolated(conn: sqlite3.Connection, job: _Job) -> Outcome:

@@ -213,7 +213,7 @@ class SqliteStore:
     # -- envelopes and inboxes --------------------------------------------------------
 
     async def store_envelope(self, envelope: Envelope) -> StoreResult:
-        return await self._db.run(lambda conn: _store_envelope(conn, envelope))
+        return await self._db.run_batched(_store_envelopes, envelope)
 
     async def stored_from(self, sender: str, recipient: str, envelope_id: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
@@ -275,20 +275,7 @@ class SqliteStore:
         return await self._db.run(job)
 
     async def confirm(self, identity: str, device: str, offset: int) -> None:
-        def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE devices SET confirmed = MAX(confirmed, ?)"
-                " WHERE identity = ? AND device = ?",
-                (offset, identity, device),
-            )
-            released = conn.execute(
-                "DELETE FROM inbox WHERE identity = ? AND device = ? AND pos <= ?"
-                " RETURNING message",
-                (identity, device, offset),
-            ).fetchall()
-            _release_bodies(conn, (m for (m,) in released))
-
-        await self._db.run(job)
+        await self._db.run_batched(_confirm_all, (identity, device, offset))
 
     async def drop_rows(self, identity: str, device: str, offsets: list[int]) -> int:
         def job(conn: sqlite3.Connection) -> int:
@@ -419,42 +406,135 @@ def _insert_entry(
     _release_bodies(conn, (m for (m,) in released))
 
 
-def _store_envelope(conn: sqlite3.Connection, envelope: Envelope) -> StoreResult:
-    # Insert first and look only when the id was taken: one statement for a new envelope.
-    inserted = conn.execute(
-        "INSERT INTO messages (id, sender, sender_device, recipient, body, sent_at, expires_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING seq",
-        (
-            envelope.id,
-            envelope.sender,
-            envelope.sender_device,
-            envelope.recipient,
-            envelope.body,
-            envelope.sent_at,
-            envelope.expires_at,
-        ),
+# Multi-row INSERTs of these many rows, largest first: a few statement texts cover any
+# number of envelopes, and each stays in the connection's statement cache.
+_INSERT_SIZES = (64, 16, 4, 1)
+_INSERT_MESSAGES = {
+    size: "INSERT INTO messages"
+    " (seq, id, sender, sender_device, recipient, body, sent_at, expires_at) VALUES "
+    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * size)
+    for size in _INSERT_SIZES
+}
+
+
+def _store_envelopes(conn: sqlite3.Connection, envelopes: list[Envelope]) -> list[StoreResult]:
+    """Store envelopes queued together, as if one after the other, in a few statements
+    whatever their number (see dbthread): one read of what exists, the messages, their
+    inbox rows, one read of the rows made."""
+    top, inbox_top = conn.execute(
+        "SELECT (SELECT COALESCE(MAX(seq), 0) FROM messages),"
+        " (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'inbox')"
     ).fetchone()
-    if inserted is None:
-        existing = conn.execute(
-            "SELECT sender, recipient FROM messages WHERE id = ?", (envelope.id,)
-        ).fetchone()
-        same = tuple(existing) == (envelope.sender, envelope.recipient)
-        return StoreResult(StoreStatus.DUPLICATE if same else StoreStatus.CONFLICT)
-    (seq,) = inserted
-    # The target set is read in the same transaction that writes the rows, so a device
-    # revoked or added concurrently is either wholly in or wholly out.
-    rows = conn.execute(
+    # id -> (sender, recipient): of the envelopes stored before, then of these as stored.
+    owners = _owners(conn, [envelope.id for envelope in envelopes])
+    statuses: list[StoreStatus] = []
+    new: list[tuple[int, Envelope]] = []  # (the seq it gets, the envelope)
+    for envelope in envelopes:
+        owner = owners.get(envelope.id)
+        if owner is None:
+            owners[envelope.id] = (envelope.sender, envelope.recipient)
+            new.append((top + len(new) + 1, envelope))
+            statuses.append(StoreStatus.STORED)
+        elif owner == (envelope.sender, envelope.recipient):
+            statuses.append(StoreStatus.DUPLICATE)
+        else:
+            statuses.append(StoreStatus.CONFLICT)
+    if not new:
+        return [StoreResult(status) for status in statuses]
+    _insert_messages(conn, new)
+    # The target devices are read in the transaction that writes the rows, so a device
+    # revoked or added concurrently is either wholly in or wholly out. AUTOINCREMENT
+    # numbers the rows in this order: offsets follow the order the envelopes came in.
+    conn.execute(
         "INSERT INTO inbox (identity, device, message, expires_at)"
-        " SELECT identity, device, ?, ? FROM devices"
-        " WHERE revoked = 0 AND (identity = ? OR (identity = ? AND device <> ?))"
-        " ORDER BY identity, device"
-        " RETURNING pos, identity, device",
-        (seq, envelope.expires_at, envelope.recipient, envelope.sender, envelope.sender_device),
-    ).fetchall()
-    return StoreResult(
-        StoreStatus.STORED,
-        tuple(InboxRow(identity=i, device=d, offset=pos) for pos, i, d in rows),
+        " SELECT d.identity, d.device, m.seq, m.expires_at FROM messages m JOIN devices d"
+        " ON d.revoked = 0 AND (d.identity = m.recipient"
+        " OR (d.identity = m.sender AND d.device <> m.sender_device))"
+        " WHERE m.seq > ? ORDER BY m.seq, d.identity, d.device",
+        (top,),
     )
+    # One row of JSON, not one row per inbox row: each row read is a GIL hand-off.
+    (made,) = conn.execute(
+        "SELECT json_group_array(json_array(pos, identity, device, message))"
+        " FROM inbox WHERE pos > ?",
+        (inbox_top,),
+    ).fetchone()
+    rows: dict[int, list[InboxRow]] = {}
+    for pos, identity, device, message in sorted(json.loads(made)):
+        rows.setdefault(message, []).append(InboxRow(identity, device, pos))
+    seqs = iter(seq for seq, _ in new)
+    return [
+        StoreResult(status, tuple(rows.get(next(seqs), ())))
+        if status is StoreStatus.STORED
+        else StoreResult(status)
+        for status in statuses
+    ]
+
+
+_LOOKUP_SIZE = 64
+_LOOKUP_OWNERS = (
+    "SELECT id, sender, recipient FROM messages WHERE id IN ("
+    + ", ".join(["?"] * _LOOKUP_SIZE)
+    + ")"
+)
+
+
+def _owners(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Sender and recipient of the stored envelopes among ``ids``. (Bound parameters,
+    not JSON: an envelope id may hold any character, NUL too.)"""
+    found: dict[str, tuple[str, str]] = {}
+    for start in range(0, len(ids), _LOOKUP_SIZE):
+        chunk = ids[start : start + _LOOKUP_SIZE]
+        chunk += [chunk[-1]] * (_LOOKUP_SIZE - len(chunk))  # one statement text for all
+        for id_, sender, recipient in conn.execute(_LOOKUP_OWNERS, chunk):
+            found[id_] = (sender, recipient)
+    return found
+
+
+def _insert_messages(conn: sqlite3.Connection, new: list[tuple[int, Envelope]]) -> None:
+    start = 0
+    while start < len(new):
+        size = next(size for size in _INSERT_SIZES if size <= len(new) - start)
+        values: list[object] = []
+        for seq, e in new[start : start + size]:
+            values += (seq, e.id, e.sender, e.sender_device, e.recipient, e.body)
+            values += (e.sent_at, e.expires_at)
+        conn.execute(_INSERT_MESSAGES[size], values)
+        start += size
+
+
+# The confirms of one group, as (identity, device, offset), one row per device.
+_CONFIRMED = (
+    "WITH c AS (SELECT value->>0 AS identity, value->>1 AS device, MAX(value->>2) AS upto"
+    " FROM json_each(?) GROUP BY 1, 2) "
+)
+
+
+def _confirm_all(conn: sqlite3.Connection, confirms: list[tuple[str, str, int]]) -> list[None]:
+    """Confirms queued together, in three statements whatever their number: a device's
+    confirmed offset only grows; its rows up to it go, and with the last row of a
+    message its body."""
+    confirmed = json.dumps(confirms)
+    conn.execute(
+        _CONFIRMED + "UPDATE devices SET confirmed = MAX(devices.confirmed, c.upto) FROM c"
+        " WHERE devices.identity = c.identity AND devices.device = c.device",
+        (confirmed,),
+    )
+    # Before the rows go: a body goes once no row outside the confirmed ones is left.
+    conn.execute(
+        _CONFIRMED + "UPDATE messages SET body = NULL WHERE seq IN (SELECT i.message FROM c"
+        " JOIN inbox i ON i.identity = c.identity AND i.device = c.device AND i.pos <= c.upto)"
+        " AND NOT EXISTS (SELECT 1 FROM inbox o WHERE o.message = messages.seq"
+        " AND NOT EXISTS (SELECT 1 FROM c WHERE c.identity = o.identity"
+        " AND c.device = o.device AND o.pos <= c.upto))",
+        (confirmed,),
+    )
+    conn.execute(
+        _CONFIRMED + "DELETE FROM inbox WHERE pos IN (SELECT i.pos FROM c JOIN inbox i"
+        " ON i.identity = c.identity AND i.device = c.device AND i.pos <= c.upto)",
+        (confirmed,),
+    )
+    return [None] * len(confirms)
 
 
 def _drop_device_keys(conn: sqlite3.Connection, identity: str, device: str) -> None:
