@@ -161,6 +161,37 @@ async def test_a_client_that_stops_reading_is_closed_and_keeps_its_messages(
         await relay.close()
 
 
+class SlowReading(Gate):
+    """A client that reads, but takes a while over each frame."""
+
+    async def send(self, data: bytes) -> None:
+        await asyncio.sleep(0.03)
+        await super().send(data)
+
+
+async def test_a_client_reading_slowly_is_not_taken_for_one_that_stopped(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # Every write finishes within write_timeout, while the writer runs for many times it.
+    config = RelayConfig(write_timeout=0.2, close_timeout=0.1, sweep_interval=3600)
+    relay = Relay(SqliteStore(tmp_path / "relay.db"), config, clock=clock)
+    await relay.start()
+    try:
+        alice, bob, _ = await setup(relay)
+        peer = await online(relay, alice, wrap=SlowReading)
+        sender = await online(relay, bob)
+        await send_many(sender, "alice", clock)  # 20 deliveries: about 0.6 s of writing
+        delivered = [await peer.expect(frames.Deliver) for _ in range(COUNT)]
+        assert [d.envelope.id for d in delivered] == [f"alice-{i}" for i in range(COUNT)]
+        assert not relay.metrics.registry.get_sample_value(
+            "parley_relay_limited_total", {"limit": "slow_reader"}
+        )
+        await peer.close()
+        await sender.close()
+    finally:
+        await relay.close()
+
+
 async def test_live_deliveries_past_the_byte_cap_are_read_from_the_store_instead(
     tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from parley.errors import ParleyError, TransportClosed
+from parley.errors import TransportClosed
 from parley.protocol.frames import Deliver, Envelope, Frame, encode
 from parley.relay.config import RelayConfig
 from parley.relay.directory import Directory
@@ -39,10 +39,6 @@ from parley.transport import Transport
 logger = logging.getLogger(__name__)
 
 CLOSE_POLICY = 1008  # RFC 6455 §7.4.1: the client broke a rule (here: it stopped reading)
-
-
-class SlowReader(ParleyError):
-    """A write to the client did not complete within the write timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +85,11 @@ class Connection:
         self._resume: asyncio.TimerHandle | None = None
         self._writer: asyncio.Task[None] | None = None
         self._abort: asyncio.TimerHandle | None = None
+        # When the write in progress began (None: none is), and the one timer per
+        # writer run that checks it: a timeout around every frame cost more than the
+        # frame's own writing.
+        self._write_began: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def closing(self) -> bool:
@@ -98,12 +99,42 @@ class Connection:
         """Make sure the writer runs: it ends by itself once everything is written."""
         if self._gone or (self._writer is not None and not self._writer.done()):
             return
-        self._writer = writer = asyncio.get_running_loop().create_task(self._write_loop())
+        loop = asyncio.get_running_loop()
+        self._writer = writer = loop.create_task(self._write_loop())
         writer.add_done_callback(self._writer_done)
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self._ctx.config.write_timeout, self._check_write)
 
     def _writer_done(self, writer: asyncio.Task[None]) -> None:
         if self._writer is writer and not self._gone:
             self._writer = None  # idle: not even a finished task kept
+        if self._writer is None or self._writer.done():
+            self._stop_watchdog()
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _check_write(self) -> None:
+        """The writer's watchdog: a write in progress for ``write_timeout`` means the
+        client is not reading (see :meth:`_send`)."""
+        self._watchdog = None
+        writer = self._writer
+        if writer is None or writer.done():
+            return
+        loop = asyncio.get_running_loop()
+        timeout = self._ctx.config.write_timeout
+        began = self._write_began
+        if began is None or loop.time() - began < timeout:
+            wait = timeout if began is None else began + timeout - loop.time()
+            self._watchdog = loop.call_later(wait, self._check_write)
+            return
+        logger.info("%s: not reading; closing (its inbox keeps what it was sent)", self)
+        self._ctx.metrics.limited.labels("slow_reader").inc()
+        if self._closing is None:
+            self._closing = (CLOSE_POLICY, "not reading")
+        writer.cancel()  # its finally closes the transport
 
     def __str__(self) -> str:
         who = f"{self.identity}:{self.device}" if self.identity else "unauthenticated"
@@ -253,11 +284,6 @@ class Connection:
                     return
         except TransportClosed:
             logger.debug("%s: transport closed", self)
-        except SlowReader:
-            logger.info("%s: not reading; closing (its inbox keeps what it was sent)", self)
-            self._ctx.metrics.limited.labels("slow_reader").inc()
-            if self._closing is None:
-                self._closing = (CLOSE_POLICY, "not reading")
         except Exception:
             logger.exception("%s: writer failed; closing the connection", self)
             if self._closing is None:
@@ -280,11 +306,12 @@ class Connection:
         self._replies = None
 
     async def _send(self, data: bytes) -> None:
+        # A write that takes write_timeout is ended by the watchdog (_check_write).
+        self._write_began = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(self._ctx.config.write_timeout):
-                await self.transport.send(data)
-        except TimeoutError:
-            raise SlowReader from None
+            await self.transport.send(data)
+        finally:
+            self._write_began = None
 
     async def _deliver(self) -> None:
         config = self._ctx.config
