@@ -30,10 +30,11 @@ async def _run_as_one_group(
 
     first = asyncio.create_task(db.run(blocker))
     await asyncio.to_thread(started.wait, WAIT)
-    tasks = [
-        asyncio.create_task(db.run_batched(*job) if isinstance(job, tuple) else db.run(job))
-        for job in jobs
-    ]
+
+    async def submit(job: Job | tuple[Batch[Any, Any], object]) -> object:
+        return await (db.submit_batched(*job) if isinstance(job, tuple) else db.run(job))
+
+    tasks = [asyncio.create_task(submit(job)) for job in jobs]  # queued in this order
     await asyncio.sleep(0)
     release.set()
     await first

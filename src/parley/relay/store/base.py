@@ -11,6 +11,7 @@ relay checks those first and hands the store only requests it has accepted.
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -133,9 +134,10 @@ class RelayStore(Protocol):
 
     async def unpermit(self, owner: str, peer: str) -> None: ...
 
-    async def store_envelope(self, envelope: Envelope) -> StoreResult:
+    def store_envelope(self, envelope: Envelope) -> Awaitable[StoreResult]:
         """Store the envelope once, with an inbox row for every active device of the
-        recipient and every other active device of the sender."""
+        recipient and every other active device of the sender. (This and ``confirm``,
+        made for every message, may hand back a future instead of a coroutine.)"""
         ...
 
     async def stored_from(self, sender: str, recipient: str, envelope_id: str) -> bool:
@@ -155,7 +157,7 @@ class RelayStore(Protocol):
         """The highest offset the device has confirmed (0 if none)."""
         ...
 
-    async def confirm(self, identity: str, device: str, offset: int) -> None:
+    def confirm(self, identity: str, device: str, offset: int) -> Awaitable[None]:
         """Raise the device's confirmed offset to ``offset`` (never lower it) and drop
         its inbox rows up to it."""
         ...

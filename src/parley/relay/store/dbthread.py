@@ -92,12 +92,13 @@ class SqliteThread:
         self._queue.put(_Job(fn, future))
         return await future
 
-    async def run_batched(self, batch: Batch[A, T], arg: A) -> T:
-        """``batch``'s result for ``arg``, computed together with the other calls of
-        ``batch`` in the same group (see the module docstring)."""
+    def submit_batched(self, batch: Batch[A, T], arg: A) -> asyncio.Future[T]:
+        """The future of ``batch``'s result for ``arg``, computed together with the
+        other calls of ``batch`` in the same group (see the module docstring). A future,
+        not a coroutine: the relay waits on it with a callback, without a task."""
         future: asyncio.Future[T] = self._new_future()
         self._queue.put(_Job(lambda conn: batch(conn, [arg])[0], future, batch, arg))
-        return await future
+        return future
 
     def _new_future(self) -> asyncio.Future[Any]:
         if not self._accepting or self._loop is None:

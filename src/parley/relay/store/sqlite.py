@@ -10,6 +10,7 @@ and acknowledged without being delivered twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -212,8 +213,8 @@ class SqliteStore:
 
     # -- envelopes and inboxes --------------------------------------------------------
 
-    async def store_envelope(self, envelope: Envelope) -> StoreResult:
-        return await self._db.run_batched(_store_envelopes, envelope)
+    def store_envelope(self, envelope: Envelope) -> asyncio.Future[StoreResult]:
+        return self._db.submit_batched(_store_envelopes, envelope)
 
     async def stored_from(self, sender: str, recipient: str, envelope_id: str) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
@@ -274,8 +275,8 @@ class SqliteStore:
 
         return await self._db.run(job)
 
-    async def confirm(self, identity: str, device: str, offset: int) -> None:
-        await self._db.run_batched(_confirm_all, (identity, device, offset))
+    def confirm(self, identity: str, device: str, offset: int) -> asyncio.Future[None]:
+        return self._db.submit_batched(_confirm_all, (identity, device, offset))
 
     async def drop_rows(self, identity: str, device: str, offsets: list[int]) -> int:
         def job(conn: sqlite3.Connection) -> int:

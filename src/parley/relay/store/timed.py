@@ -6,6 +6,7 @@ same way, labelled with its name: where a deployment spends its time shows per b
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -62,14 +63,24 @@ def _timed(
     operation: Callable[..., Awaitable[T]], observe: Callable[[float], None]
 ) -> Callable[..., Awaitable[T]]:
     @functools.wraps(operation)
-    async def timed(*args: Any, **kwargs: Any) -> T:
+    def timed(*args: Any, **kwargs: Any) -> Awaitable[T]:
         started = time.perf_counter()
-        try:
-            return await operation(*args, **kwargs)
-        finally:
-            observe(time.perf_counter() - started)
+        pending = operation(*args, **kwargs)
+        if isinstance(pending, asyncio.Future):
+            # Timed by a callback: a future handed back stays a future (see the store's
+            # store_envelope), so the relay still waits on it without a task.
+            pending.add_done_callback(lambda _: observe(time.perf_counter() - started))
+            return pending
+        return _observed(pending, started, observe)
 
     return timed
+
+
+async def _observed(pending: Awaitable[T], started: float, observe: Callable[[float], None]) -> T:
+    try:
+        return await pending
+    finally:
+        observe(time.perf_counter() - started)
 
 
 def timed_store(store: RelayStore, metrics: RelayMetrics) -> RelayStore:
