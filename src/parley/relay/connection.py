@@ -158,6 +158,11 @@ class Connection:
         queued = 0 if self._replies is None else len(self._replies)
         return queued < config.reply_queue and self._reply_bytes < config.reply_bytes
 
+    @property
+    def ready(self) -> bool:
+        """Whether the next request may be read now (no wait below would wait)."""
+        return self._resume is None and (self._gone or self._has_room())
+
     async def wait_for_room(self) -> None:
         """Wait until the client has read enough replies to take more requests."""
         if self._gone or self._has_room():

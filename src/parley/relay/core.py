@@ -247,8 +247,9 @@ class Relay:
 
     async def _next_frame(self, conn: Connection, session: Session) -> None:
         """Read one frame and do what the session makes of it."""
-        await conn.wait_for_room()
-        await conn.wait_unpaused()
+        if not conn.ready:  # checked first: most frames wait for neither
+            await conn.wait_for_room()
+            await conn.wait_unpaused()
         try:
             data = await conn.transport.recv()
         except MalformedFrame as exc:  # e.g. a text WebSocket message
