@@ -811,6 +811,20 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
     # -- relay/store/sqlite.py
     Equivalent(
         "relay-store",
+        "_INSERT_SIZES = (64, 16, 4, 1)",
+        "_INSERT_SIZES = ( 65, 16, 4, 1)",
+        "only how a batch of envelopes is split into INSERTs: 65 x 8 parameters is far"
+        " below SQLite's limit, and every envelope is written alike",
+    ),
+    Equivalent(
+        "relay-store",
+        "chunk += [chunk[-1]] * (_LOOKUP_SIZE - len(chunk))  # one statement text for all",
+        "chunk += [chunk[not 1]] * (_LOOKUP_SIZE - len(chunk))  # one statement text for all",
+        "the padding only repeats an id the lookup asks for already; any of the chunk's is"
+        " as good as its last",
+    ),
+    Equivalent(
+        "relay-store",
         "return int(row[0]) if row else 0",
         "return int(row[ -1]) if row else 0",
         ONE_COLUMN,
