@@ -818,8 +818,8 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
     ),
     Equivalent(
         "relay-store",
-        "chunk += [chunk[-1]] * (_LOOKUP_SIZE - len(chunk))  # one statement text for all",
-        "chunk += [chunk[not 1]] * (_LOOKUP_SIZE - len(chunk))  # one statement text for all",
+        "chunk += [chunk[-1]] * (size - len(chunk))  # repeats change nothing",
+        "chunk += [chunk[not 1]] * (size - len(chunk))  # repeats change nothing",
         "the padding only repeats an id the lookup asks for already; any of the chunk's is"
         " as good as its last",
     ),

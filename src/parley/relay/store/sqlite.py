@@ -472,22 +472,25 @@ def _store_envelopes(conn: sqlite3.Connection, envelopes: list[Envelope]) -> lis
     ]
 
 
-_LOOKUP_SIZE = 64
-_LOOKUP_OWNERS = (
-    "SELECT id, sender, recipient FROM messages WHERE id IN ("
-    + ", ".join(["?"] * _LOOKUP_SIZE)
-    + ")"
-)
+# Lookups of this many ids, smallest first: a chunk is padded to the next size up, so a
+# few statement texts serve any batch, and a batch of one binds one id, not 64.
+_LOOKUP_SIZES = (1, 4, 16, 64)
+_LOOKUP_OWNERS = {
+    size: "SELECT id, sender, recipient FROM messages WHERE id IN (" + ", ".join(["?"] * size) + ")"
+    for size in _LOOKUP_SIZES
+}
 
 
 def _owners(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[str, str]]:
     """Sender and recipient of the stored envelopes among ``ids``. (Bound parameters,
     not JSON: an envelope id may hold any character, NUL too.)"""
     found: dict[str, tuple[str, str]] = {}
-    for start in range(0, len(ids), _LOOKUP_SIZE):
-        chunk = ids[start : start + _LOOKUP_SIZE]
-        chunk += [chunk[-1]] * (_LOOKUP_SIZE - len(chunk))  # one statement text for all
-        for id_, sender, recipient in conn.execute(_LOOKUP_OWNERS, chunk):
+    largest = _LOOKUP_SIZES[-1]
+    for start in range(0, len(ids), largest):
+        chunk = ids[start : start + largest]
+        size = next(size for size in _LOOKUP_SIZES if size >= len(chunk))
+        chunk += [chunk[-1]] * (size - len(chunk))  # repeats change nothing
+        for id_, sender, recipient in conn.execute(_LOOKUP_OWNERS[size], chunk):
             found[id_] = (sender, recipient)
     return found
 
