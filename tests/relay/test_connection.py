@@ -136,29 +136,37 @@ async def test_a_dead_client_does_not_hold_up_shutdown(relay: Relay, clock: Fake
     await asyncio.wait_for(sender.task, WAIT)
 
 
-async def test_a_client_that_stops_reading_is_closed_and_keeps_its_messages(
-    tmp_path: Path, clock: FakeClock
-) -> None:
+@pytest.fixture
+async def impatient(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Relay]:
+    """A relay that gives each write 0.2 s."""
     config = RelayConfig(write_timeout=0.2, close_timeout=0.1, sweep_interval=3600)
     relay = Relay(SqliteStore(tmp_path / "relay.db"), config, clock=clock)
     await relay.start()
-    try:
-        alice, bob, _ = await setup(relay)
-        stalled, _ = await stalled_online(relay, alice)
-        sender = await online(relay, bob)
-        await send_many(sender, "alice", clock)
-        assert await stalled.closed() == 1008
-        slow_readers = relay.metrics.registry.get_sample_value(
-            "parley_relay_limited_total", {"limit": "slow_reader"}
-        )
-        assert slow_readers == 1
-        again = await online(relay, alice)
-        delivered = [await again.expect(frames.Deliver) for _ in range(COUNT)]
-        assert [d.envelope.id for d in delivered] == [f"alice-{i}" for i in range(COUNT)]
-        await again.close()
-        await sender.close()
-    finally:
-        await relay.close()
+    yield relay
+    await relay.close()
+
+
+def slow_readers(relay: Relay) -> float:
+    found = relay.metrics.registry.get_sample_value(
+        "parley_relay_limited_total", {"limit": "slow_reader"}
+    )
+    return found or 0.0
+
+
+async def test_a_client_that_stops_reading_is_closed_and_keeps_its_messages(
+    impatient: Relay, clock: FakeClock
+) -> None:
+    alice, bob, _ = await setup(impatient)
+    stalled, _ = await stalled_online(impatient, alice)
+    sender = await online(impatient, bob)
+    await send_many(sender, "alice", clock)
+    assert await stalled.closed() == 1008
+    assert slow_readers(impatient) == 1
+    again = await online(impatient, alice)
+    delivered = [await again.expect(frames.Deliver) for _ in range(COUNT)]
+    assert [d.envelope.id for d in delivered] == [f"alice-{i}" for i in range(COUNT)]
+    await again.close()
+    await sender.close()
 
 
 class SlowReading(Gate):
@@ -170,26 +178,18 @@ class SlowReading(Gate):
 
 
 async def test_a_client_reading_slowly_is_not_taken_for_one_that_stopped(
-    tmp_path: Path, clock: FakeClock
+    impatient: Relay, clock: FakeClock
 ) -> None:
     # Every write finishes within write_timeout, while the writer runs for many times it.
-    config = RelayConfig(write_timeout=0.2, close_timeout=0.1, sweep_interval=3600)
-    relay = Relay(SqliteStore(tmp_path / "relay.db"), config, clock=clock)
-    await relay.start()
-    try:
-        alice, bob, _ = await setup(relay)
-        peer = await online(relay, alice, wrap=SlowReading)
-        sender = await online(relay, bob)
-        await send_many(sender, "alice", clock)  # 20 deliveries: about 0.6 s of writing
-        delivered = [await peer.expect(frames.Deliver) for _ in range(COUNT)]
-        assert [d.envelope.id for d in delivered] == [f"alice-{i}" for i in range(COUNT)]
-        assert not relay.metrics.registry.get_sample_value(
-            "parley_relay_limited_total", {"limit": "slow_reader"}
-        )
-        await peer.close()
-        await sender.close()
-    finally:
-        await relay.close()
+    alice, bob, _ = await setup(impatient)
+    peer = await online(impatient, alice, wrap=SlowReading)
+    sender = await online(impatient, bob)
+    await send_many(sender, "alice", clock)  # 20 deliveries: about 0.6 s of writing
+    delivered = [await peer.expect(frames.Deliver) for _ in range(COUNT)]
+    assert [d.envelope.id for d in delivered] == [f"alice-{i}" for i in range(COUNT)]
+    assert slow_readers(impatient) == 0
+    await peer.close()
+    await sender.close()
 
 
 async def test_live_deliveries_past_the_byte_cap_are_read_from_the_store_instead(

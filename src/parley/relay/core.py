@@ -306,22 +306,20 @@ class Relay:
         except StopIteration:
             return None
 
-    def _start(self, conn: Connection, session: Session, work: Work[None]) -> None:
-        """Run spawned ``work`` beside the connection's next frames. It is driven from
-        callbacks, not a task: a Send's store and a Confirm wait on the store's own
-        futures, and a task, a coroutine and a future each were a large share of the
-        relay's time per message. Spawned work starts at once, in order, so one
-        client's envelopes are stored in the order they came."""
-        self._continue(conn, session, work, None, None)
-
     def _continue(
         self,
         conn: Connection,
         session: Session,
         work: Work[None],
-        answer: Any,
-        error: Exception | None,
+        answer: Any = None,
+        error: Exception | None = None,
     ) -> None:
+        """Run spawned ``work`` (on, with ``answer`` or ``error``) beside the
+        connection's next frames. It is driven from callbacks, not a task: a Send's
+        store and a Confirm wait on the store's own futures, and a task, a coroutine and
+        a future each were a large share of the relay's time per message. Spawned work
+        starts at once, in order, so one client's envelopes are stored in the order they
+        came."""
         while True:
             try:
                 query = self._advance(conn, session, work, answer, error)
@@ -455,7 +453,7 @@ class Relay:
             case fx.Pause(seconds=seconds):
                 conn.pause_reading(seconds)
             case fx.Spawn(work=work):
-                self._start(conn, session, work)
+                self._continue(conn, session, work)
             case _:
                 raise TypeError(f"no way to apply {effect!r}")
 
