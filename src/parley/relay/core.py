@@ -20,7 +20,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from parley.errors import MalformedFrame, TransportClosed
@@ -329,7 +329,7 @@ class Relay:
             if query is None:
                 return
             try:
-                pending = self._pending(conn, query)
+                pending = asyncio.ensure_future(self._answer(conn, query))
             except Exception as exc:  # e.g. the store is closed: the work hears it
                 answer, error = None, exc
                 continue
@@ -349,15 +349,6 @@ class Relay:
             work.close()  # KeyboardInterrupt and the like: not the work's to handle
             return
         self._continue(conn, session, work, None if error else pending.result(), error)
-
-    def _pending(self, conn: Connection, query: Query[Any]) -> asyncio.Future[Any]:
-        """The answer to ``query`` as a future: the store's own where it hands one back."""
-        match query:
-            case fx.StoreEnvelope(envelope=envelope):
-                return asyncio.ensure_future(self._store.store_envelope(envelope))
-            case fx.SaveConfirm(identity=identity, device=device, offset=offset):
-                return asyncio.ensure_future(self._store.confirm(identity, device, offset))
-        return asyncio.ensure_future(self._answer(conn, query))
 
     def _answer_now(self, conn: Connection, query: Query[Any]) -> Any:
         """The answer if it needs no waiting (a cache hit), else ``_NOT_IN_MEMORY``.
@@ -382,38 +373,40 @@ class Relay:
                 return _NOT_IN_MEMORY
         return _NOT_IN_MEMORY if found is None else found
 
-    async def _answer(self, conn: Connection, query: Query[Any]) -> Any:
+    def _answer(self, conn: Connection, query: Query[Any]) -> Awaitable[Any]:
+        """What answers ``query`` once awaited: a coroutine, or the store's own future
+        where it hands one back (a Send's store, a confirm)."""
         match query:
             case fx.LoadChain(identity=identity):
-                return await self._directory.chain(identity)
+                return self._directory.chain(identity)
             case fx.LoadPermits(owner=owner):
-                return await self._directory.permits(owner)
+                return self._directory.permits(owner)
             case fx.LoadIdentityKeys(identity=identity):
-                return await self._keys.identity_keys(identity)
+                return self._keys.identity_keys(identity)
             case fx.LoadConfirmedOffset(identity=identity, device=device):
-                return await self._store.confirmed_offset(identity, device)
+                return self._store.confirmed_offset(identity, device)
             case fx.LoadKeyStatus(identity=identity, device=device):
-                return await self._keys.status(identity, device)
+                return self._keys.status(identity, device)
             case fx.LoadStoredFrom(sender=sender, recipient=recipient, envelope_id=envelope_id):
-                return await self._store.stored_from(sender, recipient, envelope_id)
+                return self._store.stored_from(sender, recipient, envelope_id)
             case fx.CreateIdentity(genesis=genesis, name=name, now=now, invite=invite):
-                return await self._directory.register(genesis, name, now, invite)
+                return self._directory.register(genesis, name, now, invite)
             case fx.AppendEntry(identity=identity, entry=entry):
-                return await self._directory.append(identity, entry)
+                return self._directory.append(identity, entry)
             case fx.SavePermit(owner=owner, peer=peer):
-                return await self._directory.permit(owner, peer)
+                return self._directory.permit(owner, peer)
             case fx.SaveUnpermit(owner=owner, peer=peer):
-                return await self._directory.unpermit(owner, peer)
+                return self._directory.unpermit(owner, peer)
             case fx.StoreEnvelope(envelope=envelope):
-                return await self._store.store_envelope(envelope)
+                return self._store.store_envelope(envelope)
             case fx.SaveConfirm(identity=identity, device=device, offset=offset):
-                return await self._store.confirm(identity, device, offset)
+                return self._store.confirm(identity, device, offset)
             case fx.SaveKeys():
-                return await self._keys.publish(
+                return self._keys.publish(
                     query.identity, query.device, query.key, query.one_time_keys, query.fallback_key
                 )
             case fx.TakeKeys(identity=identity, sessions=sessions, exclude=exclude):
-                return await self._keys.claim(identity, sessions, exclude)
+                return self._keys.claim(identity, sessions, exclude)
         raise TypeError(f"no answer for {query!r}")
 
     def _apply(self, conn: Connection, session: Session, effect: Effect) -> None:
