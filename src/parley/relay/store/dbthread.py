@@ -48,11 +48,16 @@ Batch = Callable[[sqlite3.Connection, list[A]], list[T]]
 
 @dataclass(frozen=True, slots=True)
 class _Job:
-    fn: Callable[[sqlite3.Connection], Any]
     future: asyncio.Future[Any]
-    # Set for a batched job: ``fn`` is then ``batch`` on ``[arg]`` alone.
-    batch: Batch[Any, Any] | None = None
+    fn: Callable[[sqlite3.Connection], Any] | None = None  # an ordinary job
+    batch: Batch[Any, Any] | None = None  # a batched one, for ``arg``
     arg: Any = None
+
+    def run_alone(self, conn: sqlite3.Connection) -> Any:
+        if self.batch is not None:
+            return self.batch(conn, [self.arg])[0]
+        assert self.fn is not None
+        return self.fn(conn)
 
 
 class SqliteThread:
@@ -89,7 +94,7 @@ class SqliteThread:
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the database thread; returns once its group is committed."""
         future: asyncio.Future[T] = self._new_future()
-        self._queue.put(_Job(fn, future))
+        self._queue.put(_Job(future, fn=fn))
         return await future
 
     def submit_batched(self, batch: Batch[A, T], arg: A) -> asyncio.Future[T]:
@@ -97,7 +102,7 @@ class SqliteThread:
         other calls of ``batch`` in the same group (see the module docstring). A future,
         not a coroutine: the relay waits on it with a callback, without a task."""
         future: asyncio.Future[T] = self._new_future()
-        self._queue.put(_Job(lambda conn: batch(conn, [arg])[0], future, batch, arg))
+        self._queue.put(_Job(future, batch=batch, arg=arg))
         return future
 
     def _new_future(self) -> asyncio.Future[Any]:
@@ -198,7 +203,7 @@ def _run_together(conn: sqlite3.Connection, jobs: list[_Job]) -> list[Outcome]:
     for index, job in enumerate(jobs):
         if job.batch is None:
             flush()
-            results[index] = job.fn(conn)
+            results[index] = job.run_alone(conn)
         else:
             pending.setdefault(job.batch, []).append(index)
     flush()
@@ -209,7 +214,7 @@ def _isolated(conn: sqlite3.Connection, job: _Job) -> Outcome:
     """Run ``job`` inside a savepoint of its own: if it fails, only its work is undone."""
     conn.execute("SAVEPOINT job")
     try:
-        outcome: Outcome = (job.future, job.fn(conn), None)
+        outcome: Outcome = (job.future, job.run_alone(conn), None)
     except Exception as exc:
         conn.execute("ROLLBACK TO job")
         outcome = (job.future, None, exc)
