@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import TypedDict, TypeVar
 
@@ -74,7 +75,7 @@ class Sender:
             aud=recipient,
             iat=now,
             exp=now + int(self._lifetime),
-            jti=_random_id(),
+            jti=_new_id(),
         )
 
     async def send(self, message: M) -> M:
@@ -94,7 +95,7 @@ class Sender:
             raise NotConnected("the client is not connected")
         # One envelope id per message, reused if the Send is resent after a reconnect,
         # so the relay stores it once.
-        envelope_id = _random_id()
+        envelope_id = _new_id()
         for attempt in range(1, STALE_RETRIES + 1):
             body, devices = await self._e2ee.seal(envelope_id, recipient, payload)
             try:
@@ -129,23 +130,34 @@ class Sender:
             raise MalformedFrame(f"ack names envelope {ack.envelope_id}, sent {envelope_id}")
 
 
-class _RandomIds:
-    """128-bit random ids in hex, as a uuid4's hex but taken from ``os.urandom`` 256 at
-    a time: a message needs two (its ``jti`` and its envelope id), and a system call for
-    each was a measurable part of sending one. A forked child starts afresh, so the two
-    processes never hand out the same ids."""
+class _SortableIds:
+    """128-bit ids in 32 hex digits, as a uuid4's hex, but ordered by time: 48 bits of
+    milliseconds since the epoch, then 80 random bits (the layout of RFC 9562's UUIDv7,
+    without its version bits). Stores keep ids in unique B-tree indexes (the relay's
+    envelope ids, the ``jti`` values each receiver has seen): ids that arrive in about the order
+    they are indexed land on the same few pages, where random ones dirty one page each
+    per commit (measured on the relay's SQLite store: a third of its time per message).
+
+    The random parts come from ``os.urandom`` 256 at a time: a message needs two ids
+    (its ``jti`` and its envelope id), and a system call for each was a measurable part
+    of sending one. A forked child starts afresh, so the two processes never hand out
+    the same ids."""
 
     _PER_READ = 256
+    _RANDOM_BYTES = 10
 
-    def __init__(self) -> None:
-        self._ids: list[str] = []
-        os.register_at_fork(after_in_child=self._ids.clear)
+    def __init__(self, clock: Callable[[], int] = time.time_ns) -> None:
+        self._clock = clock
+        self._random: list[str] = []
+        os.register_at_fork(after_in_child=self._random.clear)
 
     def __call__(self) -> str:
-        if not self._ids:
-            pool = os.urandom(16 * self._PER_READ).hex()
-            self._ids.extend(pool[i : i + 32] for i in range(0, len(pool), 32))
-        return self._ids.pop()
+        if not self._random:
+            size = self._RANDOM_BYTES
+            pool = os.urandom(size * self._PER_READ).hex()
+            self._random.extend(pool[i : i + 2 * size] for i in range(0, len(pool), 2 * size))
+        milliseconds = (self._clock() // 1_000_000) & 0xFFFF_FFFF_FFFF
+        return f"{milliseconds:012x}{self._random.pop()}"
 
 
-_random_id = _RandomIds()
+_new_id = _SortableIds()
