@@ -50,6 +50,9 @@ class Wrapper:
     async def send(self, data: bytes) -> None:
         await self.inner.send(data)
 
+    def write_now(self, data: bytes) -> bool:
+        return False  # everything goes through send(), which subclasses filter
+
     async def recv(self) -> bytes:
         return await self.inner.recv()
 

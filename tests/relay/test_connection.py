@@ -41,6 +41,13 @@ class Gate:
         self.sent.append(frames.decode_relay_frame(data))
         await self.inner.send(data)
 
+    def write_now(self, data: bytes) -> bool:
+        # A closed gate is a full socket: the relay must queue, and wait in send().
+        if not self.open.is_set():
+            return False
+        self.sent.append(frames.decode_relay_frame(data))
+        return self.inner.write_now(data)
+
     async def recv(self) -> bytes:
         return await self.inner.recv()
 
@@ -169,12 +176,79 @@ async def test_a_client_that_stops_reading_is_closed_and_keeps_its_messages(
     await sender.close()
 
 
+class Counting(Gate):
+    """A gate that tells which frames went out at once (``write_now``) and which the
+    writer task had to wait to send."""
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        super().__init__(inner)
+        self.at_once: list[type[frames.RelayFrame]] = []
+        self.waited: list[type[frames.RelayFrame]] = []
+
+    async def send(self, data: bytes) -> None:
+        await super().send(data)
+        self.waited.append(type(self.sent[-1]))
+
+    def write_now(self, data: bytes) -> bool:
+        if not super().write_now(data):
+            return False
+        self.at_once.append(type(self.sent[-1]))
+        return True
+
+
+async def test_a_client_that_reads_gets_replies_and_deliveries_without_a_writer(
+    relay: Relay, clock: FakeClock
+) -> None:
+    alice, bob, _ = await setup(relay)
+    ends: list[Counting] = []
+
+    def counted(inner: MemoryTransport) -> Counting:
+        ends.append(Counting(inner))
+        return ends[-1]
+
+    receiver = await online(relay, alice, wrap=counted)
+    sender = await online(relay, bob, wrap=counted)
+    receiving, sending = ends
+    receiving.at_once.clear()
+    sending.at_once.clear()
+    for i in range(3):
+        assert isinstance(
+            await sender.send_to("alice", b"m", f"now-{i}", clock() + HOUR), frames.Ack
+        )
+    assert [d.envelope.id for d in [await receiver.expect(frames.Deliver) for _ in range(3)]] == [
+        "now-0",
+        "now-1",
+        "now-2",
+    ]
+    assert sending.at_once == [frames.Ack] * 3 and receiving.at_once == [frames.Deliver] * 3
+
+    # A client that stops reading: the writer queues, in order, and once it has caught
+    # up (nothing queued) frames go out at once again.
+    receiving.open.clear()
+    for i in range(3):
+        await sender.send_to("alice", b"m", f"later-{i}", clock() + HOUR)
+    receiving.open.set()
+    later = [await receiver.expect(frames.Deliver) for _ in range(3)]
+    assert [d.envelope.id for d in later] == ["later-0", "later-1", "later-2"]
+    assert receiving.waited[-3:] == [frames.Deliver] * 3
+    offsets = [d.offset for d in later]
+    assert offsets == sorted(set(offsets))
+    await sender.send_to("alice", b"m", "again", clock() + HOUR)
+    assert (await receiver.expect(frames.Deliver)).envelope.id == "again"
+    assert receiving.at_once[-1] is frames.Deliver
+    await receiver.close()
+    await sender.close()
+
+
 class SlowReading(Gate):
     """A client that reads, but takes a while over each frame."""
 
     async def send(self, data: bytes) -> None:
         await asyncio.sleep(0.03)
         await super().send(data)
+
+    def write_now(self, data: bytes) -> bool:
+        return False  # never at once: each frame takes a while
 
 
 async def test_a_client_reading_slowly_is_not_taken_for_one_that_stopped(

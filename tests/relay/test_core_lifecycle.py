@@ -132,6 +132,9 @@ class SlowToClose:
     async def send(self, data: bytes) -> None:
         await self.inner.send(data)
 
+    def write_now(self, data: bytes) -> bool:
+        return self.inner.write_now(data)
+
     async def recv(self) -> bytes:
         return await self.inner.recv()
 

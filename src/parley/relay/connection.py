@@ -1,12 +1,15 @@
 """The outgoing side of one client connection: replies, live deliveries, catch-up.
 
-Everything the relay writes to a client goes through one writer task per connection,
-so a slow or dead client only ever blocks its own task. The task runs only while there
-is something to write (an idle connection holds no task, queue or waiter: with ten
-thousand of them that is most of the relay's memory). Replies (Ack, Error, ...) go
-first. Deliveries come from a bounded in-memory queue filled as envelopes are stored;
-when it overflows, the queue is dropped and the writer reads the device's inbox from
-the store instead, starting after ``cursor`` (the last offset written). Skipping every
+Everything the relay writes to a client that cannot go out at once goes through one
+writer task per connection, so a slow or dead client only ever blocks its own task. The
+task runs only while there is something to write (an idle connection holds no task,
+queue or waiter: with ten thousand of them that is most of the relay's memory). With no
+writer running nothing is queued, so a reply or a live delivery is written straight to
+the transport when it takes it without waiting (``write_now``), and in the writer's
+order: no task, coroutine or timer per frame. Replies (Ack, Error, ...) go first.
+Deliveries come from a bounded in-memory queue filled as envelopes are stored; when it
+overflows, the queue is dropped and the writer reads the device's inbox from the store
+instead, starting after ``cursor`` (the last offset written). Skipping every
 offset at or below the cursor keeps deliveries in offset order and never sends one
 twice, whichever of the two sources it comes from.
 
@@ -147,6 +150,8 @@ class Connection:
         if self._gone:
             return
         data = encode(frame)
+        if self._writer is None and self.transport.write_now(data):
+            return  # nothing queued ahead of it (see the module docstring)
         if self._replies is None:
             self._replies = deque()
         self._replies.append(data)
@@ -213,6 +218,8 @@ class Connection:
         """Offer a freshly stored delivery; never blocks."""
         if not self._attached:
             return
+        if self._writer is None and self._push_now(deliver):
+            return
         config = self._ctx.config
         size = len(deliver.envelope.body)
         if self._deliveries is None:
@@ -228,6 +235,20 @@ class Connection:
             self._deliveries.append(deliver)
             self._delivery_bytes += size
         self._kick()
+
+    def _push_now(self, deliver: Deliver) -> bool:
+        """Write ``deliver`` at once if the writer would write it next, as it is."""
+        offset = deliver.offset
+        if (
+            offset <= self.cursor
+            or (self._ctx.push_in_sequence and offset > self.cursor + 1)
+            or deliver.envelope.expires_at <= self._ctx.clock()
+            or not self.transport.write_now(encode(deliver))
+        ):
+            return False  # the writer skips it, reads the store, or drops the rows
+        self.cursor = offset
+        self._ctx.metrics.messages_out.inc()
+        return True
 
     def _clear_deliveries(self) -> None:
         self._deliveries = None

@@ -212,18 +212,33 @@ class EdgeConnection(asyncio.Protocol):
         protocol = self.protocol
         if self._closed is not None or protocol is None or protocol.state is not State.OPEN:
             raise TransportClosed(self._closed or "the WebSocket is closing")
-        protocol.send_binary(data)
-        if not self._flush_soon:
-            # Everything sent in this turn of the loop goes out in one write: a reply
-            # burst (acks, deliveries) costs one system call, not one each.
-            self._flush_soon = True
-            asyncio.get_running_loop().call_soon(self._flush, protocol)
+        self._queue_frame(protocol, data)
         if self._writing_paused and self._closed is None:
             if self._drain is None:
                 self._drain = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._drain)  # several writers may wait on it
             if self._closed is not None:
                 raise TransportClosed(self._closed)
+
+    def write_now(self, data: bytes) -> bool:
+        protocol = self.protocol
+        if (
+            self._writing_paused
+            or self._closed is not None
+            or protocol is None
+            or protocol.state is not State.OPEN
+        ):
+            return False
+        self._queue_frame(protocol, data)
+        return True
+
+    def _queue_frame(self, protocol: _Protocol, data: bytes) -> None:
+        protocol.send_binary(data)
+        if not self._flush_soon:
+            # Everything sent in this turn of the loop goes out in one write: a reply
+            # burst (acks, deliveries) costs one system call, not one each.
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush, protocol)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the closing handshake and wait (at most ``close_timeout``) for the TCP

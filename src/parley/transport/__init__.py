@@ -25,6 +25,12 @@ class Transport(Protocol):
         """Send one message; raises :class:`~parley.errors.TransportClosed` once closed."""
         ...
 
+    def write_now(self, data: bytes) -> bool:
+        """Send one message without waiting, if the transport can take it at once (open,
+        and its buffer not full); False: nothing was sent (:meth:`send` waits, or says
+        why it cannot)."""
+        ...
+
     async def recv(self) -> bytes:
         """The next message; raises :class:`~parley.errors.TransportClosed` once closed."""
         ...

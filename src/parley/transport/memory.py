@@ -31,6 +31,12 @@ class MemoryTransport:
             raise TransportClosed(f"{self._name}: closed")
         self._outbox.put_nowait(bytes(data))
 
+    def write_now(self, data: bytes) -> bool:
+        if self._closed:
+            return False
+        self._outbox.put_nowait(bytes(data))
+        return True
+
     async def recv(self) -> bytes:
         if self._closed and self._inbox.empty():
             raise TransportClosed(f"{self._name}: closed")

@@ -40,6 +40,11 @@ class WebSocketTransport:
         except websockets.ConnectionClosed as exc:
             raise TransportClosed(str(exc)) from None
 
+    def write_now(self, data: bytes) -> bool:
+        # websockets' asyncio connection sends only through its coroutine (it holds a
+        # lock across fragments), so nothing goes out without waiting here.
+        return False
+
     async def recv(self) -> bytes:
         try:
             data = await self._ws.recv()
