@@ -291,3 +291,26 @@ async def test_revoking_a_device_drops_its_fallback_key(relay: Relay, tmp_path: 
     with closing(sqlite3.connect(tmp_path / "relay.db")) as db:
         rows = db.execute("SELECT identity, device FROM fallback_keys").fetchall()
     assert rows == [("bob", "d2")]
+
+
+async def test_keys_loaded_past_a_revocation_lose_the_revoked_device(relay: Relay) -> None:
+    # The race the cache guards against: a load that began before a revocation lands
+    # after it, with the revoked device's key in it.
+    _alice, bob, alice_peer, bob_peer = await _pair(relay)
+    await _publish(bob_peer, bob)
+    entry = bob.next_entry(KeyOp.ADD, "d2", signer="d1")
+    assert isinstance(await bob_peer.request(frames.AppendKey, entry=entry), frames.Done)
+    bob.chain.append(entry)
+    phone = await online(relay, bob, "d2")
+    await _publish(phone, bob, "d2")
+    keys = relay._keys
+    loaded = dict(await keys.identity_keys("bob"))
+    assert sorted(loaded) == ["d1", "d2"]
+    revoke = bob.next_entry(KeyOp.REVOKE, "d1", signer="d2")
+    assert isinstance(await phone.request(frames.AppendKey, entry=revoke), frames.Done)
+    assert sorted(await keys.identity_keys("bob")) == ["d2"]
+    keys._keys["bob"] = dict(loaded)  # the late load, as identity_keys would cache it
+    assert sorted(await keys.identity_keys("bob")) == ["d2"]
+    assert sorted(await keys.identity_keys("bob")) == ["d2"]  # and checked once, kept
+    [claimed] = (await _claim(alice_peer, "bob")).devices
+    assert claimed.device == "d2"

@@ -53,6 +53,9 @@ class KeyDirectory:
         self._store = store
         self._directory = directory
         self._keys: dict[str, dict[str, IdentityKey]] = {}
+        # Per identity, the cached keys last checked against its chain, and the chain's
+        # version then: every Send reads them, and the chain rarely changes.
+        self._checked: dict[str, tuple[dict[str, IdentityKey], int]] = {}
         self._epoch = 0  # counts invalidations, so a stale load is not cached
 
     async def identity_keys(self, identity: str) -> dict[str, IdentityKey]:
@@ -74,9 +77,12 @@ class KeyDirectory:
             return None
         chain = self._directory.cached_chain(identity)
         if chain is not None:
-            # A device revoked while its keys were being loaded must not come back.
-            for device in [d for d in cached if d not in chain.active]:
-                del cached[device]
+            checked = self._checked.get(identity)
+            if checked is None or checked[0] is not cached or checked[1] != chain.version:
+                # A device revoked while its keys were being loaded must not come back.
+                for device in [d for d in cached if d not in chain.active]:
+                    del cached[device]
+                self._checked[identity] = (cached, chain.version)
         return cached
 
     async def publish(
@@ -137,8 +143,10 @@ class KeyDirectory:
         self._epoch += 1
         if identity is None:
             self._keys.clear()
+            self._checked.clear()
         else:
             self._keys.pop(identity, None)
+            self._checked.pop(identity, None)
 
     def forget(self, identity: str, device: str) -> None:
         """Drop a revoked device's keys from the cache (the store dropped them)."""
