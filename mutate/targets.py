@@ -67,6 +67,16 @@ TARGETS = (
         ),
     ),
     Target(
+        "relay-connection",
+        "src/parley/relay/connection.py",
+        (
+            "tests/relay/test_connection.py",
+            "tests/relay/test_core.py",
+            "tests/relay/test_core_lifecycle.py",
+            "tests/relay/test_core_nodes.py",
+        ),
+    ),
+    Target(
         "relay-store",
         "src/parley/relay/store/sqlite.py",
         ("tests/relay/store/test_sqlite.py", "tests/relay/store/test_store.py"),

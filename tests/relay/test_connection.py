@@ -11,7 +11,10 @@ import pytest
 
 from parley.protocol import frames
 from parley.relay import Relay, RelayConfig, SqliteStore
-from parley.transport.memory import MemoryTransport
+from parley.relay.connection import Connection, Context
+from parley.relay.directory import Directory
+from parley.relay.metrics import RelayMetrics
+from parley.transport.memory import MemoryTransport, memory_pair
 
 from .helpers import WAIT, FakeClock, Identity, Peer, enroll, online
 
@@ -176,6 +179,13 @@ async def test_a_client_that_stops_reading_is_closed_and_keeps_its_messages(
     await sender.close()
 
 
+async def _settled(conn: Connection) -> None:
+    """Until the connection's writer task has ended (nothing left to write)."""
+    async with asyncio.timeout(WAIT):
+        while (writer := conn._writer) is not None:
+            await asyncio.wait({writer})
+
+
 class Counting(Gate):
     """A gate that tells which frames went out at once (``write_now``) and which the
     writer task had to wait to send."""
@@ -209,6 +219,9 @@ async def test_a_client_that_reads_gets_replies_and_deliveries_without_a_writer(
     receiver = await online(relay, alice, wrap=counted)
     sender = await online(relay, bob, wrap=counted)
     receiving, sending = ends
+    for conns in relay._sessions.values():  # the catch-up after authenticating is done
+        for conn in conns:
+            await _settled(conn)
     receiving.at_once.clear()
     sending.at_once.clear()
     for i in range(3):
@@ -233,6 +246,8 @@ async def test_a_client_that_reads_gets_replies_and_deliveries_without_a_writer(
     assert receiving.waited[-3:] == [frames.Deliver] * 3
     offsets = [d.offset for d in later]
     assert offsets == sorted(set(offsets))
+    for conn in relay._sessions[("alice", "d1")]:
+        await _settled(conn)
     await sender.send_to("alice", b"m", "again", clock() + HOUR)
     assert (await receiver.expect(frames.Deliver)).envelope.id == "again"
     assert receiving.at_once[-1] is frames.Deliver
@@ -289,3 +304,64 @@ async def test_live_deliveries_past_the_byte_cap_are_read_from_the_store_instead
         await sender.close()
     finally:
         await relay.close()
+
+
+async def _offset(end: MemoryTransport) -> int:
+    frame = frames.decode_relay_frame(await asyncio.wait_for(end.recv(), WAIT))
+    assert isinstance(frame, frames.Deliver)
+    return frame.offset
+
+
+async def _quiet(end: MemoryTransport) -> bool:
+    """Whether nothing more reaches ``end`` once the relay's side has settled."""
+    try:
+        await asyncio.wait_for(end.recv(), 0.2)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_a_push_goes_out_at_once_only_as_the_offset_the_writer_would_write(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # Several nodes on one store: only the next offset may be written from a push.
+    store = SqliteStore(tmp_path / "relay.db")
+    await store.open()
+    metrics = RelayMetrics()
+    context = Context(RelayConfig(), store, Directory(store), metrics, clock, push_in_sequence=True)
+    client, relay_end = memory_pair()
+    conn = Connection(relay_end, context)
+    conn.attach("alice", "d1", resume_after=5)
+    await _settled(conn)
+
+    def deliver(offset: int, expires_at: float) -> frames.Deliver:
+        envelope = frames.Envelope(
+            id=f"e{offset}",
+            sender="bob",
+            sender_device="d1",
+            recipient="alice",
+            body=b"m",
+            sent_at=clock(),
+            expires_at=expires_at,
+        )
+        return frames.Deliver(offset=offset, envelope=envelope, sender_keys_version=1)
+
+    live = clock() + HOUR
+    conn.push(deliver(5, live))  # written before (the resume point): never again
+    assert await _quiet(client)
+    await _settled(conn)
+    conn.push(deliver(7, live))  # overtook 6: the store is read instead (it has neither)
+    assert await _quiet(client)
+    await _settled(conn)
+    conn.push(deliver(6, live))
+    assert conn._writer is None  # written at once, not by a writer task
+    assert await _offset(client) == 6
+    conn.push(deliver(7, clock() - 1))  # expired: dropped, and skipped past
+    assert await _quiet(client)
+    await _settled(conn)
+    assert conn.cursor == 7
+    conn.push(deliver(8, live))
+    assert conn._writer is None
+    assert await _offset(client) == 8
+    await conn.finish()
+    await store.close()
