@@ -808,6 +808,31 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "_CHUNK = 255",
         "only how the rows are split into INSERTs: every row is written alike",
     ),
+    # -- relay/connection.py
+    *(
+        Equivalent(
+            "relay-connection",
+            "self.authenticated_at = 0.0",
+            f"self.authenticated_at = {value}",
+            "attach() sets it before the connection joins the relay's sessions, and only"
+            " connections in the sessions are compared by it: the initial value is never read",
+        )
+        for value in ("1.0", "-1.0")
+    ),
+    Equivalent(
+        "relay-connection",
+        "assert self.identity is not None and self.device is not None",
+        "assert self.identity is not None or self.device is not None",
+        "attach() sets identity and device together, and nothing unsets either: both are"
+        " None or neither is",
+    ),
+    Equivalent(
+        "relay-connection",
+        "if self._ctx.push_in_sequence and deliver.offset > self.cursor + 1:",
+        "if self._ctx.push_in_sequence and deliver.offset > self.cursor | 1:",
+        "it only sends the next offset after an odd cursor through a read of the store"
+        " instead of from the push: the same row, in the same place",
+    ),
     # -- relay/store/sqlite.py
     Equivalent(
         "relay-store",
