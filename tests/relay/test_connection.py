@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -367,67 +368,71 @@ async def test_a_push_goes_out_at_once_only_as_the_offset_the_writer_would_write
     await store.close()
 
 
-async def _connection(
-    tmp_path: Path, clock: FakeClock, config: RelayConfig, wrap: type[Gate] = Gate
-) -> tuple[Connection, Gate, MemoryTransport, SqliteStore]:
+@asynccontextmanager
+async def _direct(
+    tmp_path: Path, clock: FakeClock, config: RelayConfig, *, push_in_sequence: bool = False
+) -> AsyncIterator[tuple[Connection, Gate, MemoryTransport]]:
+    """A relay-side connection on its own (no Relay around it), behind a gate, and the
+    client's end; finished, and its store closed, at the end."""
     store = SqliteStore(tmp_path / "relay.db")
     await store.open()
-    context = Context(config, store, Directory(store), RelayMetrics(), clock)
+    metrics = RelayMetrics()
+    context = Context(config, store, Directory(store), metrics, clock, push_in_sequence)
     client, relay_end = memory_pair()
-    gate = wrap(relay_end)
-    return Connection(gate, context), gate, client, store
+    gate = Gate(relay_end)
+    conn = Connection(gate, context)
+    try:
+        yield conn, gate, client
+    finally:
+        await conn.finish()
+        await store.close()
 
 
 async def test_a_client_not_reading_its_replies_holds_back_its_next_requests(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    conn, gate, client, store = await _connection(tmp_path, clock, RelayConfig(reply_queue=2))
-    gate.open.clear()
-    for ref in range(4):  # the writer holds the first, two wait behind it
-        conn.reply(frames.Ack(ref=ref, envelope_id=f"e{ref}"))
-    await asyncio.sleep(0)
-    assert not conn.ready
-    room = asyncio.ensure_future(conn.wait_for_room())
-    await asyncio.sleep(0.05)
-    assert not room.done()
-    gate.open.set()
-    await asyncio.wait_for(room, WAIT)
-    acks = [frames.decode_relay_frame(await client.recv()) for _ in range(4)]
-    assert [a.ref for a in acks if isinstance(a, frames.Ack)] == [0, 1, 2, 3]
-    await _settled(conn)
-    assert conn.ready
-    await conn.finish()
-    await store.close()
+    async with _direct(tmp_path, clock, RelayConfig(reply_queue=2)) as (conn, gate, client):
+        gate.open.clear()
+        for ref in range(4):  # the writer holds the first, two wait behind it
+            conn.reply(frames.Ack(ref=ref, envelope_id=f"e{ref}"))
+        await asyncio.sleep(0)
+        assert not conn.ready
+        room = asyncio.ensure_future(conn.wait_for_room())
+        await asyncio.sleep(0.05)
+        assert not room.done()
+        gate.open.set()
+        await asyncio.wait_for(room, WAIT)
+        acks = [frames.decode_relay_frame(await client.recv()) for _ in range(4)]
+        assert [a.ref for a in acks if isinstance(a, frames.Ack)] == [0, 1, 2, 3]
+        await _settled(conn)
+        assert conn.ready
 
 
 async def test_a_paused_client_is_not_read_until_the_pause_ends(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    conn, _, _, store = await _connection(tmp_path, clock, RelayConfig())
-    conn.pause_reading(0.1)
-    assert not conn.ready
-    await asyncio.wait_for(conn.wait_unpaused(), WAIT)
-    assert conn.ready
-    conn.close_soon(1000, "")
-    conn.pause_reading(10.0)  # closing: not held back any more
-    assert conn.ready
-    await conn.finish()
-    await store.close()
+    async with _direct(tmp_path, clock, RelayConfig()) as (conn, _, _):
+        conn.pause_reading(0.1)
+        assert not conn.ready
+        await asyncio.wait_for(conn.wait_unpaused(), WAIT)
+        assert conn.ready
+        conn.close_soon(1000, "")
+        conn.pause_reading(10.0)  # closing: not held back any more
+        assert conn.ready
 
 
 async def test_finish_writes_what_is_queued_then_closes_normally(
     tmp_path: Path, clock: FakeClock
 ) -> None:
-    conn, gate, client, store = await _connection(tmp_path, clock, RelayConfig())
-    gate.open.clear()
-    for ref in range(3):
-        conn.reply(frames.Ack(ref=ref, envelope_id=f"e{ref}"))
-    finishing = asyncio.ensure_future(conn.finish())
-    await asyncio.sleep(0.05)
-    assert not finishing.done()  # waiting for the writer, which waits for the client
-    gate.open.set()
-    await asyncio.wait_for(finishing, WAIT)
-    acks = [frames.decode_relay_frame(await client.recv()) for _ in range(3)]
-    assert [a.ref for a in acks if isinstance(a, frames.Ack)] == [0, 1, 2]
-    assert gate.inner.close_code == 1000
-    await store.close()
+    async with _direct(tmp_path, clock, RelayConfig()) as (conn, gate, client):
+        gate.open.clear()
+        for ref in range(3):
+            conn.reply(frames.Ack(ref=ref, envelope_id=f"e{ref}"))
+        finishing = asyncio.ensure_future(conn.finish())
+        await asyncio.sleep(0.05)
+        assert not finishing.done()  # waiting for the writer, which waits for the client
+        gate.open.set()
+        await asyncio.wait_for(finishing, WAIT)
+        acks = [frames.decode_relay_frame(await client.recv()) for _ in range(3)]
+        assert [a.ref for a in acks if isinstance(a, frames.Ack)] == [0, 1, 2]
+        assert gate.inner.close_code == 1000
