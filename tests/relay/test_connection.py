@@ -322,52 +322,6 @@ async def _quiet(end: MemoryTransport) -> bool:
     return False
 
 
-async def test_a_push_goes_out_at_once_only_as_the_offset_the_writer_would_write(
-    tmp_path: Path, clock: FakeClock
-) -> None:
-    # Several nodes on one store: only the next offset may be written from a push.
-    store = SqliteStore(tmp_path / "relay.db")
-    await store.open()
-    metrics = RelayMetrics()
-    context = Context(RelayConfig(), store, Directory(store), metrics, clock, push_in_sequence=True)
-    client, relay_end = memory_pair()
-    conn = Connection(relay_end, context)
-    conn.attach("alice", "d1", resume_after=5)
-    await _settled(conn)
-
-    def deliver(offset: int, expires_at: float) -> frames.Deliver:
-        envelope = frames.Envelope(
-            id=f"e{offset}",
-            sender="bob",
-            sender_device="d1",
-            recipient="alice",
-            body=b"m",
-            sent_at=clock(),
-            expires_at=expires_at,
-        )
-        return frames.Deliver(offset=offset, envelope=envelope, sender_keys_version=1)
-
-    live = clock() + HOUR
-    conn.push(deliver(5, live))  # written before (the resume point): never again
-    assert await _quiet(client)
-    await _settled(conn)
-    conn.push(deliver(7, live))  # overtook 6: the store is read instead (it has neither)
-    assert await _quiet(client)
-    await _settled(conn)
-    conn.push(deliver(6, live))
-    assert conn._writer is None  # written at once, not by a writer task
-    assert await _offset(client) == 6
-    conn.push(deliver(7, clock() - 1))  # expired: dropped, and skipped past
-    assert await _quiet(client)
-    await _settled(conn)
-    assert conn.cursor == 7
-    conn.push(deliver(8, live))
-    assert conn._writer is None
-    assert await _offset(client) == 8
-    await conn.finish()
-    await store.close()
-
-
 @asynccontextmanager
 async def _direct(
     tmp_path: Path, clock: FakeClock, config: RelayConfig, *, push_in_sequence: bool = False
@@ -386,6 +340,45 @@ async def _direct(
     finally:
         await conn.finish()
         await store.close()
+
+
+async def test_a_push_goes_out_at_once_only_as_the_offset_the_writer_would_write(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    # Several nodes on one store: only the next offset may be written from a push.
+    async with _direct(tmp_path, clock, RelayConfig(), push_in_sequence=True) as (conn, _, client):
+        conn.attach("alice", "d1", resume_after=5)
+        await _settled(conn)
+
+        def deliver(offset: int, expires_at: float) -> frames.Deliver:
+            envelope = frames.Envelope(
+                id=f"e{offset}",
+                sender="bob",
+                sender_device="d1",
+                recipient="alice",
+                body=b"m",
+                sent_at=clock(),
+                expires_at=expires_at,
+            )
+            return frames.Deliver(offset=offset, envelope=envelope, sender_keys_version=1)
+
+        live = clock() + HOUR
+        conn.push(deliver(5, live))  # written before (the resume point): never again
+        assert await _quiet(client)
+        await _settled(conn)
+        conn.push(deliver(7, live))  # overtook 6: the store is read instead (it has neither)
+        assert await _quiet(client)
+        await _settled(conn)
+        conn.push(deliver(6, live))
+        assert conn._writer is None  # written at once, not by a writer task
+        assert await _offset(client) == 6
+        conn.push(deliver(7, clock() - 1))  # expired: dropped, and skipped past
+        assert await _quiet(client)
+        await _settled(conn)
+        assert conn.cursor == 7
+        conn.push(deliver(8, live))
+        assert conn._writer is None
+        assert await _offset(client) == 8
 
 
 async def test_a_client_not_reading_its_replies_holds_back_its_next_requests(

@@ -27,9 +27,8 @@ class MemoryTransport:
         return "memory"
 
     async def send(self, data: bytes) -> None:
-        if self._closed:
+        if not self.write_now(data):
             raise TransportClosed(f"{self._name}: closed")
-        self._outbox.put_nowait(bytes(data))
 
     def write_now(self, data: bytes) -> bool:
         if self._closed:
