@@ -225,6 +225,57 @@ async def test_a_change_whose_read_failed_is_read_again_without_another_change(
     await store.close()
 
 
+class HeldSave(FlakyReads):
+    """A store whose next save, once ``hold`` is called, waits until ``resume`` is
+    set; the saves from then on are kept in ``saves``."""
+
+    def __init__(self, store: ProxyStore) -> None:
+        super().__init__(store)
+        self.saves: list[Saved] = []
+        self.saving = asyncio.Event()
+        self.resume = asyncio.Event()
+        self._held = False
+
+    def hold(self) -> None:
+        self._held = True
+
+    async def save(self, saved: Saved) -> None:
+        if self._held:
+            self.saves.append(saved)
+            if not self.saving.is_set():
+                self.saving.set()
+                await self.resume.wait()
+        await self.store.save(saved)
+
+
+async def test_messages_that_reach_the_proxy_together_are_saved_in_one_commit_in_order(
+    setup: Setup,
+) -> None:
+    app = await setup.world.identity("app")
+    operator, customer = await setup.parties(app, "olga", "cust")
+    store = HeldSave(setup.store())
+    async with setup.proxy(app, store) as proxy:
+        await proxy.bind("conv", operator=operator.id, customer=customer.id)
+        store.hold()
+        await operator.voice.start(app.identity, "conv", "k1", "offer", {})
+        await store.saving.wait()  # the start's save waits: nothing of it is sent yet
+        await operator.voice.stop(app.identity, "conv", "k1")
+        await operator.voice.start(app.identity, "conv", "k2", "offer", {})
+        await operator.voice.stop(app.identity, "conv", "k2")
+        # Delivered meanwhile (no signal for that: the proxy's client waits on the
+        # save), so the three are taken in together behind it.
+        await asyncio.sleep(0.2)
+        assert customer.got.items == []
+        store.resume.set()
+        for typ, call_id in (("start", "k1"), ("stop", "k1"), ("start", "k2"), ("stop", "k2")):
+            assert (await customer.next(typ))["call_id"] == call_id
+        await eventually(lambda: len(setup.legs) == 4)
+    heard = [len(saved.handled) for saved in store.saves if saved.handled]
+    assert heard == [1, 3]  # the held start; then the three behind it, in one commit
+    assert {r.reason for r in await store.records()} == {EndReason.HANGUP}
+    await store.close()
+
+
 # -- durable calls: closing ends nothing, a restart resumes ---------------------------------
 
 

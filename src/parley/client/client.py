@@ -32,7 +32,7 @@ from parley.client.connections import Connections
 from parley.client.devices import Devices
 from parley.client.directory import Directory
 from parley.client.e2ee import EndToEnd
-from parley.client.handlers import Handlers, Observer
+from parley.client.handlers import Handlers, Observer, Saver
 from parley.client.inbox import Inbox
 from parley.client.olm import OlmDevice
 from parley.client.prekeys import Prekeys
@@ -140,7 +140,9 @@ class Client:
         """This client's device id."""
         return self._credentials.device
 
-    def observe(self, observer: Observer, *, before_record: bool = False) -> Callable[[], None]:
+    def observe(
+        self, observer: Observer, *, before_record: bool = False, until_saved: Saver | None = None
+    ) -> Callable[[], None]:
         """See every verified message with its signing device, own-device copies too.
 
         For layers built on the voice messages (calls, the proxy); apps use ``voice()``.
@@ -149,9 +151,14 @@ class Client:
         record: it sees every message at least once, and again after a crash or a
         :meth:`close` while it ran, so it must skip repeats itself (by ``jti`` and
         issuer) — for an observer that saves what it handled in a store of its own.
+        Such an observer may return as soon as it has taken a message in and give
+        ``until_saved``: no message is recorded before ``until_saved()`` has returned,
+        once for all it took in since the last call (one save for a burst of messages).
         Returns a function that stops the observing.
         """
-        return self._handlers.observe(observer, before_record=before_record)
+        return self._handlers.observe(
+            observer, before_record=before_record, until_saved=until_saved
+        )
 
     def observe_sent(self, observer: Callable[[Message], None]) -> Callable[[], None]:
         """See every message this device sent (through ``voice()``, ``calls()`` or a

@@ -10,6 +10,10 @@ can lose a call to them but never repeats one (at most once). An observer added 
 stops or dies while it runs, or before the record is written, it sees the message again
 after the restart. It is for observers that keep their own record of what they handled
 in their own store (the calling proxy), and so can skip a repeat by message id.
+Such an observer may also give ``until_saved``: it then returns as soon as it has taken
+a message in, and the client records no message before ``until_saved()`` has returned,
+called once for all the messages taken in since its last call. So a burst of deliveries
+costs the observer's store one write, not one each.
 
 Handlers receive ``(issuer, payload)`` and may be plain functions or coroutine
 functions (DESIGN.md §2). An exception in a handler is logged and never reaches the
@@ -23,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple, TypeAlias, TypeVar, cast
 
+from parley.errors import ConfigurationError
 from parley.protocol.messages import Message, Payload
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,7 @@ class Observed(NamedTuple):
 
 
 Observer: TypeAlias = Callable[[Observed], Awaitable[None] | None]
+Saver: TypeAlias = Callable[[], Awaitable[None]]
 
 
 class Handlers:
@@ -46,6 +52,7 @@ class Handlers:
         self._by_type: dict[type[Payload], Handler[Message]] = {}
         self._observers: list[Observer] = []
         self._before_record: list[Observer] = []
+        self._savers: list[Saver] = []
 
     def subscribe(self, cls: type[P], handler: Handler[P]) -> None:
         def call(issuer: str, message: Message) -> Awaitable[None] | None:
@@ -56,12 +63,37 @@ class Handlers:
             log.debug("replacing the handler for %s", cls.__name__)
         self._by_type[cls] = call
 
-    def observe(self, observer: Observer, *, before_record: bool = False) -> Callable[[], None]:
-        """Add an observer (``before_record``: see the module); returns a function that
-        removes it."""
+    def observe(
+        self, observer: Observer, *, before_record: bool = False, until_saved: Saver | None = None
+    ) -> Callable[[], None]:
+        """Add an observer (``before_record``, ``until_saved``: see the module); returns a
+        function that removes it."""
+        if until_saved is not None and not before_record:
+            raise ConfigurationError("until_saved is for an observer that runs before the record")
         observers = self._before_record if before_record else self._observers
         observers.append(observer)
-        return lambda: observers.remove(observer)
+        if until_saved is not None:
+            self._savers.append(until_saved)
+
+        def remove() -> None:
+            observers.remove(observer)
+            if until_saved is not None:
+                self._savers.remove(until_saved)
+
+        return remove
+
+    @property
+    def saving(self) -> bool:
+        """Whether some observer saves what it took in before messages are recorded."""
+        return bool(self._savers)
+
+    async def saved(self) -> None:
+        """Return once every observer with ``until_saved`` has saved what it took in."""
+        for saver in list(self._savers):
+            try:
+                await saver()
+            except Exception:  # like an observer's: logged, and the record goes on
+                log.exception("saving the messages observed before the record raised")
 
     async def notify(self, observed: Observed, *, before_record: bool = False) -> None:
         """Run the observers (``before_record``: those that run before the record). An

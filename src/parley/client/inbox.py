@@ -15,7 +15,10 @@ awaits a send does not block the connection that reads the send's Ack. Per deliv
    or a stop while they run, or before 5 is written, leaves the offset unrecorded, so
    after the restart they see the message again (opened from the kept payload if its
    keys were spent on disk) — at least once, for observers that skip repeats themselves;
-5. record the offset and ``jti`` (dropping the kept payload) in the state file's queue.
+5. record the offset and ``jti`` (dropping the kept payload) in the state file's queue;
+   with an observer that saves what it took in (``until_saved``), the record waits,
+   in order with every record after it, until the batch is taken to its commit: the
+   observer then saves the whole batch at once, and only then is it recorded.
 
 While more deliveries are queued (up to :data:`BATCH`), the next one goes through 1-5
 too; then the batch is group-committed (:meth:`State.commit`, one transaction on the
@@ -72,6 +75,14 @@ class _Recorded(NamedTuple):
     observed: Observed | None  # None: nothing to hand on (skipped, rejected, own send)
 
 
+class _Held(NamedTuple):
+    """A delivery processed and not recorded yet: an observer is still to save it."""
+
+    offset: int
+    seen: Seen | None
+    observed: Observed | None
+
+
 class Inbox:
     def __init__(
         self,
@@ -101,6 +112,7 @@ class Inbox:
         self._backoff = Backoff()
         self._recorded = 0
         self._batch: deque[_Recorded] = deque()
+        self._held: list[_Held] = []  # processed, in order, waiting for Handlers.saved()
 
     def put(self, deliver: Deliver) -> None:
         self._queue.put_nowait(deliver)
@@ -126,18 +138,25 @@ class Inbox:
                 deliver = await self._queue.get()
                 if not await self._process_until_done(deliver):
                     return
-                if self._queue.empty() or len(self._batch) >= BATCH:
+                if self._queue.empty() or len(self._batch) + len(self._held) >= BATCH:
                     await self._flush()
         except asyncio.CancelledError:
             # Stopped with deliveries recorded: the state file writes them (now, or as
-            # it closes), so their handlers run first rather than never.
+            # it closes), so their handlers run first rather than never. Held ones stay
+            # unrecorded: delivered again, their observer skips what it saved.
             if self._batch:
-                await self._flush()
+                await self._flush(hold=True)
             raise
 
-    async def _flush(self) -> None:
-        """Commit the batch, then hand it to the handlers and confirm it. Cancelled while
-        writing (close()), the write goes on, and ``_run`` flushes the batch again."""
+    async def _flush(self, *, hold: bool = False) -> None:
+        """Record what is held once its observers saved it (unless ``hold``); commit the
+        batch, then hand it to the handlers and confirm it. Cancelled while writing
+        (close()), the write goes on, and ``_run`` flushes the batch again."""
+        if self._held and not hold:
+            await self._handlers.saved()
+            held, self._held = self._held, []
+            for offset, seen, observed in held:
+                self._record(offset, seen, observed)
         if not self._batch:
             return
         await self._state.commit()
@@ -182,12 +201,12 @@ class Inbox:
 
     async def _process(self, deliver: Deliver) -> None:
         offset, envelope = deliver.offset, deliver.envelope
-        if offset <= self._state.offset:
+        if offset <= (self._held[-1].offset if self._held else self._state.offset):
             log.debug("offset %d already processed", offset)
             return
         if envelope.sender == self._identity and envelope.sender_device == self._device:
             # What this very device sent to its own identity: nothing was sealed for it.
-            self._record(offset, None, None)
+            self._processed(offset, None, None)
             return
         try:
             payload = await self._open(deliver)
@@ -206,14 +225,14 @@ class Inbox:
                 reason,
                 exc,
             )
-            self._record(offset, None, None)
+            self._processed(offset, None, None)
             return
         # A copy of what another device of ours sent is not addressed to us: observers
         # (the call layer) see it, the app's handlers do not.
         own_copy = envelope.sender == self._identity and envelope.recipient != self._identity
         observed = Observed(message, message.iss, device, own_copy)
         await self._handlers.notify(observed, before_record=True)
-        self._record(offset, Seen(message.iss, message.jti, message.exp), observed)
+        self._processed(offset, Seen(message.iss, message.jti, message.exp), observed)
 
     async def _open(self, deliver: Deliver) -> bytes:
         # Opened before (a retry, or a restart after decrypting): its keys are spent.
@@ -226,6 +245,12 @@ class Inbox:
         # then takes the payload along (State.keep_opened).
         self._state.keep_opened(deliver.offset, self._e2ee.wrap_kept(payload))
         return payload
+
+    def _processed(self, offset: int, seen: Seen | None, observed: Observed | None) -> None:
+        if self._held or self._handlers.saving:
+            self._held.append(_Held(offset, seen, observed))
+        else:
+            self._record(offset, seen, observed)
 
     def _record(self, offset: int, seen: Seen | None, observed: Observed | None) -> None:
         self._state.record(offset, seen)

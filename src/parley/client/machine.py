@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NamedTuple, Protocol, TypeAlias, TypeVar
 
-from parley.client.handlers import Observed
+from parley.client.handlers import Observed, Saver
 from parley.client.sender import Claims
 from parley.errors import DeliveryTimeout, ParleyError, RelayConnectionError, RelayError
 from parley.ids import DeviceId, IdentityId
@@ -161,7 +161,7 @@ class MachineRunner(Generic[E]):
 
     def start(self) -> None:
         self._unobserve = self._client.observe(
-            self._observed, before_record=self.observe_before_record
+            self._observed, before_record=self.observe_before_record, until_saved=self._saver()
         )
         self._client.presence.on_change(self._presence)
         self._ticker = asyncio.create_task(self._tick_loop(), name="parley-call-ticker")
@@ -263,6 +263,11 @@ class MachineRunner(Generic[E]):
     async def _fail_one(self, send: Send, refusal: ParleyError) -> list[ParleyError]:
         await self._fail(send.call_id, send.recipient, _detail(send, refusal))
         return [refusal]
+
+    def _saver(self) -> Saver | None:
+        """What the client awaits before it records the messages the machine took in
+        (``Client.observe(until_saved=...)``): None, they are recorded as they come."""
+        return None
 
     def _gate(self) -> Gate | None:
         """Called right after each ``handle``: what that input's sends must wait for."""

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 
 from parley.client.client import Client
-from parley.client.handlers import Observed
+from parley.client.handlers import Observed, Saver
 from parley.client.machine import Event, Gate, MachineRunner
 from parley.errors import ParleyError, RelayError, StoreError
 from parley.ids import DeviceId, IdentityId
@@ -282,8 +282,9 @@ class _Runner(MachineRunner[Resume | Heard]):
     in before the client records them, each with its id (exactly once: :mod:`.durable`);
     each send leaves the outbox once it is out or given up on.
 
-    Pipelined: the next message reaches the core once the last one is saved, while its
-    sends are still out (they are in the outbox: a crash re-sends them)."""
+    Pipelined: the next message reaches the core once the last one is handled, while
+    its sends wait for its commit and go out (they are in the outbox: a crash re-sends
+    them). The client records a burst of messages once it is committed, in one go."""
 
     # Before the client's record: a message it delivers again after a crash is one the
     # core skips if it was saved.
@@ -309,10 +310,16 @@ class _Runner(MachineRunner[Resume | Heard]):
         await self._put(
             Heard(received=received, id=MessageId(message.iss, message.jti, message.exp))
         )
-        # Committed with what it caused before the client records it.
+
+    def _saver(self) -> Saver:
+        return self._saved
+
+    async def _saved(self) -> None:
+        """Everything taken in is committed with what it caused before the client
+        records it: one commit for a burst of messages."""
         await self._durable.flushed()
         # The sends it caused start (signed, sealed) before the client goes on to record
-        # it: their Olm state and its record then share one write of the client's state.
+        # the burst: their Olm state and its records then share one write of its state.
         await asyncio.sleep(0)
 
     def _gate(self) -> Gate:

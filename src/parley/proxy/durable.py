@@ -14,14 +14,16 @@ is out, or once the runner gave up on it (refused, or retried for minutes): one 
 retried in the background at a crash is sent again by the restarted proxy.
 
 Exactly once per message: the proxy observes before the client records a delivery
-(``Client.observe(before_record=True)``) and returns only once the message is committed
-here with what it caused. A crash before that commit leaves the delivery unrecorded, so
-the client delivers it again; a crash after it and before the client's record delivers
-it again too, and the core skips it, since its :class:`~parley.protocol.proxy_state.MessageId`
-is saved (:class:`~parley.protocol.proxy_state.Heard`). Those ids are forgotten a while
-after the messages expire: the client refuses an expired message before the proxy sees
-it. Should the store be away longer than ``flush_timeout``, the message is handled
-unsaved and the client records it: at most once, as before.
+(``Client.observe(before_record=True)``), and the client records it only once it is
+committed here with what it caused (``until_saved``: :meth:`DurableCore.flushed`, one
+commit for the burst of deliveries the client took in). A crash before that commit
+leaves the delivery unrecorded, so the client delivers it again; a crash after it and
+before the client's record delivers it again too, and the core skips it, since its
+:class:`~parley.protocol.proxy_state.MessageId` is saved
+(:class:`~parley.protocol.proxy_state.Heard`). Those ids are forgotten a while after the
+messages expire: the client refuses an expired message before the proxy sees it. Should
+the store be away longer than ``flush_timeout``, the message is handled unsaved and the
+client records it: at most once, as before.
 
 On start (:meth:`DurableCore.restore`) every stored row is decoded: live bridges go back
 to the core, ended ones and tombstones to its memory. A row that cannot be decoded is a
