@@ -63,15 +63,25 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
     ),
     Equivalent(
         "inbox",
-        "if self._queue.empty() or len(self._batch) >= BATCH:",
-        "if self._queue.empty() or len(self._batch) == BATCH:",
+        "if self._queue.empty() or len(self._batch) + len(self._held) >= BATCH:",
+        "if self._queue.empty() or len(self._batch) + len(self._held) == BATCH:",
         "the batch grows by one and is flushed on reaching BATCH: it never exceeds it",
     ),
     Equivalent(
         "inbox",
-        "if self._queue.empty() or len(self._batch) >= BATCH:",
-        "if self._queue.empty() or len(self._batch) is BATCH:",
+        "if self._queue.empty() or len(self._batch) + len(self._held) >= BATCH:",
+        "if self._queue.empty() or len(self._batch) + len(self._held) is BATCH:",
         "the batch never exceeds BATCH, and " + SMALL_INT,
+    ),
+    *(
+        Equivalent(
+            "inbox",
+            "if self._queue.empty() or len(self._batch) + len(self._held) >= BATCH:",
+            f"if self._queue.empty() or len(self._batch) {op} len(self._held) >= BATCH:",
+            f"+ made {op}: between two deliveries one of the two is empty (held ones are"
+            " all recorded at once, and the batch is handed on before the next delivery)",
+        )
+        for op in ("|", "^")
     ),
     Equivalent(
         "inbox",

@@ -332,3 +332,49 @@ async def test_expired_replay_entries_are_pruned_every_256_records(harness: Harn
     harness.deliver("the 512th", exp=harness.now + 60)
     await harness.relay.confirmed(512)
     assert not harness.state.is_seen(BELOW, late_jti)
+
+
+class _Saver:
+    """An observer's ``until_saved``: notes, at each call, the offset the state file had
+    recorded by then and the call ids the harness's observers had seen."""
+
+    def __init__(self, harness: Harness) -> None:
+        self.calls: list[tuple[int, int]] = []  # (state offset, observed so far)
+        self._harness = harness
+
+    async def __call__(self) -> None:
+        self.calls.append((self._harness.state.offset, len(self._harness.observed)))
+
+
+def _saving(harness: Harness) -> _Saver:
+    saver = _Saver(harness)
+    harness.handlers.observe(lambda observed: None, before_record=True, until_saved=saver)
+    return saver
+
+
+async def test_a_backlog_is_saved_once_before_any_of_it_is_recorded(harness: Harness) -> None:
+    saver = _saving(harness)
+    first, second, _ = (harness.deliver(f"m{i}") for i in (1, 2, 3))
+    harness.deliver("expired", exp=NOW - 1)  # rejected: recorded in its place all the same
+    for again in (second, first):  # redelivered while the first ones are held: skipped
+        harness.inbox.put(again)
+    harness.deliver("m5")
+    harness.inbox.start()
+    await harness.relay.confirmed(5)
+    # One save for the whole backlog, before anything of it was recorded.
+    assert saver.calls == [(0, 0)]
+    assert harness.call_ids == ["m1", "m2", "m3", "m5"]
+    assert harness.rejected == Counter(expired=1)
+    assert harness.state.offset == 5 and harness.relay.confirms == [5]
+
+
+async def test_each_batch_of_a_long_backlog_is_saved_before_its_records(harness: Harness) -> None:
+    saver = _saving(harness)
+    for i in range(1, BATCH + 3):
+        harness.deliver(f"m{i}")
+    harness.inbox.start()
+    await harness.relay.confirmed(BATCH + 2)
+    # A batch is at most BATCH deliveries, held ones too; each is saved before its
+    # records, after the batch before it was handed on.
+    assert saver.calls == [(0, 0), (BATCH, BATCH)]
+    assert harness.relay.confirms == [BATCH, BATCH + 2]

@@ -142,17 +142,19 @@ class Inbox:
                     await self._flush()
         except asyncio.CancelledError:
             # Stopped with deliveries recorded: the state file writes them (now, or as
-            # it closes), so their handlers run first rather than never. Held ones stay
-            # unrecorded: delivered again, their observer skips what it saved.
+            # it closes), so their handlers run first rather than never. Nothing is held
+            # then (held deliveries are recorded before any is in the batch); one
+            # stopped while held stays unrecorded: delivered again, its observer skips
+            # what it saved.
             if self._batch:
-                await self._flush(hold=True)
+                await self._flush()
             raise
 
-    async def _flush(self, *, hold: bool = False) -> None:
-        """Record what is held once its observers saved it (unless ``hold``); commit the
-        batch, then hand it to the handlers and confirm it. Cancelled while writing
-        (close()), the write goes on, and ``_run`` flushes the batch again."""
-        if self._held and not hold:
+    async def _flush(self) -> None:
+        """Record what is held once its observers saved it; commit the batch, then hand
+        it to the handlers and confirm it. Cancelled while writing (close()), the write
+        goes on, and ``_run`` flushes the batch again."""
+        if self._held:
             await self._handlers.saved()
             held, self._held = self._held, []
             for offset, seen, observed in held:
