@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+import nacl.bindings
 import pytest
 from fuzz.harness import deep_msgpack
 
@@ -150,3 +151,25 @@ def test_a_parsed_sealed_body_cannot_be_altered() -> None:
     with pytest.raises(AttributeError):
         key.type = 0  # type: ignore[misc]
     assert hash(key) == hash(sealed.OlmCiphertext(type=1, body=b"O"))  # frozen: hashable
+
+
+@pytest.mark.parametrize("plaintext", [b"", b"p", b"payload" * 300])
+@pytest.mark.parametrize("aad", [b"", AAD])
+def test_the_ciphertext_is_libsodiums_xchacha20_poly1305(plaintext: bytes, aad: bytes) -> None:
+    # Checked against PyNaCl's own binding of the same construction, both ways.
+    key, nonce, ciphertext = sealed.encrypt(plaintext, aad)
+    assert len(ciphertext) == len(plaintext) + sealed.TAG_SIZE
+    assert (
+        nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, key)
+        == plaintext
+    )
+    theirs = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key)
+    assert theirs == ciphertext
+    assert sealed.decrypt(key, nonce, theirs, aad) == plaintext
+
+
+def test_a_ciphertext_shorter_than_its_tag_is_tampered() -> None:
+    key, nonce, ciphertext = sealed.encrypt(b"", AAD)
+    for cut in range(len(ciphertext)):
+        with pytest.raises(Tampered):
+            sealed.decrypt(key, nonce, ciphertext[:cut], AAD)

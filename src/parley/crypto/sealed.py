@@ -15,19 +15,20 @@ Sans-I/O: bytes in, bytes out; sessions live in :mod:`parley.client.olm`.
 
 from __future__ import annotations
 
-import secrets
+import os
 from typing import Annotated
 
 import msgspec
 import nacl.bindings
-import nacl.exceptions
+from nacl._sodium import ffi, lib
 
 from parley.errors import Tampered
 from parley.protocol.decoding import MIB, Decoder
 
 KEY_SIZE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_KEYBYTES
 NONCE_SIZE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-_AAD_DOMAIN = b"parley-sealed-v1"
+TAG_SIZE = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_ABYTES
+_AAD_DOMAIN = "parley-sealed-v1"
 
 
 class OlmCiphertext(msgspec.Struct, frozen=True, array_like=True):
@@ -61,17 +62,25 @@ _decoder: Decoder[SealedBody] = Decoder(
 
 def associated_data(envelope_id: str, sender: str, sender_device: str, recipient: str) -> bytes:
     # NUL-separated: ids never contain NUL (ids.is_valid_id), so fields cannot shift.
-    fields = (envelope_id, sender, sender_device, recipient)
-    return _AAD_DOMAIN + b"".join(b"\x00" + field.encode() for field in fields)
+    return "\x00".join((_AAD_DOMAIN, envelope_id, sender, sender_device, recipient)).encode()
+
+
+# XChaCha20-Poly1305 straight through libsodium, with PyNaCl's own cffi handle:
+# ``nacl.bindings``' functions format four error messages on every call, which was half
+# of each call's cost (3.7 µs against 7.5 µs for a 700-byte payload). The checks they
+# make hold here by construction (sizes checked below, bytes from our own code).
 
 
 def encrypt(plaintext: bytes, aad: bytes) -> tuple[bytes, bytes, bytes]:
     """``(key, nonce, ciphertext)`` of ``plaintext`` under a fresh random key."""
-    key = secrets.token_bytes(KEY_SIZE)
-    nonce = secrets.token_bytes(NONCE_SIZE)
-    ciphertext = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        plaintext, aad, nonce, key
+    fresh = os.urandom(KEY_SIZE + NONCE_SIZE)  # one read for both
+    key, nonce = fresh[:KEY_SIZE], fresh[KEY_SIZE:]
+    size = len(plaintext) + TAG_SIZE
+    out = ffi.new("unsigned char[]", size)
+    lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
+        out, ffi.NULL, plaintext, len(plaintext), aad, len(aad), ffi.NULL, nonce, key
     )
+    ciphertext: bytes = ffi.buffer(out, size)[:]
     return key, nonce, ciphertext
 
 
@@ -79,10 +88,16 @@ def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
     """The plaintext, or :class:`Tampered` if anything of it or ``aad`` was changed."""
     if len(key) != KEY_SIZE or len(nonce) != NONCE_SIZE:
         raise Tampered("the message key or nonce has the wrong size")
-    try:
-        return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, key)
-    except nacl.exceptions.CryptoError:
-        raise Tampered("the ciphertext does not authenticate for this envelope") from None
+    size = len(ciphertext) - TAG_SIZE
+    if size < 0:
+        raise Tampered("the ciphertext is shorter than its tag")
+    out = ffi.new("unsigned char[]", max(size, 1))
+    if lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        out, ffi.NULL, ffi.NULL, ciphertext, len(ciphertext), aad, len(aad), nonce, key
+    ):
+        raise Tampered("the ciphertext does not authenticate for this envelope")
+    plaintext: bytes = ffi.buffer(out, size)[:]
+    return plaintext
 
 
 def encode(body: SealedBody) -> bytes:
