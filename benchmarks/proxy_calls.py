@@ -9,16 +9,21 @@ done when the customer has the stop. Each pair places its calls through the prox
 the reference, straight to the customer. Every proxied call must leave two leg records
 in the proxy's store; the throughput run counts until they are there.
 
-- calls per second: N calls per pair, W in flight per pair; ratio proxied / direct.
-- CPU: what each process (this one, the relay, the proxy) spent during the proxied run,
-  in cores and in milliseconds per call (the three share this machine's cores).
-- setup latency: L calls one after another per mode, from the moment the operator
-  starts sending the start to the moment its client handles the accept; p50 and p99,
-  and the ratio of the medians proxied / direct.
+This machine's speed drifts from minute to minute, so the two modes are measured side
+by side rather than one after the other:
+
+- calls per second: N calls per pair, W in flight per pair, in K rounds alternating
+  direct and proxied; each round's rate is printed, the best of each mode reported, and
+  the ratio of the bests proxied / direct.
+- CPU: what each process (this one, the relay, the proxy) spent during the proxied
+  rounds, in cores and in milliseconds per call (the three share this machine's cores).
+- setup latency: L calls per mode, one at a time, direct and proxied taking turns,
+  from the moment the operator starts sending the start to the moment its client
+  handles the accept; p50 and p99, and the ratio of the medians proxied / direct.
 - paced setup latency: calls started at a steady R calls/s for S seconds (open loop:
   a late call does not hold the next back), p50 and p99 per mode.
 
-    python benchmarks/proxy_calls.py [--pairs 4] [--calls 100] [--window 4]
+    python benchmarks/proxy_calls.py [--pairs 4] [--calls 100] [--window 4] [--rounds 3]
         [--latency-calls 30] [--paced-rate 200] [--paced-seconds 5]
 """
 
@@ -120,12 +125,14 @@ class Bench:
         self._serial += 1
         return f"call-{self._serial}"
 
-    async def latency(self, name: str, proxied: bool, calls: int) -> Latency:
-        samples = []
+    async def latency(self, calls: int) -> tuple[Latency, Latency]:
+        """Direct and proxied calls taking turns (each going first every other time)."""
+        samples: dict[bool, list[float]] = {False: [], True: []}
         for n in range(calls):
             pair = self.pairs[n % len(self.pairs)]
-            samples.append(await pair.call(self.target(pair, proxied), self.call_id()))
-        return Latency(name, samples)
+            for proxied in (False, True) if n % 2 == 0 else (True, False):
+                samples[proxied].append(await pair.call(self.target(pair, proxied), self.call_id()))
+        return Latency("direct", samples[False]), Latency("proxied", samples[True])
 
     async def paced(self, name: str, proxied: bool, rate: float, seconds: float) -> Latency:
         """Calls started every ``1 / rate`` seconds, round the pairs, for ``seconds``."""
@@ -199,42 +206,69 @@ async def bench(args: argparse.Namespace, workdir: Path) -> None:
             for pair in pairs:  # sessions and caches warm in both modes
                 for via_proxy in (False, True):
                     await pair.call(run.target(pair, via_proxy), run.call_id())
-            direct_setup = await run.latency("direct", False, args.latency_calls)
-            proxied_setup = await run.latency("proxied", True, args.latency_calls)
-            direct = await run.throughput("direct", False, args.calls, args.window)
+            direct_setup, proxied_setup = await run.latency(args.latency_calls)
             pids = {"bench": os.getpid(), "relay": relay.pid, "proxy": proxy.pid}
-            before = {name: process_cpu(pid) for name, pid in pids.items()}
-            proxied = await run.throughput("proxied", True, args.calls, args.window)
-            spent = {name: process_cpu(pid) - before[name] for name, pid in pids.items()}
+            spent = dict.fromkeys(pids, 0.0)
+            rounds: dict[bool, list[Throughput]] = {False: [], True: []}
+            for _ in range(args.rounds):
+                rounds[False].append(await run.throughput("direct", False, args.calls, args.window))
+                before = {name: process_cpu(pid) for name, pid in pids.items()}
+                rounds[True].append(await run.throughput("proxied", True, args.calls, args.window))
+                for name, pid in pids.items():
+                    spent[name] += process_cpu(pid) - before[name]
             paced_direct = await run.paced("direct", False, args.paced_rate, args.paced_seconds)
             paced_proxied = await run.paced("proxied", True, args.paced_rate, args.paced_seconds)
             legs = await run.legs()
         for pair in pairs:
             await pair.operator.close()
             await pair.customer.close()
+    report(
+        args, Results(rounds, spent, direct_setup, proxied_setup, paced_direct, paced_proxied, legs)
+    )
 
+
+@dataclass(frozen=True)
+class Results:
+    rounds: dict[bool, list[Throughput]]  # by proxied
+    cpu: dict[str, float]  # seconds each process spent in the proxied rounds
+    direct_setup: Latency
+    proxied_setup: Latency
+    paced_direct: Latency
+    paced_proxied: Latency
+    legs: int
+
+
+def report(args: argparse.Namespace, results: Results) -> None:
     print(
         f"pairs={args.pairs} calls/pair={args.calls} window={args.window}"
         f" latency calls={args.latency_calls}"
     )
+    rounds = results.rounds
+    print(f"best of {args.rounds} alternating rounds per mode")
+    for mode, name in ((False, "direct"), (True, "proxied")):
+        print(f"  {name} rounds, calls/s: " + ", ".join(f"{r.rate:.0f}" for r in rounds[mode]))
+    direct = max(rounds[False], key=lambda r: r.rate)
+    proxied = max(rounds[True], key=lambda r: r.rate)
+    seconds = sum(r.seconds for r in rounds[True])
+    calls = sum(r.calls for r in rounds[True])
     print(direct.line() + "  (operator -> customer)")
     print(proxied.line() + "  (operator -> parley proxy -> customer, both legs recorded)")
     print(f"ratio proxied/direct calls/s = {proxied.rate / direct.rate:.3f}")
     cores = ", ".join(
-        f"{name} {cpu / proxied.seconds:.2f} ({cpu / proxied.calls * 1000:.2f} ms/call)"
-        for name, cpu in spent.items()
+        f"{name} {cpu / seconds:.2f} ({cpu / calls * 1000:.2f} ms/call)"
+        for name, cpu in results.cpu.items()
     )
-    print(f"CPU during the proxied run, cores (per call): {cores}")
-    print("setup, one call at a time:")
-    print(direct_setup.line())
-    extra = (proxied_setup.p50 - direct_setup.p50) * 1000
-    print(proxied_setup.line() + f"  extra {extra:+.2f} ms")
-    ratio = proxied_setup.p50 / direct_setup.p50
+    print(f"CPU during the proxied rounds, cores (per call): {cores}")
+    print("setup, one call at a time, the modes taking turns:")
+    print(results.direct_setup.line())
+    extra = (results.proxied_setup.p50 - results.direct_setup.p50) * 1000
+    print(results.proxied_setup.line() + f"  extra {extra:+.2f} ms")
+    ratio = results.proxied_setup.p50 / results.direct_setup.p50
     print(f"ratio proxied/direct setup latency (median) = {ratio:.3f}")
     print(f"setup, paced at {args.paced_rate:g} calls/s for {args.paced_seconds:g} s:")
-    print(paced_direct.line())
-    print(paced_proxied.line())
-    print(f"leg records in the proxy's store: {legs}")
+    print(results.paced_direct.line())
+    print(results.paced_proxied.line())
+    print(f"leg records in the proxy's store: {results.legs}")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -247,6 +281,7 @@ if __name__ == "__main__":
     parser.add_argument("--pairs", type=int, default=4, help="operator/customer pairs")
     parser.add_argument("--calls", type=int, default=100, help="per pair, per mode")
     parser.add_argument("--window", type=int, default=4, help="calls in flight per pair")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per mode")
     parser.add_argument("--latency-calls", type=int, default=30, help="per mode, one at a time")
     parser.add_argument("--paced-rate", type=float, default=200.0, help="calls/s of the paced run")
     parser.add_argument("--paced-seconds", type=float, default=5.0, help="per mode")
