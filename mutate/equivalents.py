@@ -47,6 +47,10 @@ REVOKES_IDENTITY = (
     " active in identity's fresh chain: its connections are closed by identity's own entry"
     " anyway, and its cached keys are filtered out as inactive"
 )
+KEY_AND_NONCE_BITS = (
+    "32 (the key) and 24 (the nonce) share no bit: + is | is ^ here (both sizes are pinned"
+    " by value in test_sealed)"
+)
 DISJOINT_BITS = (
     "0x555555 (4 MiB x 4 / 3) and 0x2000 (8 KiB) share no bit: + is | is ^ here (the sum,"
     " 5,600,597, is pinned by value in test_jws)"
@@ -360,6 +364,18 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "if len(key) != KEY_SIZE or len(nonce) != NONCE_SIZE:",
         "if len(key) != KEY_SIZE or len(nonce) is not NONCE_SIZE:",
         SMALL_INT,
+    ),
+    Equivalent(
+        "sealed",
+        "fresh = os.urandom(KEY_SIZE + NONCE_SIZE)  # one read for both",
+        "fresh = os.urandom(KEY_SIZE | NONCE_SIZE)  # one read for both",
+        KEY_AND_NONCE_BITS,
+    ),
+    Equivalent(
+        "sealed",
+        "fresh = os.urandom(KEY_SIZE + NONCE_SIZE)  # one read for both",
+        "fresh = os.urandom(KEY_SIZE ^ NONCE_SIZE)  # one read for both",
+        KEY_AND_NONCE_BITS,
     ),
     # -- relay/session.py
     Equivalent(

@@ -91,7 +91,7 @@ def decrypt(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
     size = len(ciphertext) - TAG_SIZE
     if size < 0:
         raise Tampered("the ciphertext is shorter than its tag")
-    out = ffi.new("unsigned char[]", max(size, 1))
+    out = ffi.new("unsigned char[]", size)
     if lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
         out, ffi.NULL, ffi.NULL, ciphertext, len(ciphertext), aad, len(aad), nonce, key
     ):
