@@ -13,6 +13,7 @@ Checked after every step:
 - no device rings or dials past its lifetime;
 - a live proxied call never has one leg up and the other ended (not even for 0 s);
 - a live call is never also in the memory of ended calls.
+- the proxy's next deadline is the earliest deadline of any of its legs.
 At the end, with everyone back and nothing dropped any more, every call that rang or
 dialled has ended or is connected; if no message was ever dropped, every connected call
 has its partner connected to it; and after everyone hangs up, every call has ended exactly
@@ -301,6 +302,12 @@ class CallNetwork(RuleBasedStateMachine):
                 assert bridge.outbound[bridge.winner].live, bridge
             else:
                 assert any(leg.live for leg in bridge.outbound.values()), bridge
+
+    @invariant()
+    def the_proxy_wakes_at_the_earliest_deadline_of_its_legs(self) -> None:
+        legs = (leg for bridge in self.proxy.bridges.values() for leg in bridge.legs())
+        earliest = min((d for leg in legs if (d := leg.deadline()) is not None), default=None)
+        assert self.proxy.next_deadline() == earliest
 
     @invariant()
     def live_calls_are_not_remembered_as_ended(self) -> None:

@@ -235,6 +235,21 @@ def test_a_late_tick_ends_the_legs_when_their_time_ran_out() -> None:
     ]
 
 
+def test_a_tick_ends_the_calls_due_in_the_order_they_were_opened_and_only_those() -> None:
+    proxy = new_proxy()
+    for n, lifetime in enumerate((30, 20, 40, 58)):  # k1..k4; k4 rings until NOW + 60
+        proxy.handle(message(START, "olga", "o1", call_id=f"k{n + 1}", lifetime=lifetime))
+    assert proxy.next_deadline() == NOW + 20
+    out = proxy.handle(Tick(now=NOW + 55))  # late: k1, k2 and k3 are due, not k4
+    assert [(e.record.call_id, e.record.peer) for e in out if isinstance(e, Ended)] == [
+        (call_id, peer) for call_id in ("k1", "k2", "k3") for peer in (OLGA, CUST)
+    ]
+    assert list(proxy.bridges) == ["k4"]
+    assert proxy.next_deadline() == NOW + 58
+    assert ends(proxy.handle(Tick(now=NOW + 57))) == []
+    assert proxy.next_deadline() == NOW + 58
+
+
 def connected(proxy: Proxy) -> None:
     proxy.handle(message(START, "olga", "o1"))
     proxy.handle(message(ACCEPT, "cust", "u1"))

@@ -35,6 +35,7 @@ Draining (:meth:`Proxy.drain`): starts are answered busy, live bridges go on.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping
@@ -181,6 +182,13 @@ class Proxy:
         self._touched: dict[str, int | None] = {}  # call_id -> a tombstone's rank
         self._rank = 0
         self.draining = False
+        # next_deadline() and ticks without a walk over every call: each live bridge's
+        # earliest deadline, in a heap whose outdated entries are dropped when they come
+        # to the top. A message or a Fail changes only the bridge of its call_id, a tick
+        # only the bridges it finds due; presence or a resume may change any of them.
+        self._deadlines: dict[str, float] = {}
+        self._deadline_heap: list[tuple[float, str]] = []
+        self._deadlines_stale: set[str] | None = None  # None: all of them
 
     def bind(self, binding: Binding) -> None:
         """Forward ``binding.cid`` from its operator to its customer (replaces any earlier
@@ -238,6 +246,7 @@ class Proxy:
 
     def restore(self, kept: Iterable[Kept], away: Iterable[Away] = ()) -> None:
         """Take back what :meth:`take_changes` gave (any order) before the first input."""
+        self._deadlines_stale = None
         for entry in sorted(kept, key=lambda k: k.rank):
             self._rank = max(self._rank, entry.rank)
             bridge = None if entry.bridge is None else Bridge.of(entry.bridge, entry.rank)
@@ -260,15 +269,32 @@ class Proxy:
         ]
 
     def next_deadline(self) -> float | None:
-        deadlines = [
-            d
-            for bridge in self._bridges.values()
-            for leg in bridge.legs()
-            if (d := leg.deadline()) is not None
-        ]
-        return min(deadlines, default=None)
+        deadlines, heap, stale = self._deadlines, self._deadline_heap, self._deadlines_stale
+        if stale is None or len(heap) > 2 * len(deadlines) + 64:  # or mostly outdated
+            fresh = ((_earliest(b), call_id) for call_id, b in self._bridges.items())
+            self._deadlines = deadlines = {call_id: d for d, call_id in fresh if d is not None}
+            self._deadline_heap = heap = [(d, call_id) for call_id, d in deadlines.items()]
+            heapq.heapify(heap)
+        else:
+            for call_id in stale:
+                bridge = self._bridges.get(call_id)
+                deadline = None if bridge is None else _earliest(bridge)
+                if deadline is None:
+                    deadlines.pop(call_id, None)
+                elif deadlines.get(call_id) != deadline:
+                    deadlines[call_id] = deadline
+                    heapq.heappush(heap, (deadline, call_id))
+        self._deadlines_stale = set()
+        while heap and deadlines.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def handle(self, event: ProxyInput | Resume) -> list[Output]:
+        if self._deadlines_stale is not None:
+            if isinstance(event, Received | Fail):
+                self._deadlines_stale.add(event.call_id)
+            elif not isinstance(event, Tick):  # a tick marks what it finds due (_due)
+                self._deadlines_stale = None
         out: list[Output] = []
         match event:
             case Received():
@@ -442,8 +468,22 @@ class Proxy:
 
     # -- time, presence, failure ------------------------------------------------------
 
+    def _due(self, now: float) -> list[Bridge]:
+        """The bridges with a deadline by ``now``, oldest first (as they were opened)."""
+        self.next_deadline()  # brings the heap up to date: its top entry is current
+        heap, deadlines = self._deadline_heap, self._deadlines
+        due = []
+        while heap and heap[0][0] <= now:
+            deadline, call_id = heapq.heappop(heap)
+            if deadlines.get(call_id) == deadline:
+                del deadlines[call_id]
+                due.append(self._bridges[call_id])
+        assert self._deadlines_stale is not None  # next_deadline() left none stale
+        self._deadlines_stale.update(bridge.call_id for bridge in due)
+        return sorted(due, key=lambda bridge: bridge.rank)
+
     def _tick(self, now: float, out: list[Output]) -> None:
-        for bridge in list(self._bridges.values()):
+        for bridge in self._due(now):
             for leg in list(bridge.legs()):
                 event = leg.due(now) if leg.live else None
                 if event is None:
@@ -510,6 +550,11 @@ class Proxy:
                 self._rank += 1
                 bridge.rank = self._rank
                 self._memory.remember(bridge.call_id, bridge)
+
+
+def _earliest(bridge: Bridge) -> float | None:
+    """The earliest deadline of the legs of ``bridge``, if any has one."""
+    return min((d for leg in bridge.legs() if (d := leg.deadline()) is not None), default=None)
 
 
 def _connected(leg: Call) -> Connected:
