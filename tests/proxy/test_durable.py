@@ -88,6 +88,27 @@ async def test_handled_ids_are_forgotten_once_their_messages_expired(tmp_path: P
     assert len(kept) == PRUNE_EVERY - 1
 
 
+async def test_an_id_forgotten_once_its_message_expired_is_handled_if_it_comes_again(
+    tmp_path: Path,
+) -> None:
+    durable = await started(tmp_path / "p.db")
+    durable.handle(Resume(now=1.0))
+    later = 61 + FORGET_MARGIN + 1
+    durable.handle(start("k2", "conv", OLGA, "new", now=later))  # exp later + 60
+    durable.handle(start("k1", "conv", OLGA, "old"))  # exp 61, heard after the new one
+    await stopped(durable)
+
+    durable = await started(tmp_path / "p.db")  # the ids as restored, not as heard
+    durable.handle(Resume(now=later))
+    for n in range(PRUNE_EVERY):  # the last of them prunes
+        durable.handle(start(f"x{n}", "nowhere", OLGA, f"j{n}", now=later))
+    assert durable.handle(start("k2", "conv", OLGA, "new", now=later)) == []
+    assert durable.repeats == 1
+    assert durable.handle(start("k3", "conv", OLGA, "old", now=later)) != []  # not a repeat
+    assert durable.repeats == 1
+    await stopped(durable)
+
+
 async def test_a_send_still_retried_at_a_stop_is_sent_by_the_next_core(tmp_path: Path) -> None:
     durable = await started(tmp_path / "p.db")
     durable.handle(Resume(now=1.0))
