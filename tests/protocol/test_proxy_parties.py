@@ -250,6 +250,39 @@ def test_a_tick_ends_the_calls_due_in_the_order_they_were_opened_and_only_those(
     assert proxy.next_deadline() == NOW + 58
 
 
+def test_a_call_answered_from_a_device_away_ends_gone_when_its_grace_ran_out() -> None:
+    proxy = new_proxy()
+    proxy.handle(PeerGone(now=NOW, identity=CUST, device=DeviceId("u1")))  # a report late
+    proxy.handle(message(START, "olga", "o1"))
+    assert proxy.next_deadline() == NOW + 60  # ringing
+    proxy.handle(message(ACCEPT, "cust", "u1", now=NOW + 1))
+    assert proxy.next_deadline() == NOW + 30  # answered by a device away since NOW
+    out = proxy.handle(Tick(now=NOW + 100))  # late, past both deadlines it had
+    assert sorted(ends(out)) == [
+        ("cust", EndReason.GONE, NOW + 30),
+        ("olga", EndReason.GONE, NOW + 30),
+    ]
+    assert proxy.next_deadline() is None
+
+
+def test_outdated_deadlines_do_not_pile_up() -> None:
+    proxy = new_proxy()
+    for n in range(10):  # calls that ring throughout, on top of the heap
+        proxy.handle(message(START, "olga", "o1", call_id=f"first{n}"))
+    for n in range(300):  # two calls a round, each leaving its ringing deadline behind
+        now = NOW + 1 + n
+        pair = (f"k{n}a", f"k{n}b")
+        for kind, issuer, device in ((START, "olga", "o1"), (ACCEPT, "cust", "u1")):
+            for call_id in pair:
+                proxy.handle(message(kind, issuer, device, call_id=call_id, now=now))
+                assert proxy.next_deadline() == NOW + 60  # asked after each input, as runners do
+        for call_id in pair:
+            proxy.handle(message(STOP, "olga", "o1", call_id=call_id, now=now))
+        assert proxy.next_deadline() == NOW + 60
+        # White-box: the heap is rebuilt before its outdated entries outnumber the rest.
+        assert len(proxy._deadline_heap) <= 2 * len(proxy.bridges) + 65
+
+
 def connected(proxy: Proxy) -> None:
     proxy.handle(message(START, "olga", "o1"))
     proxy.handle(message(ACCEPT, "cust", "u1"))
