@@ -14,6 +14,7 @@ Checked after every step:
 - a live proxied call never has one leg up and the other ended (not even for 0 s);
 - a live call is never also in the memory of ended calls.
 - the proxy's next deadline is the earliest deadline of any of its legs.
+- the proxy's count of live legs per party (whom a hunt skips) is what its calls hold.
 At the end, with everyone back and nothing dropped any more, every call that rang or
 dialled has ended or is connected; if no message was ever dropped, every connected call
 has its partner connected to it; and after everyone hangs up, every call has ended exactly
@@ -308,6 +309,13 @@ class CallNetwork(RuleBasedStateMachine):
         legs = (leg for bridge in self.proxy.bridges.values() for leg in bridge.legs())
         earliest = min((d for leg in legs if (d := leg.deadline()) is not None), default=None)
         assert self.proxy.next_deadline() == earliest
+
+    @invariant()
+    def the_proxy_counts_each_partys_live_legs(self) -> None:
+        # What the hunt group asks of it: an operator with a live leg is not hunted.
+        legs = (leg for bridge in self.proxy.bridges.values() for leg in bridge.legs())
+        live = Counter(leg.peer for leg in legs if leg.live)
+        assert {who: n for who, n in self.proxy._live_legs.items() if n} == live
 
     @invariant()
     def live_calls_are_not_remembered_as_ended(self) -> None:

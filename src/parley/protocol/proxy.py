@@ -38,6 +38,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -189,6 +190,9 @@ class Proxy:
         self._deadlines: dict[str, float] = {}
         self._deadline_heap: list[tuple[float, str]] = []
         self._deadlines_stale: set[str] | None = None  # None: all of them
+        # Live legs by party, kept by _fire: an operator with one is not hunted, found
+        # without a walk over every call for each operator of each start.
+        self._live_legs: Counter[IdentityId] = Counter()
 
     def bind(self, binding: Binding) -> None:
         """Forward ``binding.cid`` from its operator to its customer (replaces any earlier
@@ -257,6 +261,9 @@ class Proxy:
         for gone in away:
             self._away[(gone.identity, gone.device)] = gone.since
             self._presence.gone(gone.identity, gone.device, gone.since)
+        self._live_legs = Counter(
+            leg.peer for bridge in self._bridges.values() for leg in bridge.legs() if leg.live
+        )
 
     def resumed(self) -> list[Output]:
         """The legs that are up, re-announced (:class:`Resume`): their peers are watched
@@ -355,11 +362,7 @@ class Proxy:
         return [op for op in self.operators if self._available(op)], {}
 
     def _available(self, operator: IdentityId) -> bool:
-        if self._presence.is_away(operator):
-            return False
-        return not any(
-            leg.live for bridge in self._bridges.values() if (leg := bridge.leg_of(operator))
-        )
+        return not self._presence.is_away(operator) and not self._live_legs[operator]
 
     def _on_start(self, msg: Received, out: list[Output]) -> None:
         if msg.call_id in self._bridges:
@@ -541,7 +544,10 @@ class Proxy:
     def _fire(
         self, bridge: Bridge, leg: Call, event: CallEvent, now: float, out: list[Output]
     ) -> None:
+        was_live = leg.live
         leg.fire(event, now)
+        if leg.live != was_live:
+            self._live_legs[leg.peer] += 1 if leg.live else -1
         self._touched.setdefault(bridge.call_id, None)
         if leg.record is not None:
             out.append(Ended(leg.record))
