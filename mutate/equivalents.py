@@ -35,6 +35,12 @@ ACTIVE_OR_CLOSING = (
     " ends exactly when the connection starts closing"
 )
 TIMING = "only how long something waits: visible on a wall clock alone, which no test asserts on"
+REBUILT = (
+    "only how often the proxy's deadline heap is rebuilt from its bridges (the same answer"
+    " either way, at another cost); one that stops rebuilding is killed by"
+    " test_outdated_deadlines_do_not_pile_up"
+)
+BOOL_IS = "`is` between bools: True and False are one object each, so `is not` is `!=`"
 ONE_ROW = (
     "one column selected by the table's primary key: at most one row of one value, so index"
     " 0 and -1 are the same"
@@ -262,6 +268,60 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "on a RINGING call, where AnsweredElsewhere and SiblingEnded are legal",
     ),
     # -- protocol/proxy.py
+    Equivalent(
+        "proxy-core",
+        "if stale is None or len(heap) > 2 * len(deadlines) + 64:  # or mostly outdated",
+        "if stale is None or len(heap) <= 2 * len(deadlines) + 64:  # or mostly outdated",
+        REBUILT,
+    ),
+    Equivalent(
+        "proxy-core",
+        "if stale is None or len(heap) > 2 * len(deadlines) + 64:  # or mostly outdated",
+        "if stale is None or len(heap) > 2 - len(deadlines) + 64:  # or mostly outdated",
+        REBUILT,
+    ),
+    Equivalent(
+        "proxy-core",
+        "if stale is None or len(heap) > 2 * len(deadlines) + 64:  # or mostly outdated",
+        "if stale is None or len(heap) > 2 * len(deadlines) & 64:  # or mostly outdated",
+        REBUILT,
+    ),
+    Equivalent(
+        "proxy-core",
+        "if stale is None or len(heap) > 2 * len(deadlines) + 64:  # or mostly outdated",
+        "if stale is None or len(heap) > 2 * len(deadlines) ^ 64:  # or mostly outdated",
+        REBUILT,
+    ),
+    Equivalent(
+        "proxy-core",
+        "if stale is None or len(heap) > 2 * len(deadlines) + 64:  # or mostly outdated",
+        "if stale is None or len(heap) > 2 * len(deadlines) | 64:  # or mostly outdated",
+        REBUILT,
+    ),
+    Equivalent(
+        "proxy-core",
+        "if stale is None or len(heap) > 2 * len(deadlines) + 64:  # or mostly outdated",
+        "if stale is None or len(heap) > 2 * len(deadlines) + 63:  # or mostly outdated",
+        REBUILT,
+    ),
+    Equivalent(
+        "proxy-core",
+        "if stale is None or len(heap) > 2 * len(deadlines) + 64:  # or mostly outdated",
+        "if stale is None or len(heap) > 2 * len(deadlines) - 64:  # or mostly outdated",
+        REBUILT,
+    ),
+    Equivalent(
+        "proxy-core",
+        "if stale is None or len(heap) > 2 * len(deadlines) + 64:  # or mostly outdated",
+        "if stale is None or len(heap) is 2 * len(deadlines) + 64:  # or mostly outdated",
+        REBUILT,
+    ),
+    Equivalent(
+        "proxy-core",
+        "if leg.live != was_live:",
+        "if leg.live is not was_live:",
+        BOOL_IS,
+    ),
     Equivalent(
         "proxy-core",
         "if leg.state is CallState.CONNECTED",
