@@ -81,6 +81,14 @@ def test_alg_none_is_refused() -> None:
         jws.parse(f"{header}.{payload}.".encode())
 
 
+def test_a_signature_in_base64_rather_than_base64url_is_malformed() -> None:
+    token = jws.sign(_start(), SigningKey.generate(), "dev1")
+    header, payload, signature = token.split(b".")
+    plain = signature[:-2] + b"+/"  # characters of base64's alphabet, not base64url's
+    with pytest.raises(MalformedMessage, match="invalid JWS encoding: base64url has"):
+        jws.parse(b".".join((header, payload, plain)))
+
+
 def test_unknown_type_is_typed() -> None:
     header = b64url_encode(b'{"alg":"EdDSA","kid":"d"}')
     payload = b64url_encode(b'{"typ":"chat.voice.dance","iss":"a"}')

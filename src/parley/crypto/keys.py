@@ -83,4 +83,7 @@ def b64url_decode(text: str | bytes) -> bytes:
     raw = text.encode("ascii") if isinstance(text, str) else text
     if b"=" in raw:
         raise ValueError("base64url in JOSE carries no padding")
+    # b64decode with altchars maps - and _ to + and /, and lets + and / through as well.
+    if b"+" in raw or b"/" in raw:
+        raise ValueError("base64url has - and _ where base64 has + and /")
     return base64.b64decode(raw + b"=" * (-len(raw) % 4), altchars=b"-_", validate=True)
