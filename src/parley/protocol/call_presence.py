@@ -8,6 +8,8 @@ device will answer, so presence does not touch it: its ring lifetime bounds it.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from parley.ids import DeviceId, IdentityId
 from parley.protocol.call import Call
 
@@ -16,17 +18,23 @@ class Presence:
     def __init__(self, grace: float) -> None:
         self.grace = grace
         self._away: dict[tuple[IdentityId, DeviceId], float] = {}
+        self._away_devices: Counter[IdentityId] = Counter()  # is_away without a walk
 
     def gone(self, identity: IdentityId, device: DeviceId, now: float) -> None:
         # A second "gone" without a "back" keeps the first moment: grace runs from there.
-        self._away.setdefault((identity, device), now)
+        if (identity, device) not in self._away:
+            self._away[(identity, device)] = now
+            self._away_devices[identity] += 1
 
     def back(self, identity: IdentityId, device: DeviceId) -> None:
-        self._away.pop((identity, device), None)
+        if self._away.pop((identity, device), None) is not None:
+            self._away_devices[identity] -= 1
+            if not self._away_devices[identity]:
+                del self._away_devices[identity]
 
     def is_away(self, identity: IdentityId) -> bool:
         """Whether any device of ``identity`` is away (the proxy skips such operators)."""
-        return any(who == identity for who, _ in self._away)
+        return identity in self._away_devices
 
     def watch(self, call: Call) -> None:
         """Set or clear ``call.gone_deadline`` from what is known of its peer device."""

@@ -186,13 +186,15 @@ class Proxy:
         # next_deadline() and ticks without a walk over every call: each live bridge's
         # earliest deadline, in a heap whose outdated entries are dropped when they come
         # to the top. A message or a Fail changes only the bridge of its call_id, a tick
-        # only the bridges it finds due; presence or a resume may change any of them.
+        # only the bridges it finds due, presence only its party's (_watch); a resume
+        # may change any of them.
         self._deadlines: dict[str, float] = {}
         self._deadline_heap: list[tuple[float, str]] = []
         self._deadlines_stale: set[str] | None = None  # None: all of them
-        # Live legs by party, kept by _fire: an operator with one is not hunted, found
-        # without a walk over every call for each operator of each start.
-        self._live_legs: Counter[IdentityId] = Counter()
+        # Each party's live legs, by call_id, kept by _fire: an operator with one is not
+        # hunted, and a party's presence touches its calls, each without a walk over
+        # every call.
+        self._live_legs: dict[IdentityId, Counter[str]] = {}
 
     def bind(self, binding: Binding) -> None:
         """Forward ``binding.cid`` from its operator to its customer (replaces any earlier
@@ -261,9 +263,11 @@ class Proxy:
         for gone in away:
             self._away[(gone.identity, gone.device)] = gone.since
             self._presence.gone(gone.identity, gone.device, gone.since)
-        self._live_legs = Counter(
-            leg.peer for bridge in self._bridges.values() for leg in bridge.legs() if leg.live
-        )
+        self._live_legs = {}
+        for bridge in self._bridges.values():
+            for leg in bridge.legs():
+                if leg.live:
+                    self._count_leg(leg, +1)
 
     def resumed(self) -> list[Output]:
         """The legs that are up, re-announced (:class:`Resume`): their peers are watched
@@ -300,7 +304,7 @@ class Proxy:
         if self._deadlines_stale is not None:
             if isinstance(event, Received | Fail):
                 self._deadlines_stale.add(event.call_id)
-            elif not isinstance(event, Tick):  # a tick marks what it finds due (_due)
+            elif isinstance(event, Resume):  # ticks and presence mark what they change
                 self._deadlines_stale = None
         out: list[Output] = []
         match event:
@@ -362,7 +366,7 @@ class Proxy:
         return [op for op in self.operators if self._available(op)], {}
 
     def _available(self, operator: IdentityId) -> bool:
-        return not self._presence.is_away(operator) and not self._live_legs[operator]
+        return not self._presence.is_away(operator) and operator not in self._live_legs
 
     def _on_start(self, msg: Received, out: list[Output]) -> None:
         if msg.call_id in self._bridges:
@@ -500,11 +504,22 @@ class Proxy:
                     out.append(wire.end(leg, event.reason))
 
     def _watch(self, identity: IdentityId) -> None:
-        for bridge in self._bridges.values():
-            leg = bridge.leg_of(identity)
-            if leg is not None:
-                self._presence.watch(leg)
-                self._touched.setdefault(bridge.call_id, None)
+        """Presence changed for ``identity``: its live legs' gone deadlines follow."""
+        for call_id in self._live_legs.get(identity, ()):
+            leg = self._bridges[call_id].leg_of(identity)
+            assert leg is not None  # counted live under its party
+            self._presence.watch(leg)
+            self._touched.setdefault(call_id, None)
+            if self._deadlines_stale is not None:
+                self._deadlines_stale.add(call_id)
+
+    def _count_leg(self, leg: Call, change: int) -> None:
+        calls = self._live_legs.setdefault(leg.peer, Counter())
+        calls[leg.call_id] += change
+        if not calls[leg.call_id]:
+            del calls[leg.call_id]
+            if not calls:
+                del self._live_legs[leg.peer]
 
     def _fail(self, cmd: Fail, out: list[Output]) -> None:
         bridge = self._bridges.get(cmd.call_id)
@@ -547,7 +562,7 @@ class Proxy:
         was_live = leg.live
         leg.fire(event, now)
         if leg.live != was_live:
-            self._live_legs[leg.peer] += 1 if leg.live else -1
+            self._count_leg(leg, +1 if leg.live else -1)
         self._touched.setdefault(bridge.call_id, None)
         if leg.record is not None:
             out.append(Ended(leg.record))
