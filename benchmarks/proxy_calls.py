@@ -20,11 +20,13 @@ by side rather than one after the other:
 - setup latency: L calls per mode, one at a time, direct and proxied taking turns,
   from the moment the operator starts sending the start to the moment its client
   handles the accept; p50 and p99, and the ratio of the medians proxied / direct.
+- ``--held N``: N more calls placed through the proxy first, connected and left up until
+  the end (a proxy in the middle of a busy day), then hung up.
 - paced setup latency: calls started at a steady R calls/s for S seconds (open loop:
   a late call does not hold the next back), p50 and p99 per mode.
 
     python benchmarks/proxy_calls.py [--pairs 4] [--calls 100] [--window 4] [--rounds 3]
-        [--latency-calls 30] [--paced-rate 200] [--paced-seconds 5]
+        [--latency-calls 30] [--paced-rate 200] [--paced-seconds 5] [--held 0]
 """
 
 from __future__ import annotations
@@ -75,17 +77,23 @@ class Pair:
 
     async def call(self, target: str, call_id: str) -> float:
         """One call to ``target`` (the app or the customer); returns the setup latency."""
-        loop = asyncio.get_running_loop()
-        accepted = self.accepted[call_id] = loop.create_future()
-        stopped = self.stopped[call_id] = loop.create_future()
-        voice = self.operator.voice()
-        began = time.perf_counter()
-        await voice.start(target, self.cid, call_id, OFFER, {"lifetime": 60})
-        await asyncio.wait_for(accepted, 30)
-        setup = time.perf_counter() - began
-        await voice.stop(target, self.cid, call_id)
-        await asyncio.wait_for(stopped, 30)
+        setup = await self.connect(target, call_id)
+        await self.hang_up(target, call_id)
         return setup
+
+    async def connect(self, target: str, call_id: str) -> float:
+        """Place a call and return its setup latency once it is accepted."""
+        accepted = self.accepted[call_id] = asyncio.get_running_loop().create_future()
+        began = time.perf_counter()
+        await self.operator.voice().start(target, self.cid, call_id, OFFER, {"lifetime": 60})
+        await asyncio.wait_for(accepted, 30)
+        return time.perf_counter() - began
+
+    async def hang_up(self, target: str, call_id: str) -> None:
+        """Stop a connected call; return once the customer has the stop."""
+        stopped = self.stopped[call_id] = asyncio.get_running_loop().create_future()
+        await self.operator.voice().stop(target, self.cid, call_id)
+        await asyncio.wait_for(stopped, 30)
 
 
 def _resolve(waiting: dict[str, asyncio.Future[None]], payload: VoiceAccept | VoiceStop) -> None:
@@ -124,6 +132,27 @@ class Bench:
     def call_id(self) -> str:
         self._serial += 1
         return f"call-{self._serial}"
+
+    async def hold(self, count: int) -> list[tuple[Pair, str]]:
+        """``count`` calls through the proxy, connected and left up (16 placed at a time)."""
+        gate = asyncio.Semaphore(16)
+        held = [(self.pairs[n % len(self.pairs)], self.call_id()) for n in range(count)]
+
+        async def one(pair: Pair, call_id: str) -> None:
+            async with gate:
+                await pair.connect(self.app, call_id)
+
+        await asyncio.gather(*(one(pair, call_id) for pair, call_id in held))
+        return held
+
+    async def release(self, held: list[tuple[Pair, str]]) -> None:
+        gate = asyncio.Semaphore(16)
+
+        async def one(pair: Pair, call_id: str) -> None:
+            async with gate:
+                await pair.hang_up(self.app, call_id)
+
+        await asyncio.gather(*(one(pair, call_id) for pair, call_id in held))
 
     async def latency(self, calls: int) -> tuple[Latency, Latency]:
         """Direct and proxied calls taking turns (each going first every other time)."""
@@ -206,6 +235,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> None:
             for pair in pairs:  # sessions and caches warm in both modes
                 for via_proxy in (False, True):
                     await pair.call(run.target(pair, via_proxy), run.call_id())
+            held = await run.hold(args.held)
             direct_setup, proxied_setup = await run.latency(args.latency_calls)
             pids = {"bench": os.getpid(), "relay": relay.pid, "proxy": proxy.pid}
             spent = dict.fromkeys(pids, 0.0)
@@ -218,6 +248,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> None:
                     spent[name] += process_cpu(pid) - before[name]
             paced_direct = await run.paced("direct", False, args.paced_rate, args.paced_seconds)
             paced_proxied = await run.paced("proxied", True, args.paced_rate, args.paced_seconds)
+            await run.release(held)
             legs = await run.legs()
         for pair in pairs:
             await pair.operator.close()
@@ -243,6 +274,8 @@ def report(args: argparse.Namespace, results: Results) -> None:
         f"pairs={args.pairs} calls/pair={args.calls} window={args.window}"
         f" latency calls={args.latency_calls}"
     )
+    if args.held:
+        print(f"{args.held} more calls connected through the proxy and left up meanwhile")
     rounds = results.rounds
     print(f"best of {args.rounds} alternating rounds per mode")
     for mode, name in ((False, "direct"), (True, "proxied")):
@@ -282,6 +315,9 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=100, help="per pair, per mode")
     parser.add_argument("--window", type=int, default=4, help="calls in flight per pair")
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds per mode")
+    parser.add_argument(
+        "--held", type=int, default=0, help="calls up through the proxy during the runs"
+    )
     parser.add_argument("--latency-calls", type=int, default=30, help="per mode, one at a time")
     parser.add_argument("--paced-rate", type=float, default=200.0, help="calls/s of the paced run")
     parser.add_argument("--paced-seconds", type=float, default=5.0, help="per mode")
