@@ -287,11 +287,8 @@ class DurableCore:
         self._writing = True
         batch, count = self._queue, self._queued
         self._queue = []
-        merged = batch[0]
-        for later in batch[1:]:
-            merged = merged.then(later)
         try:
-            await self._store.save(merged)
+            await self._store.save(Saved.of(batch))
         except ParleyError as exc:
             log.warning("saving the proxy's calls failed, trying again: %s", exc)
             self._queue[:0] = batch

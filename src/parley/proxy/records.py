@@ -10,7 +10,7 @@ called whom on it, rather than the proxy's role.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TypeAlias
 
 import msgspec
@@ -122,18 +122,32 @@ class Saved(msgspec.Struct, frozen=True, kw_only=True):
         """Whether it writes an ended row: only then can there be more than ``keep``."""
         return any(not row.live for row in self.rows)
 
-    def then(self, later: Saved) -> Saved:
-        """This and ``later`` as one write (later rows win)."""
-        rows = {row.call_id: row for row in (*self.rows, *later.rows)}
-        return Saved(
+    @classmethod
+    def of(cls, saves: Sequence[Saved]) -> Saved:
+        """``saves`` (at least one) as one write, in order: a later row of a call wins,
+        as does the last outbox and presence given; the limits are the last one's. In
+        one pass: a store back from an outage may have thousands queued."""
+        rows: dict[str, BridgeRow] = {}
+        legs: list[LegRecord] = []
+        handled: list[MessageId] = []
+        outbox = away = None
+        forget_before = 0
+        for saved in saves:
+            rows.update((row.call_id, row) for row in saved.rows)
+            legs += saved.legs
+            handled += saved.handled
+            outbox = saved.outbox if saved.outbox is not None else outbox
+            away = saved.away if saved.away is not None else away
+            forget_before = max(forget_before, saved.forget_before)
+        return cls(
             rows=tuple(rows.values()),
-            legs=(*self.legs, *later.legs),
-            outbox=self.outbox if later.outbox is None else later.outbox,
-            away=self.away if later.away is None else later.away,
-            handled=(*self.handled, *later.handled),
-            forget_before=max(self.forget_before, later.forget_before),
-            keep=later.keep,
-            fence=later.fence,
+            legs=tuple(legs),
+            outbox=outbox,
+            away=away,
+            handled=tuple(handled),
+            forget_before=forget_before,
+            keep=saves[-1].keep,
+            fence=saves[-1].fence,
         )
 
 
