@@ -38,6 +38,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +97,16 @@ class Pair:
         await asyncio.wait_for(stopped, 30)
 
 
+async def _sixteen_at_a_time(steps: Iterable[Awaitable[object]]) -> None:
+    gate = asyncio.Semaphore(16)
+
+    async def one(step: Awaitable[object]) -> None:
+        async with gate:
+            await step
+
+    await asyncio.gather(*(one(step) for step in steps))
+
+
 def _resolve(waiting: dict[str, asyncio.Future[None]], payload: VoiceAccept | VoiceStop) -> None:
     future = waiting.pop(payload.call_id, None)
     if future is not None and not future.done():
@@ -134,25 +145,13 @@ class Bench:
         return f"call-{self._serial}"
 
     async def hold(self, count: int) -> list[tuple[Pair, str]]:
-        """``count`` calls through the proxy, connected and left up (16 placed at a time)."""
-        gate = asyncio.Semaphore(16)
+        """``count`` calls through the proxy, connected and left up."""
         held = [(self.pairs[n % len(self.pairs)], self.call_id()) for n in range(count)]
-
-        async def one(pair: Pair, call_id: str) -> None:
-            async with gate:
-                await pair.connect(self.app, call_id)
-
-        await asyncio.gather(*(one(pair, call_id) for pair, call_id in held))
+        await _sixteen_at_a_time(pair.connect(self.app, call_id) for pair, call_id in held)
         return held
 
     async def release(self, held: list[tuple[Pair, str]]) -> None:
-        gate = asyncio.Semaphore(16)
-
-        async def one(pair: Pair, call_id: str) -> None:
-            async with gate:
-                await pair.hang_up(self.app, call_id)
-
-        await asyncio.gather(*(one(pair, call_id) for pair, call_id in held))
+        await _sixteen_at_a_time(pair.hang_up(self.app, call_id) for pair, call_id in held)
 
     async def latency(self, calls: int) -> tuple[Latency, Latency]:
         """Direct and proxied calls taking turns (each going first every other time)."""
