@@ -158,6 +158,10 @@ class Bridge:
     def live(self) -> bool:
         return any(leg.live for leg in self.legs())
 
+    def deadline(self) -> float | None:
+        """The earliest deadline of its legs, if any has one."""
+        return min((d for leg in self.legs() if (d := leg.deadline()) is not None), default=None)
+
 
 class Proxy:
     def __init__(
@@ -282,14 +286,14 @@ class Proxy:
     def next_deadline(self) -> float | None:
         deadlines, heap, stale = self._deadlines, self._deadline_heap, self._deadlines_stale
         if stale is None or len(heap) > 2 * len(deadlines) + 64:  # or mostly outdated
-            fresh = ((_earliest(b), call_id) for call_id, b in self._bridges.items())
+            fresh = ((b.deadline(), call_id) for call_id, b in self._bridges.items())
             self._deadlines = deadlines = {call_id: d for d, call_id in fresh if d is not None}
             self._deadline_heap = heap = [(d, call_id) for call_id, d in deadlines.items()]
             heapq.heapify(heap)
         else:
             for call_id in stale:
                 bridge = self._bridges.get(call_id)
-                deadline = None if bridge is None else _earliest(bridge)
+                deadline = None if bridge is None else bridge.deadline()
                 if deadline is None:
                     deadlines.pop(call_id, None)
                 elif deadlines.get(call_id) != deadline:
@@ -571,11 +575,6 @@ class Proxy:
                 self._rank += 1
                 bridge.rank = self._rank
                 self._memory.remember(bridge.call_id, bridge)
-
-
-def _earliest(bridge: Bridge) -> float | None:
-    """The earliest deadline of the legs of ``bridge``, if any has one."""
-    return min((d for leg in bridge.legs() if (d := leg.deadline()) is not None), default=None)
 
 
 def _connected(leg: Call) -> Connected:
