@@ -108,6 +108,62 @@ async def test_an_envelope_id_is_stored_once(store: RelayStore, people: People) 
     assert not await store.stored_from("bob", "alice", "e2")
 
 
+async def test_repeats_of_an_id_stored_together_act_as_one_after_the_other(
+    store: RelayStore, people: People
+) -> None:
+    # Made at once, they are written in one group: the first is stored, the rest are
+    # what they would be after it.
+    results = await asyncio.gather(
+        store.store_envelope(envelope("e1")),
+        store.store_envelope(envelope("e1")),
+        store.store_envelope(envelope("e1", sender="alice", recipient="bob")),
+        store.store_envelope(envelope("e2")),
+        store.store_envelope(envelope("e2")),
+    )
+    assert [r.status for r in results] == [
+        StoreStatus.STORED,
+        StoreStatus.DUPLICATE,
+        StoreStatus.CONFLICT,
+        StoreStatus.STORED,
+        StoreStatus.DUPLICATE,
+    ]
+    assert [r.rows for r in results[1:3]] == [(), ()]
+    # bob d1 -> alice: alice d1, alice d2 and bob d2, in key order, after e1 on each.
+    first, second = results[0].rows, results[3].rows
+    assert [(r.identity, r.device) for r in second] == [
+        ("alice", "d1"),
+        ("alice", "d2"),
+        ("bob", "d2"),
+    ]
+    assert all(b.offset > a.offset for a, b in zip(first, second, strict=True))
+    items = await store.read_inbox("bob", "d2", 0, 10)
+    assert [i.envelope.id for i in items] == ["e1", "e2"]
+    assert await store.read_inbox("bob", "d1", 0, 10) == []
+
+
+async def test_stores_both_ways_made_at_once_number_each_device_in_order(
+    store: RelayStore, people: People
+) -> None:
+    results = await asyncio.gather(
+        *(
+            store.store_envelope(
+                envelope(f"e{i}", *(("alice", "bob") if i % 3 else ("bob", "alice")))
+            )
+            for i in range(30)
+        )
+    )
+    for identity in ("alice", "bob"):
+        for device in ("d1", "d2"):
+            offsets = offsets_of(results, identity, device)
+            assert offsets == sorted(set(offsets))  # increasing, in call order
+            items = await store.read_inbox(identity, device, 0, 100)
+            assert [i.offset for i in items] == offsets
+    # Each sender device gets nothing of its own sends; the other devices get all.
+    assert len(offsets_of(results, "alice", "d2")) == 30
+    assert len(offsets_of(results, "bob", "d1")) == 20
+    assert len(offsets_of(results, "alice", "d1")) == 10
+
+
 async def test_an_envelope_id_reused_for_another_recipient_is_a_conflict(
     store: RelayStore, people: People
 ) -> None:

@@ -1,0 +1,91 @@
+"""Group commit on the event loop: calls made together are written together.
+
+The PostgreSQL store's writes each cost a transaction: a few round trips to the server,
+each a share of the relay's CPU, and a commit that waits for the server's fsync. Under
+load that cost, not the SQL, sets how many writes a second a relay node makes. A
+:class:`GroupCommit` queues the calls of one kind; the calls made in one turn of the
+event loop, and those made while the groups before them are being written, are handed
+to ``write`` together, which does them all in one transaction. So a burst costs a few
+transactions, not one per call, while a lone call is written at once (at the end of its
+turn of the loop).
+
+``write`` gets the calls' arguments in call order and answers each: a result, or the
+exception that call raises. At most ``at_once`` groups are written at a time: the next
+is formed while the last commits. An exception ``write`` raises itself (a cancel as the
+store closes) fails every call of its group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[A, R]):
+    def __init__(
+        self,
+        write: Callable[[list[A]], Awaitable[list[R | BaseException]]],
+        *,
+        size: int,
+        at_once: int,
+    ) -> None:
+        self._write = write
+        self._size = size
+        self._at_once = at_once
+        self._queued: list[tuple[A, asyncio.Future[R]]] = []
+        self._start_soon = False
+        self._writers: set[asyncio.Task[None]] = set()
+
+    def __call__(self, arg: A) -> asyncio.Future[R]:
+        """The future of ``arg``'s result, set once its group is written."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._queued.append((arg, future))
+        if not self._start_soon:
+            # Formed at the end of this turn of the loop: the calls made in it share it.
+            self._start_soon = True
+            loop.call_soon(self._start)
+        return future
+
+    def _start(self) -> None:
+        self._start_soon = False
+        while self._queued and len(self._writers) < self._at_once:
+            group, self._queued = self._queued[: self._size], self._queued[self._size :]
+            task = asyncio.ensure_future(self._written(group))
+            self._writers.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._writers.discard(task)
+        self._start()
+
+    async def _written(self, group: list[tuple[A, asyncio.Future[R]]]) -> None:
+        try:
+            outcomes = await self._write([arg for arg, _ in group])
+        except BaseException as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        # No await from here on: groups that wait for this one to return (the store's
+        # ordering) resolve theirs only after these.
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    async def drain(self) -> None:
+        """Return once every call made so far is written (or has failed)."""
+        while self._writers or self._queued:
+            if not self._writers:
+                self._start()
+            await asyncio.gather(*self._writers, return_exceptions=True)
