@@ -34,7 +34,7 @@ class Writer:
 
 async def test_calls_made_in_one_turn_are_one_group_in_order() -> None:
     writer = Writer()
-    commit = GroupCommit(writer, size=100, at_once=1)
+    commit = GroupCommit(writer, size=100)
     results = await asyncio.gather(*(commit(n) for n in range(5)))
     assert results == [0, 10, 20, 30, 40]
     assert writer.groups == [[0, 1, 2, 3, 4]]
@@ -42,7 +42,7 @@ async def test_calls_made_in_one_turn_are_one_group_in_order() -> None:
 
 async def test_calls_made_while_groups_are_written_form_the_next_group() -> None:
     writer = Writer(hold=True)
-    commit = GroupCommit(writer, size=100, at_once=1)
+    commit = GroupCommit(writer, size=100)
     first = commit(1)
     await asyncio.sleep(0)  # the first group is formed and being written
     later = [commit(n) for n in (2, 3, 4)]
@@ -53,20 +53,20 @@ async def test_calls_made_while_groups_are_written_form_the_next_group() -> None
     assert writer.groups == [[1], [2, 3, 4]]
 
 
-async def test_at_most_at_once_groups_are_written_at_a_time_of_at_most_size_calls() -> None:
+async def test_one_group_is_written_at_a_time_of_at_most_size_calls() -> None:
     writer = Writer(hold=True)
-    commit = GroupCommit(writer, size=3, at_once=2)
+    commit = GroupCommit(writer, size=3)
     futures = [commit(n) for n in range(10)]
     await asyncio.sleep(0.01)
-    assert writer.groups == [[0, 1, 2], [3, 4, 5]]
+    assert writer.groups == [[0, 1, 2]]
     writer.release.set()
     assert await asyncio.gather(*futures) == [n * 10 for n in range(10)]
     assert writer.groups == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
-    assert writer.most_at_once == 2
+    assert writer.most_at_once == 1
 
 
 async def test_a_failed_call_fails_alone() -> None:
-    commit = GroupCommit(Writer(), size=100, at_once=1)
+    commit = GroupCommit(Writer(), size=100)
     results = await asyncio.gather(commit(1), commit(-2), commit(3), return_exceptions=True)
     assert results[0] == 10 and results[2] == 30
     assert isinstance(results[1], ValueError) and str(results[1]) == "odd -2"
@@ -82,7 +82,7 @@ async def test_a_failed_write_fails_its_group_and_the_next_groups_go_on() -> Non
             raise ConnectionError("lost")
         return list(args)
 
-    commit = GroupCommit(write, size=2, at_once=1)
+    commit = GroupCommit(write, size=2)
     results = await asyncio.gather(*(commit(n) for n in range(4)), return_exceptions=True)
     assert [type(r) for r in results[:2]] == [ConnectionError, ConnectionError]
     assert results[2:] == [2, 3]
@@ -90,7 +90,7 @@ async def test_a_failed_write_fails_its_group_and_the_next_groups_go_on() -> Non
 
 async def test_drain_returns_once_every_call_is_written() -> None:
     writer = Writer(hold=True)
-    commit = GroupCommit(writer, size=2, at_once=1)
+    commit = GroupCommit(writer, size=2)
     futures = [commit(n) for n in range(5)]
     drained = asyncio.create_task(commit.drain())
     await asyncio.sleep(0.01)
@@ -103,7 +103,7 @@ async def test_drain_returns_once_every_call_is_written() -> None:
 
 async def test_a_cancelled_caller_leaves_the_others_their_results() -> None:
     writer = Writer(hold=True)
-    commit = GroupCommit(writer, size=100, at_once=1)
+    commit = GroupCommit(writer, size=100)
     kept, dropped = commit(1), commit(2)
     await asyncio.sleep(0)
     dropped.cancel()

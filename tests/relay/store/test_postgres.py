@@ -34,7 +34,7 @@ from parley.relay.store import (
     StoreStatus,
     postgres_schema,
 )
-from parley.relay.store.postgres import SCHEMA_VERSION, PostgresStore, _Call, migrate
+from parley.relay.store.postgres import SCHEMA_VERSION, PostgresStore, migrate
 from parley.relay.store.postgres_schema import Connection, describe_dsn
 
 # -- helpers ------------------------------------------------------------------------------
@@ -245,9 +245,8 @@ class GlobalSequenceStore(PostgresStore):
     global sequence, taken without the device row's lock."""
 
     async def _add_inbox_rows(
-        self, conn: Connection, stored: list[tuple[int, Envelope]], call: _Call
+        self, conn: Connection, stored: list[tuple[int, Envelope]]
     ) -> list[tuple[InboxRow, ...]]:
-        call.locked.set()
         made = []
         for message, stored_envelope in stored:
             rows = await conn.fetch(
@@ -581,9 +580,9 @@ class SlowReplies(PostgresStore):
     reply off one pool connection can be read after a later one's off another."""
 
     async def _store_envelopes(
-        self, conn: Connection, envelopes: list[Envelope], call: _Call
+        self, conn: Connection, envelopes: list[Envelope]
     ) -> list[StoreResult]:
-        results = await super()._store_envelopes(conn, envelopes, call)
+        results = await super()._store_envelopes(conn, envelopes)
         if any(e.id == "slow" for e in envelopes):
             _SLOW_TASKS.add(asyncio.current_task())
         return results
@@ -603,7 +602,7 @@ class Unordered(SlowReplies):
 
     async def store_envelope(self, envelope: Envelope) -> StoreResult:
         results: list[StoreResult] = await self._run(
-            lambda conn: self._store_envelopes(conn, [envelope], _Call())
+            lambda conn: self._store_envelopes(conn, [envelope])
         )
         return results[0]
 

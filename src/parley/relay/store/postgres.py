@@ -24,8 +24,8 @@ SQLite gets from its single writer thread is taken here from row locks:
 - One store's own store_envelope calls take offsets in the order they were made and
   return in that order, as they do from SQLite's writer thread (see there for why).
 - Stores and confirms are group-committed (:mod:`.group_commit`): the calls made while
-  earlier ones are written go into one transaction, which does them as if one after
-  the other. A round trip to the server costs the relay more CPU than the SQL it
+  the group before them is written go into one transaction, which does them as if one
+  after the other. A round trip to the server costs the relay more CPU than the SQL it
   carries, so a group's few statements, not one transaction per call, set a node's
   messages per second.
 
@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, cast
 
 import asyncpg
@@ -98,19 +97,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     rolled back by the pool itself before this runs."""
 
 
-# A group commit (of stores, of confirms) holds at most this many calls; this many
-# groups of a kind are written at once, the next one formed while the last commits.
+# A group commit (of stores, of confirms) holds at most this many calls.
 _GROUP_SIZE = 256
-_GROUPS_AT_ONCE = 2
-
-
-@dataclass(eq=False)
-class _Call:
-    """One group of store_envelope calls, for the groups formed after it (see there)."""
-
-    # Holds its devices' locks, or will never take them.
-    locked: asyncio.Event = field(default_factory=asyncio.Event)
-    returned: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class PostgresStore:
@@ -129,10 +117,8 @@ class PostgresStore:
         self._min_size = min_size
         self._max_size = max_size
         self._pool: Any = None
-        self._stores = GroupCommit(self._store_group, size=_GROUP_SIZE, at_once=_GROUPS_AT_ONCE)
-        self._confirms = GroupCommit(self._confirm_group, size=_GROUP_SIZE, at_once=_GROUPS_AT_ONCE)
-        # The latest group of stores for each identity it involves.
-        self._latest: dict[str, _Call] = {}
+        self._stores = GroupCommit(self._store_group, size=_GROUP_SIZE)
+        self._confirms = GroupCommit(self._confirm_group, size=_GROUP_SIZE)
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -266,70 +252,38 @@ class PostgresStore:
         return await self._stores(envelope)
 
     async def _store_group(self, envelopes: list[Envelope]) -> list[StoreResult | BaseException]:
-        """Store ``envelopes`` (a group commit) as if one call after the other, in order.
+        """Store ``envelopes`` (a group commit) as if one call after the other.
 
-        Groups of this store that may share a device (one's envelopes share a sender or
-        a recipient with the other's) take their offsets in the order they were formed,
-        and return in that order, as calls do from SQLite's single writer:
-        - taken in that order, so one connection's Sends reach each device in the order
-          they were sent: a group's transaction starts only once the groups before it
-          hold their devices' locks (it waits without a pool connection, so waiting
-          cannot starve the pool);
-        - returned in that same order, which is commit order: the relay pushes each
-          stored envelope to the devices connected here as the call returns, and a
-          connection skips any offset at or below the last one it sent, so a reply read
-          off one pool connection before an earlier commit's reply off another would
-          lose the earlier one.
-        Other nodes' groups need none of this: their rows reach this node's devices
-        through reads, and reads see offsets in commit order."""
-        call = _Call()
-        identities = {i for e in envelopes for i in (e.sender, e.recipient)}
-        before = {self._latest[i] for i in identities if i in self._latest}
-        for identity in identities:
-            self._latest[identity] = call
+        This store's calls take their offsets in the order they were made, and return
+        in that order, as they do from SQLite's single writer: one group is written at
+        a time, its envelopes in order. Taken in call order, one connection's Sends
+        reach each device in the order they were sent. Returned in that order, which is
+        commit order: the relay pushes each stored envelope to the devices connected
+        here as the call returns, and a connection skips any offset at or below the
+        last one it sent. Other nodes' calls need none of this: their rows reach this
+        node's devices through reads, and reads see offsets in commit order."""
         try:
-            for earlier in before:
-                await earlier.locked.wait()
-            try:
-                results = await self._run(lambda conn: self._store_envelopes(conn, envelopes, call))
-            except StoreUnavailable as exc:
-                outcomes: list[StoreResult | BaseException] = [exc] * len(envelopes)
-            except Exception as exc:
-                # What the database refused of one envelope fails only its own call:
-                # each is stored again, alone, in order.
-                if len(envelopes) == 1:
-                    outcomes = [exc]
-                else:
-                    outcomes = await self._one_by_one(envelopes, call)
-            else:
-                outcomes = list(results)
-            for earlier in before:
-                await earlier.returned.wait()
-            return outcomes
-        finally:
-            call.locked.set()
-            call.returned.set()
-            for identity in identities:
-                if self._latest.get(identity) is call:
-                    del self._latest[identity]
-
-    async def _one_by_one(
-        self, envelopes: list[Envelope], call: _Call
-    ) -> list[StoreResult | BaseException]:
+            return list(await self._run(lambda conn: self._store_envelopes(conn, envelopes)))
+        except StoreUnavailable as exc:
+            return [exc] * len(envelopes)
+        except Exception as exc:
+            if len(envelopes) == 1:
+                return [exc]
+        # What the database refused of one envelope fails only its own call: each is
+        # stored again, alone, in order.
         outcomes: list[StoreResult | BaseException] = []
         for envelope in envelopes:
-            alone = functools.partial(self._store_envelopes, envelopes=[envelope], call=_Call())
+            alone = functools.partial(self._store_envelopes, envelopes=[envelope])
             try:
                 (result,) = await self._run(alone)
             except Exception as exc:
                 outcomes.append(exc)
             else:
                 outcomes.append(result)
-        call.locked.set()
         return outcomes
 
     async def _store_envelopes(
-        self, conn: Connection, envelopes: list[Envelope], call: _Call
+        self, conn: Connection, envelopes: list[Envelope]
     ) -> list[StoreResult]:
         """Store ``envelopes`` in this transaction, as if one after the other."""
         # id -> (sender, recipient): of the envelopes stored before, then of these.
@@ -342,7 +296,7 @@ class PostgresStore:
                 new[id_] = envelope
         seqs = await self._insert_messages(conn, new, owners)
         stored = [(seqs[id_], e) for id_, e in new.items() if id_ in seqs]
-        rows = await self._add_inbox_rows(conn, stored, call) if stored else []
+        rows = await self._add_inbox_rows(conn, stored) if stored else []
         rows_of = {seq: r for (seq, _), r in zip(stored, rows, strict=True)}
         results: list[StoreResult] = []
         first: set[bytes] = set()
@@ -397,7 +351,7 @@ class PostgresStore:
         return seqs
 
     async def _add_inbox_rows(
-        self, conn: Connection, stored: list[tuple[int, Envelope]], call: _Call
+        self, conn: Connection, stored: list[tuple[int, Envelope]]
     ) -> list[tuple[InboxRow, ...]]:
         """Insert the inbox rows of each stored envelope (its message's seq, and the
         envelope), each at its device's next offset, in order."""
@@ -413,7 +367,6 @@ class PostgresStore:
             " ORDER BY identity, device FOR NO KEY UPDATE",
             identities,
         )
-        call.locked.set()
         last: dict[tuple[str, str], int] = {(i, d): int(top) for i, d, top in devices}
         rows: list[tuple[InboxRow, ...]] = []
         written: list[tuple[str, str, int, int, float]] = []
