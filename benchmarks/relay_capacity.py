@@ -26,7 +26,8 @@ the best relay rate, with fresh frames: p50 and p99 delivery latency (from the s
 frame to its Deliver).
 
 By default, where PostgreSQL and Redis answer (``--postgres``, ``--redis``), the same is
-measured on a relay backed by them (no target yet; fewer messages, ``--pg-messages``):
+measured on a relay backed by them (no target yet; the same load and rounds, unless
+``--pg-messages`` and ``--pg-paced`` say otherwise), with its ratio to the same echo:
 the run gets a database of its own (``parley_bench_<hex>``, migrated, dropped at the
 end) and a Redis key prefix of its own (its keys deleted at the end), as in
 ``relay_cluster.py``. Where they do not answer it says so; ``--no-postgres`` skips it.
@@ -37,7 +38,7 @@ limit, and each exits when its parent goes away (its stdin closes) or after
 
     python benchmarks/relay_capacity.py [--generators 2] [--devices 16] [--fanout 4]
         [--messages 1200] [--paced 200] [--window 16] [--rounds 3] [--echo-rounds 3]
-        [--pg-messages 200] [--pg-paced 60] [--no-postgres] [--relay-url URL] [--quick]
+        [--pg-messages 1200] [--pg-paced 200] [--no-postgres] [--relay-url URL] [--quick]
 
 ``--relay-url`` drives a relay started by hand (under a profiler, say) instead of a fresh
 one, and skips PostgreSQL.
@@ -675,10 +676,11 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             workdir / "pg", extra_args=(*services.node_args(), "--loop", args.loop)
         ) as relay,
     ):
-        sizes = (args.pg_messages, args.pg_paced, 1)
+        sizes = (args.pg_messages, args.pg_paced, args.rounds)
         pg = await relay_figures(gens, "postgres", relay.pid, relay.url, sizes, args.window)
-    for line in pg.lines(f"PostgreSQL store + Redis bus, {args.pg_messages} per device; no target"):
+    for line in pg.lines(f"PostgreSQL store + Redis bus, {args.pg_messages} per device"):
         print(line)
+    print(f"ratio postgres/echo = {pg.full.result.rate / echo.result.rate:.3f} (no target)")
     print(
         f"cleaned up: database {services.database} dropped,"
         f" Redis keys under {services.prefix} deleted"
@@ -694,8 +696,8 @@ SIZES = {
     "window": ("unacknowledged per connection", 4, 16),
     "rounds": ("relay runs flat out, the best counts", 1, 3),
     "echo_rounds": ("echo runs, the best counts", 1, 3),
-    "pg_messages": ("per device on PostgreSQL", 20, 200),
-    "pg_paced": ("per device on PostgreSQL, paced", 10, 60),
+    "pg_messages": ("per device on PostgreSQL, flat out", 20, 1200),
+    "pg_paced": ("per device on PostgreSQL, paced", 10, 200),
 }
 
 

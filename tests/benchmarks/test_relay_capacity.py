@@ -51,6 +51,7 @@ async def test_benchmark_reports_relay_echo_ratio_and_latency_at_half_load() -> 
     assert messages == 160, text
     found = re.search(rf"^postgres{LATENCY}", text, re.M)
     assert found and int(found.group(1)) == 80, text
+    assert re.search(r"^ratio postgres/echo = \d+\.\d{3} \(no target\)$", text, re.M), text
     assert re.search(r"^cleaned up: database parley_bench_\w+ dropped, Redis keys", text, re.M)
 
 
