@@ -30,6 +30,7 @@ import msgspec
 
 from parley.errors import SchemaMismatch, StoreError, StoreUnavailable
 from parley.ids import IdentityId
+from parley.pg_pool import keep_session
 from parley.protocol.proxy import Binding, Pool
 from parley.protocol.proxy_state import MessageId
 from parley.proxy.location import describe
@@ -204,6 +205,7 @@ class PostgresProxyStore:
                         min_size=1,
                         max_size=self._max_connections,
                         timeout=self._connect_timeout,
+                        reset=keep_session,
                     )
                 try:
                     await self._migrate(pool)

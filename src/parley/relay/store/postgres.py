@@ -45,6 +45,7 @@ from typing import Any, Final, TypeVar, cast
 import asyncpg
 
 from parley.errors import ChainConflict, RegistrationRefused, StoreUnavailable
+from parley.pg_pool import keep_session
 from parley.protocol.frames import Envelope
 from parley.protocol.keychain import ChainEntry, EntryBody, KeyOp
 from parley.relay.store.base import (
@@ -80,21 +81,13 @@ _ATTEMPTS = 3
 _CLOSE_TIMEOUT = 10.0
 
 # Sent when each connection starts: they are the session's own defaults, so no
-# statement of this store ever changes session state (see _keep_session).
+# statement of this store ever changes session state (see keep_session).
 _SERVER_SETTINGS = {
     # The relay acknowledges a Send once it is stored: a commit must be on disk when it
     # returns (and on any synchronous standby), even where the database default is off.
     "synchronous_commit": "on",
     "application_name": "parley-relay",
 }
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """The pool's reset between two uses of a connection: nothing to undo. asyncpg's
-    default sends one more query each time (advisory unlocks, CLOSE ALL, UNLISTEN, RESET
-    ALL), a round trip per transaction, for state this store never leaves behind: no
-    SET, LISTEN, cursor or session advisory lock. A transaction left open is still
-    rolled back by the pool itself before this runs."""
 
 
 # A group commit (of stores, of confirms) holds at most this many calls.
@@ -129,7 +122,7 @@ class PostgresStore:
                 min_size=self._min_size,
                 max_size=self._max_size,
                 server_settings=_SERVER_SETTINGS,
-                reset=_keep_session,
+                reset=keep_session,
             )
         except CONNECTION_ERRORS as exc:
             raise unavailable(self.dsn, exc) from exc
