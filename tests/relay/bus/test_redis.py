@@ -155,24 +155,30 @@ async def test_a_missing_number_is_a_gap_and_foreign_messages_are_ignored(
     client = redis.asyncio.Redis.from_url(redis_target.url)
     channel = f"{redis_target.prefix}:events"
 
-    async def send(seq: int, event: BusEvent, incarnation: int = 7) -> None:
-        # The wire format, written out: [node, incarnation, seq, event].
-        raw = msgspec.Raw(encode(event))
-        await client.publish(channel, msgspec.msgpack.encode(["x", incarnation, seq, raw]))
+    async def send(*events: tuple[int, BusEvent | bytes], incarnation: int = 7) -> None:
+        # The wire format, written out: [node, incarnation, [[seq, event], ...]].
+        batch = [(seq, msgspec.Raw(e if isinstance(e, bytes) else encode(e))) for seq, e in events]
+        await client.publish(channel, msgspec.msgpack.encode(["x", incarnation, batch]))
 
     try:
-        await send(1, rows(1))
-        await send(2, rows(2))
+        await send((1, rows(1)))
+        await send((2, rows(2)))
         await client.publish(channel, b"not a parley event")
-        await send(4, rows(4))  # 3 went missing
+        await send((4, rows(4)))  # 3 went missing
         await heard.until(lambda: heard.gaps == 1)
         assert heard.events == [rows(1), rows(2), rows(4)]
         assert "no Parley event" in caplog.text
-        await send(1, rows(10), incarnation=8)  # x restarted: a new stream, no gap
-        await send(2, rows(11), incarnation=8)
+        await send((1, rows(10)), (2, rows(11)), incarnation=8)  # x restarted: no gap
         await heard.count(5)
         assert heard.events[3:] == [rows(10), rows(11)]
         assert heard.gaps == 1
+        # In one message, an event of no known kind (4): a gap, and the events around it
+        # are handed on, in order.
+        unknown = msgspec.msgpack.encode(["no such event", 1])
+        await send((3, rows(13)), (4, unknown), (5, rows(15)), (6, rows(16)), incarnation=8)
+        await heard.until(lambda: heard.gaps == 2 and len(heard.events) == 8)
+        assert heard.events[5:] == [rows(13), rows(15), rows(16)]
+        assert "an event that is no Parley event" in caplog.text
     finally:
         await client.aclose()
 

@@ -2,10 +2,13 @@
 
 What lives in Redis (``P`` is the prefix, ``parley`` by default):
 
-- ``P:events``, a pub/sub channel: every event, as a msgpack array (node, incarnation,
-  seq, event) where the event is ``events.encode``'s bytes. ``seq`` counts this bus
-  instance's events from 1 (``incarnation`` is random per instance), so a receiver can
-  tell when some went missing in between, and that a node restarted under the same id.
+- ``P:events``, a pub/sub channel: every event, in messages of a node's batch of events
+  each (what its writer sends in one MULTI), as a msgpack array (node, incarnation,
+  [[seq, event], ...]) where an event is ``events.encode``'s bytes. ``seq`` counts this
+  bus instance's events from 1 (``incarnation`` is random per instance), so a receiver
+  can tell when some went missing in between, and that a node restarted under the same
+  id. One message per batch, not per event: every node reads every message, and a
+  message costs each of them more than the event in it.
 - ``P:presence:NODE``, a hash: identity -> JSON list of the devices connected to NODE,
   and ``@seq`` -> ``INCARNATION:SEQ`` of the last event NODE published with it. Written
   in the same MULTI as the PUBLISH of each batch of events, so a reader of the hashes
@@ -33,7 +36,7 @@ import contextlib
 import enum
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
@@ -104,10 +107,11 @@ Snapshot: TypeAlias = dict[str, tuple[tuple[int, int] | None, dict[str, Devices]
 
 
 class _Envelope(msgspec.Struct, array_like=True, frozen=True):
+    """One message on the channel: a batch of one node's events, each with its number."""
+
     node: str
     incarnation: int
-    seq: int
-    event: msgspec.Raw
+    events: list[tuple[int, msgspec.Raw]]
 
 
 _envelope_decoder: Final = msgspec.msgpack.Decoder(_Envelope)
@@ -117,7 +121,7 @@ _devices_decoder: Final = msgspec.json.Decoder(tuple[str, ...])
 
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
-    """One queued event (``payload``: its envelope), or with no payload, a request to
+    """One queued event (``payload``: its encoding), or with no payload, a request to
     write this node's presence again."""
 
     seq: int = 0
@@ -314,8 +318,7 @@ class RedisBus:
             self._dropped += 1
             self._dirty = self._dirty or presence is not None
             return
-        envelope = _Envelope(self._node, self._incarnation, self._seq, msgspec.Raw(encode(event)))
-        self._queue.put_nowait(_Outgoing(self._seq, _envelope_encoder.encode(envelope), presence))
+        self._queue.put_nowait(_Outgoing(self._seq, encode(event), presence))
 
     def _rewrite_presence(self) -> None:
         """Have the writer write this node's presence whole (Redis lost or dropped it)."""
@@ -374,11 +377,15 @@ class RedisBus:
                     pipe.delete(self._presence_key)
                     if self._mine:
                         pipe.hset(self._presence_key, mapping=_encode_presence(self._mine))
+                events = []
                 for item in batch:
                     if item.presence is not None:
                         _record(pipe, self._presence_key, item.presence)
                     if item.payload is not None:
-                        pipe.publish(self._channel, item.payload)
+                        events.append((item.seq, msgspec.Raw(item.payload)))
+                if events:
+                    envelope = _Envelope(self._node, self._incarnation, events)
+                    pipe.publish(self._channel, _envelope_encoder.encode(envelope))
                 # Only what was published counts: a dropped event's number stays a gap.
                 seq = max([self._sent_seq, *(item.seq for item in batch if item.payload)])
                 pipe.hset(self._presence_key, _SEQ_FIELD, f"{self._incarnation}:{seq}")
@@ -543,8 +550,9 @@ class RedisBus:
             now = loop.time()
             if message is not None:
                 heard = now
-                if message["type"] == "message" and self._receive(message["data"]):
-                    await self._resync()
+                if message["type"] == "message":
+                    for _ in self._receive(message["data"]):
+                        await self._resync()
             if now - heard > max(self._ttl, 1.0):
                 raise RedisConnectionError(f"no reply from Redis for {now - heard:.1f} s")
             if now - pinged >= interval:
@@ -552,43 +560,50 @@ class RedisBus:
                     await pubsub.ping()
                 pinged = now
 
-    def _receive(self, data: bytes) -> bool:
-        """Hand one message on; whether events were lost before it."""
+    def _receive(self, data: bytes) -> Iterator[None]:
+        """Hand one message's events on, in order; yields after each one that came after
+        events were lost, for the caller to resync before the next."""
         try:
             envelope = _envelope_decoder.decode(data)
-            event = decode(bytes(envelope.event))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             logger.warning("bus: ignoring a message that is no Parley event: %s", exc)
-            return False
+            return
         if envelope.node == self._node:
-            return False
-        order = self._order(envelope)
-        if isinstance(event, PresenceChanged) and (
-            # Already in the snapshot (or heard before), or nothing new: not news.
-            order is _Order.SEEN or not self._view.apply(event)
-        ):
-            return order is _Order.GAP
-        self._deliver(event)
-        return order is _Order.GAP
+            return
+        for seq, raw in envelope.events:
+            try:
+                event = decode(bytes(raw))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                # Skipped: its number is missing, so the next one shows a gap.
+                logger.warning("bus: ignoring an event that is no Parley event: %s", exc)
+                continue
+            order = self._order(envelope.node, envelope.incarnation, seq)
+            # A presence already in the snapshot (or heard before), or nothing new: not news.
+            if not isinstance(event, PresenceChanged) or (
+                order is not _Order.SEEN and self._view.apply(event)
+            ):
+                self._deliver(event)
+            if order is _Order.GAP:
+                yield
 
-    def _order(self, envelope: _Envelope) -> _Order:
-        """Where ``envelope`` stands in its node's stream (and remember it)."""
-        known = self._heard.get(envelope.node)
+    def _order(self, node: str, incarnation: int, seq: int) -> _Order:
+        """Where event ``seq`` of ``node`` stands in that node's stream (and remember it)."""
+        known = self._heard.get(node)
         if known is None:
             # First heard of since we started or resubscribed: nothing to compare.
-            self._heard[envelope.node] = (envelope.incarnation, envelope.seq)
+            self._heard[node] = (incarnation, seq)
             return _Order.NEXT
-        incarnation, seq = known
-        if incarnation != envelope.incarnation:
+        heard_incarnation, heard_seq = known
+        if heard_incarnation != incarnation:
             # The node restarted under the same id: what it had before is gone, and
             # its new stream starts at 1.
-            for gone in self._view.drop(envelope.node):
+            for gone in self._view.drop(node):
                 self._deliver(gone)
-            seq = 0
-        elif envelope.seq <= seq:
+            heard_seq = 0
+        elif seq <= heard_seq:
             return _Order.SEEN
-        self._heard[envelope.node] = (envelope.incarnation, envelope.seq)
-        return _Order.NEXT if envelope.seq == seq + 1 else _Order.GAP
+        self._heard[node] = (incarnation, seq)
+        return _Order.NEXT if seq == heard_seq + 1 else _Order.GAP
 
     def _deliver(self, event: BusEvent) -> None:
         if self._on_event is None:
