@@ -361,17 +361,24 @@ class PostgresStore:
             identities,
         )
         last: dict[tuple[str, str], int] = {(i, d): int(top) for i, d, top in devices}
+        by_identity: dict[str, list[str]] = {}
+        for identity, device in last:
+            by_identity.setdefault(identity, []).append(device)
         rows: list[tuple[InboxRow, ...]] = []
         written: list[tuple[str, str, int, int, float]] = []
         for seq, e in stored:
+            targets = [(e.recipient, d) for d in by_identity.get(e.recipient, ())]
+            if e.sender != e.recipient:
+                mine = by_identity.get(e.sender, ())
+                targets += [(e.sender, d) for d in mine if d != e.sender_device]
             made = []
-            for (identity, device), top in last.items():  # in key order
-                if identity == e.recipient or (identity == e.sender and device != e.sender_device):
-                    last[identity, device] = top + 1
-                    made.append(InboxRow(identity=identity, device=device, offset=top + 1))
-                    written.append((identity, device, top + 1, seq, e.expires_at))
+            for identity, device in sorted(targets):
+                offset = last[identity, device] = last[identity, device] + 1
+                made.append(InboxRow(identity=identity, device=device, offset=offset))
+                written.append((identity, device, offset, seq, e.expires_at))
             rows.append(tuple(made))
         if written:
+            raised = {(i, d): top for i, d, top, _, _ in written}  # each device's last
             await conn.execute(
                 "WITH made AS (INSERT INTO inbox (identity, device, pos, message, expires_at)"
                 " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],"
@@ -384,9 +391,9 @@ class PostgresStore:
                 [w[2] for w in written],
                 [w[3] for w in written],
                 [w[4] for w in written],
-                [i for i, _ in last],
-                [d for _, d in last],
-                list(last.values()),
+                [i for i, _ in raised],
+                [d for _, d in raised],
+                list(raised.values()),
             )
         return rows
 
