@@ -296,9 +296,9 @@ async def test_a_reader_never_skips_a_row_committed_late(postgres_dsn: str, desi
     async with opened(node_a, node_b, reader), connect(postgres_dsn) as control:
         await add_people(node_a, devices=1)  # bob d1 -> alice d1: one target
         await control.execute("SELECT pg_advisory_lock(1)")
-        slow = asyncio.create_task(node_a.store_envelope(envelope("slow")))
+        slow = asyncio.ensure_future(node_a.store_envelope(envelope("slow")))
         await wait_until(lambda: waiting(postgres_dsn, "advisory"))
-        fast = asyncio.create_task(node_b.store_envelope(envelope("fast")))
+        fast = asyncio.ensure_future(node_b.store_envelope(envelope("fast")))
         if design == "device counter":
             # B waits for the device row A holds: it cannot take an offset yet.
             await wait_until(lambda: waiting(postgres_dsn, "transactionid", "tuple"))
@@ -600,7 +600,10 @@ _SLOW_TASKS: set[asyncio.Task[Any] | None] = set()
 class Unordered(SlowReplies):
     """The naive design: each call is its own transaction, and returns when that is done."""
 
-    async def store_envelope(self, envelope: Envelope) -> StoreResult:
+    def store_envelope(self, envelope: Envelope) -> asyncio.Future[StoreResult]:
+        return asyncio.ensure_future(self._alone(envelope))
+
+    async def _alone(self, envelope: Envelope) -> StoreResult:
         results: list[StoreResult] = await self._run(
             lambda conn: self._store_envelopes(conn, [envelope])
         )

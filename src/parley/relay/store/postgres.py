@@ -241,8 +241,10 @@ class PostgresStore:
 
     # -- envelopes and inboxes --------------------------------------------------------
 
-    async def store_envelope(self, envelope: Envelope) -> StoreResult:
-        return await self._stores(envelope)
+    def store_envelope(self, envelope: Envelope) -> asyncio.Future[StoreResult]:
+        # The group commit's own future, not a coroutine: the relay waits on it with a
+        # callback, without a task (see RelayStore.store_envelope).
+        return self._stores(envelope)
 
     async def _store_group(self, envelopes: list[Envelope]) -> list[StoreResult | BaseException]:
         """Store ``envelopes`` (a group commit) as if one call after the other.
@@ -453,8 +455,8 @@ class PostgresStore:
         )
         return 0 if confirmed is None else int(confirmed)
 
-    async def confirm(self, identity: str, device: str, offset: int) -> None:
-        await self._confirms((identity, device, offset))
+    def confirm(self, identity: str, device: str, offset: int) -> asyncio.Future[None]:
+        return self._confirms((identity, device, offset))
 
     async def _confirm_group(
         self, confirms: list[tuple[str, str, int]]
