@@ -399,6 +399,28 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "never reopened), so when the winner's leg ends no outbound leg is live and `not "
         "any(...)` alone decides",
     ),
+    # -- relay/store/group_commit.py
+    Equivalent("group-commit", "*,", "/,", KEYWORDS),
+    Equivalent(
+        "group-commit",
+        "self._start_soon = True",
+        "self._start_soon = False",
+        "then every call of a turn schedules _start, not only the first: the first of those"
+        " callbacks (run after the whole turn) forms the group, the others find the writer"
+        " busy or nothing queued, so the groups are the same",
+    ),
+    Equivalent(
+        "group-commit",
+        "if len(outcomes) != len(group):  # a bug in write: nobody may wait forever",
+        "if len(outcomes) is not len(group):  # a bug in write: nobody may wait forever",
+        SMALL_INT + ", and a group holds at most its size (256 for both stores)",
+    ),
+    Equivalent(
+        "group-commit",
+        "for (_, future), outcome in zip(group, outcomes, strict=True):",
+        "for (_, future), outcome in zip(group, outcomes, strict=False):",
+        "the lengths were made equal just before, so strictness never fires",
+    ),
     # -- crypto/jws.py
     Equivalent(
         "jws",

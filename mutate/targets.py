@@ -82,6 +82,11 @@ TARGETS = (
         ("tests/relay/store/test_sqlite.py", "tests/relay/store/test_store.py"),
     ),
     Target(
+        "group-commit",
+        "src/parley/relay/store/group_commit.py",
+        ("tests/relay/store/test_group_commit.py",),
+    ),
+    Target(
         "phone",
         "src/parley/protocol/call_phone.py",
         (

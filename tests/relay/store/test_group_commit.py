@@ -104,10 +104,67 @@ async def test_drain_returns_once_every_call_is_written() -> None:
 async def test_a_cancelled_caller_leaves_the_others_their_results() -> None:
     writer = Writer(hold=True)
     commit = GroupCommit(writer, size=100)
-    kept, dropped = commit(1), commit(2)
+    dropped, kept, also_kept = commit(1), commit(2), commit(3)
     await asyncio.sleep(0)
     dropped.cancel()
     writer.release.set()
-    assert await kept == 10
+    assert list(await asyncio.gather(kept, also_kept)) == [20, 30]
     with pytest.raises(asyncio.CancelledError):
         await dropped
+
+
+async def test_a_call_made_once_the_writer_is_idle_again_is_written() -> None:
+    writer = Writer()
+    commit = GroupCommit(writer, size=100)
+    assert await commit(1) == 10
+    await asyncio.sleep(0.01)  # nothing left to write
+    assert await commit(2) == 20
+    assert writer.groups == [[1], [2]]
+
+
+async def test_drain_waits_for_calls_not_yet_grouped_and_returns_at_once_when_idle() -> None:
+    writer = Writer()
+    commit = GroupCommit(writer, size=100)
+    async with asyncio.timeout(1):
+        await commit.drain()  # nothing asked for
+        futures = [commit(n) for n in range(3)]  # grouped at the end of this turn
+        await commit.drain()
+    assert [f.result() for f in futures] == [0, 10, 20]
+
+
+async def test_a_cancelled_drain_cancels_no_write() -> None:
+    writer = Writer(hold=True)
+    commit = GroupCommit(writer, size=100)
+    future = commit(1)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await commit.drain()
+    writer.release.set()
+    assert await future == 10
+
+
+@pytest.mark.parametrize("extra", [-1, 1])
+async def test_a_write_that_answers_the_wrong_number_of_calls_fails_them_all(extra: int) -> None:
+    async def write(args: list[int]) -> list[int | BaseException]:
+        return list[int | BaseException](range(len(args) + extra))
+
+    commit = GroupCommit(write, size=100)
+    results = await asyncio.gather(commit(1), commit(2), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results), results
+
+
+async def test_a_cancelled_write_cancels_the_calls_of_its_group_and_the_next_goes_on() -> None:
+    calls = 0
+
+    async def write(args: list[int]) -> list[int | BaseException]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError
+        return list(args)
+
+    commit = GroupCommit(write, size=1)
+    first, second = commit(1), commit(2)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await second == 2

@@ -64,17 +64,20 @@ class GroupCommit(Generic[A, R]):
         self._start()
 
     async def _written(self, group: list[tuple[A, asyncio.Future[R]]]) -> None:
+        outcomes: list[R | BaseException]
         try:
             outcomes = await self._write([arg for arg, _ in group])
-        except BaseException as exc:
+        except Exception as exc:
+            outcomes = [exc] * len(group)
+        except BaseException:  # cancelled: so are the calls waiting on this group
             for _, future in group:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+                future.cancel()
+            raise
+        if len(outcomes) != len(group):  # a bug in write: nobody may wait forever
+            mismatch = RuntimeError(f"{len(outcomes)} outcomes for {len(group)} calls")
+            outcomes = [mismatch] * len(group)
         for (_, future), outcome in zip(group, outcomes, strict=True):
-            if future.done():
+            if future.done():  # its caller gave up waiting
                 continue
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)
@@ -82,10 +85,10 @@ class GroupCommit(Generic[A, R]):
                 future.set_result(outcome)
 
     async def drain(self) -> None:
-        """Return once every call made so far is written (or has failed)."""
-        while self._writer is not None or self._queued:
+        """Return once every call made so far is written (or has failed). Cancelling
+        this wait cancels no write."""
+        while self._queued or self._writer is not None:
             if self._writer is None:
                 self._start()
-            writer = self._writer
-            if writer is not None:
-                await asyncio.gather(writer, return_exceptions=True)
+            if self._writer is not None:
+                await asyncio.wait([self._writer])
