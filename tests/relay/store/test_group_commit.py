@@ -4,6 +4,7 @@ fails."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -72,17 +73,26 @@ async def test_a_failed_call_fails_alone() -> None:
     assert isinstance(results[1], ValueError) and str(results[1]) == "odd -2"
 
 
-async def test_a_failed_write_fails_its_group_and_the_next_groups_go_on() -> None:
+Write = Callable[[list[int]], Awaitable[list[int | BaseException]]]
+
+
+def failing_first(exc: BaseException) -> Write:
+    """A ``write`` that raises ``exc`` for its first group and answers each later call
+    with its argument."""
     calls = 0
 
     async def write(args: list[int]) -> list[int | BaseException]:
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise ConnectionError("lost")
+            raise exc
         return list(args)
 
-    commit = GroupCommit(write, size=2)
+    return write
+
+
+async def test_a_failed_write_fails_its_group_and_the_next_groups_go_on() -> None:
+    commit = GroupCommit(failing_first(ConnectionError("lost")), size=2)
     results = await asyncio.gather(*(commit(n) for n in range(4)), return_exceptions=True)
     assert [type(r) for r in results[:2]] == [ConnectionError, ConnectionError]
     assert results[2:] == [2, 3]
@@ -154,16 +164,7 @@ async def test_a_write_that_answers_the_wrong_number_of_calls_fails_them_all(ext
 
 
 async def test_a_cancelled_write_cancels_the_calls_of_its_group_and_the_next_goes_on() -> None:
-    calls = 0
-
-    async def write(args: list[int]) -> list[int | BaseException]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise asyncio.CancelledError
-        return list(args)
-
-    commit = GroupCommit(write, size=1)
+    commit = GroupCommit(failing_first(asyncio.CancelledError()), size=1)
     first, second = commit(1), commit(2)
     with pytest.raises(asyncio.CancelledError):
         await first

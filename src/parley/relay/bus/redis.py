@@ -387,7 +387,7 @@ class RedisBus:
                     envelope = _Envelope(self._node, self._incarnation, events)
                     pipe.publish(self._channel, _envelope_encoder.encode(envelope))
                 # Only what was published counts: a dropped event's number stays a gap.
-                seq = max([self._sent_seq, *(item.seq for item in batch if item.payload)])
+                seq = max([self._sent_seq, *(number for number, _ in events)])
                 pipe.hset(self._presence_key, _SEQ_FIELD, f"{self._incarnation}:{seq}")
                 pipe.pexpire(self._presence_key, self._ttl_ms)
                 await pipe.execute()

@@ -38,6 +38,7 @@ default), as SQLite's return after their fsync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar, cast
@@ -138,13 +139,11 @@ class PostgresStore:
     async def close(self) -> None:
         if self._pool is None:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_CLOSE_TIMEOUT):
                 # What was asked for already is written first.
                 await self._stores.drain()
                 await self._confirms.drain()
-        except TimeoutError:
-            pass
         pool, self._pool = self._pool, None
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT):
@@ -282,10 +281,10 @@ class PostgresStore:
     ) -> list[StoreResult]:
         """Store ``envelopes`` in this transaction, as if one after the other."""
         # id -> (sender, recipient): of the envelopes stored before, then of these.
+        ids = [envelope.id.encode() for envelope in envelopes]
         owners: dict[bytes, tuple[str, str]] = {}
         new: dict[bytes, Envelope] = {}
-        for envelope in envelopes:
-            id_ = envelope.id.encode()
+        for id_, envelope in zip(ids, envelopes, strict=True):
             if id_ not in owners:
                 owners[id_] = (envelope.sender, envelope.recipient)
                 new[id_] = envelope
@@ -295,8 +294,7 @@ class PostgresStore:
         rows_of = {seq: r for (seq, _), r in zip(stored, rows, strict=True)}
         results: list[StoreResult] = []
         first: set[bytes] = set()
-        for envelope in envelopes:
-            id_ = envelope.id.encode()
+        for id_, envelope in zip(ids, envelopes, strict=True):
             if id_ in seqs and id_ not in first:
                 first.add(id_)
                 results.append(StoreResult(StoreStatus.STORED, rows_of[seqs[id_]]))
@@ -468,13 +466,11 @@ class PostgresStore:
         for identity, device, offset in confirms:
             upto[identity, device] = max(offset, upto.get((identity, device), offset))
         devices = sorted(upto)
+        identities = [i for i, _ in devices]
+        names = [d for _, d in devices]
+        offsets = [upto[key] for key in devices]
 
         async def job(conn: Connection) -> None:
-            identities, names, offsets = (
-                [i for i, _ in devices],
-                [d for _, d in devices],
-                [upto[key] for key in devices],
-            )
             # The device rows are locked first, in key order (so two groups cannot
             # deadlock), before their inbox rows are deleted.
             await conn.execute(
