@@ -1,7 +1,9 @@
 """Proxied calls per second, and the call setup latency the proxy adds, against direct
 calls in the same run.
 
-One relay process and one ``parley proxy`` process (its own event loop and SQLite store).
+One relay process and one ``parley proxy`` process (its own event loop and SQLite store;
+with ``--store-postgres DSN``, its store in a fresh database on that PostgreSQL server
+instead, dropped afterwards).
 P operator/customer pairs in this process are plain SDK clients: the customer accepts
 every start at once, the operator hangs up as soon as the accept arrives, and a call is
 done when the customer has the stop. Each pair places its calls through the proxy
@@ -27,6 +29,7 @@ by side rather than one after the other:
 
     python benchmarks/proxy_calls.py [--pairs 4] [--calls 100] [--window 4] [--rounds 3]
         [--latency-calls 30] [--paced-rate 200] [--paced-seconds 5] [--held 0]
+        [--store-postgres postgresql://postgres@127.0.0.1:5432/postgres]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import argparse
 import asyncio
 import os
 import re
+import secrets
 import sys
 import tempfile
 import time
@@ -45,12 +49,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as benchmarks/<name>.py
 
 from benchmarks.harness import PARLEY, UNLIMITED_RELAY_ARGS, Latency, run_parley
-from benchmarks.relay_cluster import process_cpu
+from benchmarks.relay_cluster import DATABASE_PREFIX, fresh_database, process_cpu
 from parley.client import Client
 from parley.client.registration import register_identity
 from parley.processes import ChildProcess, RelayProcess
 from parley.protocol.messages import VoiceAccept, VoiceStart, VoiceStop
-from parley.proxy import SqliteProxyStore
+from parley.proxy import open_proxy_store
 
 OFFER = "v=0\r\n" + "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n" * 4
 ANSWER = OFFER.replace("50000", "50001")
@@ -131,7 +135,7 @@ class Throughput:
 
 
 class Bench:
-    def __init__(self, pairs: list[Pair], app: str, store: Path) -> None:
+    def __init__(self, pairs: list[Pair], app: str, store: str) -> None:
         self.pairs = pairs
         self.app = app
         self.store = store
@@ -196,18 +200,17 @@ class Bench:
         return Throughput(name, total, time.perf_counter() - began)
 
     async def legs(self) -> int:
-        store = SqliteProxyStore(self.store)
+        store = open_proxy_store(self.store)
         try:
             return len(await store.records())
         finally:
             await store.close()
 
 
-async def bench(args: argparse.Namespace, workdir: Path) -> None:
+async def bench(args: argparse.Namespace, workdir: Path, store: str) -> None:
     async with RelayProcess(workdir / "relay", extra_args=UNLIMITED_RELAY_ARGS) as relay:
         app = await register_identity(relay.url, name="app")
         app.save(workdir / "app.json")
-        store = workdir / "app.proxy.db"
         pairs: list[Pair] = []
         for n in range(args.pairs):
             operator = Client(await register_identity(relay.url), state_path=workdir / f"o{n}.db")
@@ -221,11 +224,11 @@ async def bench(args: argparse.Namespace, workdir: Path) -> None:
                 await party.connections.permit(app.identity)
                 await party.connections.permit(other.id)
             await run_parley(
-                "proxy", "bind", "--store", str(store), pair.cid,
+                "proxy", "bind", "--store", store, pair.cid,
                 "--operator", operator.id, "--customer", customer.id,
             )  # fmt: skip
         proxy = ChildProcess(
-            [*PARLEY, "proxy", "--credentials", str(workdir / "app.json"), "--store", str(store)],
+            [*PARLEY, "proxy", "--credentials", str(workdir / "app.json"), "--store", store],
             re.compile(r"parley proxy ready"),
             name="parley proxy",
         )
@@ -272,6 +275,7 @@ def report(args: argparse.Namespace, results: Results) -> None:
     print(
         f"pairs={args.pairs} calls/pair={args.calls} window={args.window}"
         f" latency calls={args.latency_calls}"
+        f" proxy store={'PostgreSQL' if args.store_postgres else 'SQLite'}"
     )
     if args.held:
         print(f"{args.held} more calls connected through the proxy and left up meanwhile")
@@ -305,7 +309,13 @@ def report(args: argparse.Namespace, results: Results) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
-        await bench(args, Path(tmp))
+        if not args.store_postgres:
+            await bench(args, Path(tmp), str(Path(tmp) / "app.proxy.db"))
+            return
+        name = f"{DATABASE_PREFIX}proxy_{secrets.token_hex(6)}"
+        async with fresh_database(args.store_postgres, name) as dsn:
+            await bench(args, Path(tmp), dsn)
+        print(f"cleaned up: database {name} dropped")
 
 
 if __name__ == "__main__":
@@ -320,4 +330,9 @@ if __name__ == "__main__":
     parser.add_argument("--latency-calls", type=int, default=30, help="per mode, one at a time")
     parser.add_argument("--paced-rate", type=float, default=200.0, help="calls/s of the paced run")
     parser.add_argument("--paced-seconds", type=float, default=5.0, help="per mode")
+    parser.add_argument(
+        "--store-postgres",
+        metavar="DSN",
+        help="the proxy's store in a fresh database on this server (a maintenance database)",
+    )
     asyncio.run(main(parser.parse_args()))

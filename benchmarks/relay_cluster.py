@@ -112,32 +112,40 @@ async def unreachable(admin_dsn: str, redis_url: str) -> str | None:
 
 
 @asynccontextmanager
+async def fresh_database(admin_dsn: str, name: str) -> AsyncIterator[str]:
+    """A new empty database ``name`` on ``admin_dsn``'s server, its DSN; dropped
+    afterwards, whatever happened in between."""
+    import asyncpg
+
+    admin = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield urlsplit(admin_dsn)._replace(path="/" + name).geturl()
+    finally:
+        admin = await asyncpg.connect(admin_dsn, timeout=10)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@asynccontextmanager
 async def services_for_run(admin_dsn: str, redis_url: str) -> AsyncIterator[Services]:
     """A fresh migrated database and a fresh Redis prefix; both gone afterwards, whatever
     happened in between."""
-    import asyncpg
-
     from parley.relay.store.postgres import migrate
 
     token = secrets.token_hex(6)
     services = Services(admin_dsn, DATABASE_PREFIX + token, redis_url, f"parley-bench-{token}")
-    admin = await asyncpg.connect(admin_dsn, timeout=10)
     try:
-        await admin.execute(f'CREATE DATABASE "{services.database}"')
+        async with fresh_database(admin_dsn, services.database):
+            await migrate(services.dsn)
+            yield services
     finally:
-        await admin.close()
-    try:
-        await migrate(services.dsn)
-        yield services
-    finally:
-        try:
-            admin = await asyncpg.connect(admin_dsn, timeout=10)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{services.database}" WITH (FORCE)')
-            finally:
-                await admin.close()
-        finally:
-            await delete_keys(redis_url, services.prefix)
+        await delete_keys(redis_url, services.prefix)
 
 
 async def delete_keys(redis_url: str, prefix: str) -> int:
