@@ -118,17 +118,72 @@ assert len(_MIGRATIONS) == SCHEMA_VERSION
 
 _LEG_FIELDS: Final = LegRecord.__struct_fields__  # proxy_legs has these columns
 _LEG_COLUMNS: Final = ", ".join(_LEG_FIELDS)
+_LEG_TYPES: Final = {
+    "call_id": "text",
+    "cid": "text",
+    "leg": "text",
+    "caller": "text",
+    "callee": "text",
+    "peer_device": "text",
+    "started": "float8",
+    "ringing": "float8",
+    "answered": "float8",
+    "ended": "float8",
+    "duration": "float8",
+    "reason": "text",
+}
+assert tuple(_LEG_TYPES) == _LEG_FIELDS
+_FIRST_LEG_PARAMETER: Final = 13
 _INSERT_LEG: Final = (
     f"INSERT INTO proxy_legs ({_LEG_COLUMNS})"
     f" VALUES ({', '.join(f'${i}' for i in range(1, len(_LEG_FIELDS) + 1))})"
     " ON CONFLICT DO NOTHING"
 )
-_UPSERT_BRIDGE: Final = (
-    "INSERT INTO proxy_bridges (call_id, cid, parties, live, rank, state)"
-    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_id) DO UPDATE SET"
-    " cid = excluded.cid, parties = excluded.parties, live = excluded.live,"
-    " rank = excluded.rank, state = excluded.state"
+# One save (records.Saved) in one statement, so in one round trip: each table's rows as
+# arrays, a column each ($2-$7 bridges, their parties as JSON lists; $10-$12 handled;
+# from $13 legs, in the order recorded), and nothing written unless the lease is the
+# fence's ($1; None: no lease), which the statement returns. The lease row is locked as
+# the former SELECT ... FOR SHARE did, so a takeover waits for the save or the save sees it.
+_SAVE: Final = f"""
+WITH lease AS (SELECT holder FROM proxy_lease FOR SHARE),
+allowed AS (SELECT $1::text IS NULL OR EXISTS (SELECT FROM lease WHERE holder = $1) AS ok),
+bridges AS (
+    INSERT INTO proxy_bridges (call_id, cid, parties, live, rank, state)
+    SELECT b.call_id, b.cid, ARRAY(SELECT jsonb_array_elements_text(b.parties::jsonb)),
+        b.live, b.rank, b.state
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::boolean[], $6::bigint[], $7::bytea[])
+        AS b(call_id, cid, parties, live, rank, state)
+    WHERE (SELECT ok FROM allowed)
+    ON CONFLICT (call_id) DO UPDATE SET cid = excluded.cid, parties = excluded.parties,
+        live = excluded.live, rank = excluded.rank, state = excluded.state
+),
+core AS (
+    INSERT INTO proxy_core (key, value)
+    SELECT c.key, c.value FROM (VALUES ('outbox', $8::bytea), ('away', $9::bytea)) AS c(key, value)
+    WHERE c.value IS NOT NULL AND (SELECT ok FROM allowed)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value
+),
+handled AS (
+    INSERT INTO proxy_handled (issuer, jti, exp)
+    SELECT h.issuer, h.jti, h.exp
+    FROM unnest($10::text[], $11::text[], $12::bigint[]) AS h(issuer, jti, exp)
+    WHERE (SELECT ok FROM allowed)
+    ON CONFLICT DO NOTHING
+),
+legs AS (
+    INSERT INTO proxy_legs ({_LEG_COLUMNS})
+    SELECT {", ".join(f"l.{name}" for name in _LEG_FIELDS)}
+    FROM unnest({
+    ", ".join(
+        f"${_FIRST_LEG_PARAMETER + i}::{kind}[]" for i, kind in enumerate(_LEG_TYPES.values())
+    )
+}) WITH ORDINALITY AS l({_LEG_COLUMNS}, n)
+    WHERE (SELECT ok FROM allowed)
+    ORDER BY l.n
+    ON CONFLICT DO NOTHING
 )
+SELECT (SELECT holder FROM lease LIMIT 1)
+"""
 # The database's clock, not the processes': a lease means the same on every host.
 _TAKE_LEASE: Final = (
     "INSERT INTO proxy_lease (id, holder, expires)"
@@ -412,28 +467,19 @@ class PostgresProxyStore:
         return await self._with(work)
 
     async def save(self, saved: Saved) -> None:
-        rows = [(r.call_id, r.cid, list(r.parties), r.live, r.rank, r.state) for r in saved.rows]
-        legs = [msgspec.to_builtins(msgspec.structs.astuple(leg)) for leg in saved.legs]
-        core = [(k, v) for k, v in (("outbox", saved.outbox), ("away", saved.away)) if v]
-        handled = [msgspec.structs.astuple(m) for m in saved.handled]
+        args = _save_arguments(saved)
+
+        async def write(db: Any) -> None:
+            holder = await db.fetchval(_SAVE, *args)
+            if saved.fence is not None:
+                fenced(saved.fence, holder)  # nothing was written
 
         async def work(db: Any) -> None:
+            if not (saved.writes_ended or saved.forget_before):
+                await write(db)  # its own transaction: most saves are one round trip
+                return
             async with db.transaction():
-                if saved.fence is not None:
-                    found = await db.fetchval("SELECT holder FROM proxy_lease FOR SHARE")
-                    fenced(saved.fence, found)
-                await db.executemany(_UPSERT_BRIDGE, rows)
-                await db.executemany(_INSERT_LEG, legs)
-                await db.executemany(
-                    "INSERT INTO proxy_core (key, value) VALUES ($1, $2)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    core,
-                )
-                await db.executemany(
-                    "INSERT INTO proxy_handled (issuer, jti, exp) VALUES ($1, $2, $3)"
-                    " ON CONFLICT DO NOTHING",
-                    handled,
-                )
+                await write(db)
                 if saved.writes_ended:
                     await db.execute(_PRUNE, saved.keep)
                 if saved.forget_before:
@@ -502,3 +548,26 @@ class PostgresProxyStore:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+
+
+def _save_arguments(saved: Saved) -> list[object]:
+    """The parameters of :data:`_SAVE` for ``saved``."""
+    bridges = [
+        (r.call_id, r.cid, msgspec.json.encode(r.parties).decode(), r.live, r.rank, r.state)
+        for r in saved.rows
+    ]
+    legs = [msgspec.to_builtins(msgspec.structs.astuple(leg)) for leg in saved.legs]
+    handled = [msgspec.structs.astuple(m) for m in saved.handled]
+    return [
+        saved.fence,
+        *_columns(bridges, 6),
+        saved.outbox or None,
+        saved.away or None,
+        *_columns(handled, 3),
+        *_columns(legs, len(_LEG_FIELDS)),
+    ]
+
+
+def _columns(rows: list[Any], width: int) -> list[list[Any]]:
+    """``rows`` (each ``width`` long) as ``width`` columns."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * width
