@@ -5,8 +5,9 @@ does: notification instead of polling, a lost listener, its schema version."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -387,6 +388,80 @@ async def test_the_lease_is_one_holders_until_released_or_run_out(store_location
     assert await first.lease("a", 30.0) == "a"  # run out: taken over
     await first.close()
     await second.close()
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["plain", "pruning"])
+async def test_a_save_refused_by_its_fence_writes_none_of_it(
+    store_location: str, live: bool
+) -> None:
+    store = opened(store_location)
+    assert await store.lease("other", 60) == "other"
+    saved = Saved(
+        rows=(row("k1", 1, live=live),),
+        legs=(LegRecord.of(record(Role.CALLEE, OLGA), APP),),
+        outbox=b"o1",
+        away=b"a1",
+        handled=(MessageId(OLGA, "j1", exp=100),),
+        forget_before=0 if live else 50,
+        fence="me",
+    )
+    with pytest.raises(StoreError, match="held by other"):
+        await store.save(saved)
+    assert (await store.load(), await store.records()) == (Resumable(), [])
+    await store.close()
+
+
+class _Counted:
+    """A pooled connection that counts what is sent through it."""
+
+    def __init__(self, db: object, calls: list[str]) -> None:
+        self._db, self._calls = db, calls
+
+    def __getattr__(self, name: str) -> object:
+        self._calls.append(name)
+        return getattr(self._db, name)
+
+
+@pytest.mark.parametrize(
+    ("saved", "calls"),
+    [
+        (
+            Saved(rows=(row("k1", 1, live=True),), outbox=b"o", handled=(MessageId(OLGA, "j", 9),)),
+            1,
+        ),
+        (
+            Saved(
+                rows=(row("k1", 1, live=False),),
+                legs=(LegRecord.of(record(Role.CALLEE, OLGA), APP),),
+            ),
+            3,
+        ),
+        (Saved(handled=(MessageId(OLGA, "j", 9),), forget_before=5), 3),
+    ],
+    ids=["plain", "ended", "forgetting"],
+)
+async def test_a_postgresql_save_is_one_statement_unless_it_prunes_or_forgets(
+    postgres_database: str, monkeypatch: pytest.MonkeyPatch, saved: Saved, calls: int
+) -> None:
+    """One round trip for the saves on every message; a transaction (begin, the save,
+    the pruning or forgetting) only for the few that end a call or forget ids."""
+    store = PostgresProxyStore(postgres_database)
+    await store.load()
+    sent: list[str] = []
+    with_connection = store._with
+
+    async def counted(work: Callable[[Any], Awaitable[object]]) -> object:
+        return await with_connection(lambda db: work(_Counted(db, sent)))
+
+    monkeypatch.setattr(store, "_with", counted)
+    await store.save(saved)
+    assert len(sent) == calls, sent
+    assert sent[0] == ("fetchval" if calls == 1 else "transaction")
+    monkeypatch.undo()
+    loaded = await store.load()
+    kept = tuple(m for m in saved.handled if m.exp >= saved.forget_before)
+    assert (loaded.rows, loaded.handled) == (saved.rows, kept)
+    await store.close()
 
 
 async def test_a_save_fenced_by_a_lease_its_holder_lost_is_refused(store_location: str) -> None:
