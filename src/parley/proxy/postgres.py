@@ -133,7 +133,6 @@ _LEG_TYPES: Final = {
     "reason": "text",
 }
 assert tuple(_LEG_TYPES) == _LEG_FIELDS
-_FIRST_LEG_PARAMETER: Final = 13
 _INSERT_LEG: Final = (
     f"INSERT INTO proxy_legs ({_LEG_COLUMNS})"
     f" VALUES ({', '.join(f'${i}' for i in range(1, len(_LEG_FIELDS) + 1))})"
@@ -142,8 +141,10 @@ _INSERT_LEG: Final = (
 # One save (records.Saved) in one statement, so in one round trip: each table's rows as
 # arrays, a column each ($2-$7 bridges, their parties as JSON lists; $10-$12 handled;
 # from $13 legs, in the order recorded), and nothing written unless the lease is the
-# fence's ($1; None: no lease), which the statement returns. The lease row is locked as
-# the former SELECT ... FOR SHARE did, so a takeover waits for the save or the save sees it.
+# fence's ($1; None: no lease), which the statement returns. The lease row is locked
+# (FOR SHARE) until the save commits: a takeover waits for it, or it sees the new holder.
+_LEG_ARRAYS: Final = ", ".join(f"${13 + i}::{kind}[]" for i, kind in enumerate(_LEG_TYPES.values()))
+_LEG_VALUES: Final = ", ".join(f"l.{name}" for name in _LEG_FIELDS)
 _SAVE: Final = f"""
 WITH lease AS (SELECT holder FROM proxy_lease FOR SHARE),
 allowed AS (SELECT $1::text IS NULL OR EXISTS (SELECT FROM lease WHERE holder = $1) AS ok),
@@ -172,12 +173,8 @@ handled AS (
 ),
 legs AS (
     INSERT INTO proxy_legs ({_LEG_COLUMNS})
-    SELECT {", ".join(f"l.{name}" for name in _LEG_FIELDS)}
-    FROM unnest({
-    ", ".join(
-        f"${_FIRST_LEG_PARAMETER + i}::{kind}[]" for i, kind in enumerate(_LEG_TYPES.values())
-    )
-}) WITH ORDINALITY AS l({_LEG_COLUMNS}, n)
+    SELECT {_LEG_VALUES}
+    FROM unnest({_LEG_ARRAYS}) WITH ORDINALITY AS l({_LEG_COLUMNS}, n)
     WHERE (SELECT ok FROM allowed)
     ORDER BY l.n
     ON CONFLICT DO NOTHING
