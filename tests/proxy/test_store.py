@@ -5,6 +5,7 @@ does: notification instead of polling, a lost listener, its schema version."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from parley.proxy import (
 )
 from parley.proxy.postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresProxyStore
 from parley.proxy.records import BridgeRow, Resumable, Saved, parties
-from parley.proxy.store import CHECKPOINT_EVERY, SqliteProxyStore
+from parley.proxy.store import CHECKPOINT_EVERY, WAL_LIMIT, SqliteProxyStore
 
 APP, OLGA, CUST = IdentityId("app"), IdentityId("olga"), IdentityId("cust")
 BINDING = Binding(cid="conv", operator=OLGA, operator_name="Olga", customer=CUST)
@@ -232,6 +233,28 @@ async def test_sqlite_saves_past_its_checkpoints_are_all_kept(tmp_path: Path) ->
     loaded = await store.load()
     assert (len(loaded.rows), set(loaded.handled)) == (len(ids), set(ids))
     await store.close()
+
+
+async def test_sqlite_wal_stays_bounded_while_saves_keep_coming(tmp_path: Path) -> None:
+    """A checkpoint beside the saves cannot start the WAL over while they keep coming:
+    once one finds more than WAL_LIMIT frames in it, the next save waits for a
+    checkpoint of its own, and starts it over. (Before, the WAL grew by every save, to
+    95 MB here.)"""
+    path = tmp_path / "p.db"
+    store = SqliteProxyStore(path)
+    saves = 40 * CHECKPOINT_EVERY
+    for n in range(saves):
+        rows = (row(f"k{n}", n, live=True, state=bytes(300)),)
+        await store.save(
+            Saved(rows=rows, outbox=bytes(200), handled=(MessageId(OLGA, f"j{n}", exp=2**40),))
+        )
+        await asyncio.sleep(0)  # a checkpoint that ended reports back
+    wal = path.with_name(path.name + "-wal").stat().st_size  # its largest yet
+    await store.close()
+    with sqlite3.connect(path) as db:
+        (page,) = db.execute("PRAGMA page_size").fetchone()
+        assert db.execute("SELECT count(*) FROM bridges").fetchone() == (saves,)
+    assert wal <= 4 * WAL_LIMIT * page, wal  # the limit, and the saves until the next checkpoint
 
 
 async def test_a_fenced_save_refused_keeps_its_handled_ids_out(store_location: str) -> None:

@@ -169,6 +169,12 @@ def _enable_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
 
 # Saves between two checkpoints of the WAL.
 CHECKPOINT_EVERY = 64
+# A checkpoint beside the saves copies the WAL into the database but cannot start it
+# over while saves append to it; one that finds more frames than this in the WAL (it has
+# not started over for several checkpoints: saves kept coming) makes the next save wait
+# for a checkpoint of its own, which then starts the WAL over. Without that a busy proxy's
+# WAL grew by every save (about 37 KB each) for as long as the saves kept coming.
+WAL_LIMIT = 2048  # frames (pages): 8 MiB of 4 KiB pages
 
 _LEG_FIELDS = LegRecord.__struct_fields__  # the legs table has these columns
 _LEG_COLUMNS = ", ".join(_LEG_FIELDS)
@@ -190,11 +196,13 @@ class SqliteProxyStore:
         # power cut may lose the last ones. Records are bookkeeping, not messages.
         self._db.execute("PRAGMA synchronous = NORMAL")
         # What syncs is the checkpoint: run here every CHECKPOINT_EVERY saves, on a
-        # worker thread beside the saves, never on the event loop.
+        # worker thread beside the saves, never on the event loop (and, past WAL_LIMIT,
+        # once with a save of its own after it, which starts the WAL over).
         self._db.execute("PRAGMA wal_autocheckpoint = 0")
         self._until_checkpoint = CHECKPOINT_EVERY
-        self._checkpoint: asyncio.Task[None] | None = None
+        self._checkpoint: asyncio.Task[int] | None = None
         self._checkpointer: sqlite3.Connection | None = None  # the checkpoint's thread's
+        self._start_wal_over = False  # the next save waits for a checkpoint of its own
         self._db.executescript(_SCHEMA)
         self._version = self._data_version()
 
@@ -325,6 +333,19 @@ class SqliteProxyStore:
                 if saved.forget_before:
                     db.execute("DELETE FROM handled WHERE exp < ?", (saved.forget_before,))
 
+        if self._start_wal_over and self._checkpoint is None:
+            self._start_wal_over = False
+            self._until_checkpoint = CHECKPOINT_EVERY
+
+            def checkpoint_then_work() -> None:
+                # Nothing writes between the two: the copy is whole, so this save starts
+                # the WAL over (syncing its header: on this thread, not the loop).
+                with self._lock:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    work(self._db)
+
+            await asyncio.to_thread(checkpoint_then_work)
+            return
         # On the event loop, not a worker thread: a WAL append without fsync is a
         # fraction of a millisecond, about a quarter of the hop to a thread and back, and
         # the proxy waits for this commit before it goes on anyway.
@@ -336,19 +357,24 @@ class SqliteProxyStore:
             self._checkpoint = asyncio.create_task(asyncio.to_thread(self._checkpoint_wal))
             self._checkpoint.add_done_callback(self._checkpointed)
 
-    def _checkpoint_wal(self) -> None:
+    def _checkpoint_wal(self) -> int:
         """On a worker thread, with its own connection: copy the WAL into the database
         and sync both, beside the saves (the next one then starts the WAL over, if the
-        copy was whole)."""
+        copy was whole). Returns the frames the WAL held."""
         if self._checkpointer is None:
             self._checkpointer = sqlite3.connect(self.path, check_same_thread=False)
             self._checkpointer.execute("PRAGMA busy_timeout = 5000")
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        _, frames, _ = self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return int(frames)
 
-    def _checkpointed(self, task: asyncio.Task[None]) -> None:
+    def _checkpointed(self, task: asyncio.Task[int]) -> None:
         self._checkpoint = None
-        if not task.cancelled() and (exc := task.exception()) is not None:
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
             log.warning("checkpointing the proxy store failed (tried again later): %s", exc)
+        elif task.result() > WAL_LIMIT:
+            self._start_wal_over = True
 
     async def load(self) -> Resumable:
         def work(db: sqlite3.Connection) -> Resumable:
