@@ -42,7 +42,8 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +55,7 @@ from parley.client import Client
 from parley.client.registration import register_identity
 from parley.processes import ChildProcess, RelayProcess
 from parley.protocol.messages import VoiceAccept, VoiceStart, VoiceStop
-from parley.proxy import open_proxy_store
+from parley.proxy import ProxyStore, open_proxy_store
 
 OFFER = "v=0\r\n" + "a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n" * 4
 ANSWER = OFFER.replace("50000", "50001")
@@ -135,10 +136,10 @@ class Throughput:
 
 
 class Bench:
-    def __init__(self, pairs: list[Pair], app: str, store: str) -> None:
+    def __init__(self, pairs: list[Pair], app: str, store: ProxyStore) -> None:
         self.pairs = pairs
         self.app = app
-        self.store = store
+        self.store = store  # the proxy's, opened here too: its leg records are counted
         self._serial = 0
 
     def target(self, pair: Pair, proxied: bool) -> str:
@@ -200,11 +201,15 @@ class Bench:
         return Throughput(name, total, time.perf_counter() - began)
 
     async def legs(self) -> int:
-        store = open_proxy_store(self.store)
-        try:
-            return len(await store.records())
-        finally:
-            await store.close()
+        return len(await self.store.records())
+
+
+@asynccontextmanager
+async def _closing(store: ProxyStore) -> AsyncIterator[ProxyStore]:
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 async def bench(args: argparse.Namespace, workdir: Path, store: str) -> None:
@@ -232,8 +237,8 @@ async def bench(args: argparse.Namespace, workdir: Path, store: str) -> None:
             re.compile(r"parley proxy ready"),
             name="parley proxy",
         )
-        async with proxy:
-            run = Bench(pairs, app.identity, store)
+        async with proxy, _closing(open_proxy_store(store)) as records:
+            run = Bench(pairs, app.identity, records)
             for pair in pairs:  # sessions and caches warm in both modes
                 for via_proxy in (False, True):
                     await pair.call(run.target(pair, via_proxy), run.call_id())
