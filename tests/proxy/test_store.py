@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from parley.proxy import (
 )
 from parley.proxy.postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresProxyStore
 from parley.proxy.records import BridgeRow, Resumable, Saved, parties
-from parley.proxy.store import CHECKPOINT_EVERY, WAL_LIMIT, SqliteProxyStore
+from parley.proxy.store import CHECKPOINT_EVERY, WAL_LIMIT, SqliteProxyStore, _enable_wal
 
 APP, OLGA, CUST = IdentityId("app"), IdentityId("olga"), IdentityId("cust")
 BINDING = Binding(cid="conv", operator=OLGA, operator_name="Olga", customer=CUST)
@@ -255,6 +256,80 @@ async def test_sqlite_wal_stays_bounded_while_saves_keep_coming(tmp_path: Path) 
         (page,) = db.execute("PRAGMA page_size").fetchone()
         assert db.execute("SELECT count(*) FROM bridges").fetchone() == (saves,)
     assert wal <= 4 * WAL_LIMIT * page, wal  # the limit, and the saves until the next checkpoint
+
+
+async def test_no_save_waits_for_a_checkpoint_while_the_wal_starts_over_by_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saves that give each checkpoint time to finish leave the WAL small: every save is
+    written on the loop, and the only work on threads is the checkpoints beside them."""
+    store = SqliteProxyStore(tmp_path / "p.db")
+    on_threads: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(work: Callable[..., object], /, *args: object) -> object:
+        on_threads.append(getattr(work, "__name__", repr(work)))
+        return await to_thread(work, *args)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    for n in range(3 * CHECKPOINT_EVERY + 1):
+        await store.save(Saved(rows=(row(f"k{n}", n, live=True),)))
+        if store._checkpoint is not None:
+            await store._checkpoint
+    assert on_threads == ["_checkpoint_wal"] * 3
+    monkeypatch.undo()
+    await store.close()
+
+
+async def test_a_failed_checkpoint_is_logged_and_tried_again_and_the_store_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SqliteProxyStore(tmp_path / "p.db")
+    tried: list[int] = []
+
+    def failing() -> int:
+        tried.append(1)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "_checkpoint_wal", failing)
+    for n in range(2 * CHECKPOINT_EVERY):
+        await store.save(Saved(rows=(row(f"k{n}", n, live=True),)))
+        await asyncio.sleep(0)
+    assert store._checkpoint is not None  # the second one, not awaited yet
+    await store.close()  # waits for it, and does not raise what it raised
+    assert len(tried) == 2
+    assert "checkpointing the proxy store failed (tried again later): disk I/O error" in caplog.text
+    store = SqliteProxyStore(tmp_path / "p.db")
+    assert len((await store.load()).rows) == 2 * CHECKPOINT_EVERY
+    await store.close()
+
+
+def test_a_new_file_locked_by_another_process_for_a_while_is_opened_once_it_is_free(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")
+    releasing = threading.Timer(0.2, lambda: other.execute("ROLLBACK"))
+    releasing.start()
+    try:
+        store = SqliteProxyStore(path)  # switching to WAL is retried meanwhile
+    finally:
+        releasing.join()
+        other.close()
+    assert store._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    asyncio.run(store.close())
+
+
+def test_a_new_file_that_stays_locked_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            _enable_wal(sqlite3.connect(path, timeout=0), attempts=3)
+    finally:
+        other.close()
 
 
 async def test_a_fenced_save_refused_keeps_its_handled_ids_out(store_location: str) -> None:
