@@ -217,6 +217,7 @@ async def test_sqlite_saves_past_its_checkpoints_are_all_kept(tmp_path: Path) ->
     database file while the store is open, and no save is lost across checkpoints."""
     path = tmp_path / "p.db"
     store = SqliteProxyStore(path)
+    before = path.stat().st_size
     ids = [MessageId(OLGA, f"j{n}", exp=100) for n in range(3 * CHECKPOINT_EVERY + 3)]
 
     async def save(n: int) -> None:
@@ -224,7 +225,8 @@ async def test_sqlite_saves_past_its_checkpoints_are_all_kept(tmp_path: Path) ->
 
     for n in range(CHECKPOINT_EVERY - 1):
         await save(n)
-    before = path.stat().st_size  # nothing copied from the WAL yet
+    await asyncio.sleep(QUIET)
+    assert path.stat().st_size == before  # nothing copied from the WAL yet
     await save(CHECKPOINT_EVERY - 1)
     await eventually(lambda: path.stat().st_size > before)
     for n in range(CHECKPOINT_EVERY, len(ids)):
