@@ -317,21 +317,24 @@ async def test_a_failed_checkpoint_is_logged_and_tried_again_and_the_store_close
     await store.close()
 
 
-def test_a_new_file_locked_by_another_process_for_a_while_is_opened_once_it_is_free(
+def test_a_new_file_locked_by_another_process_for_a_while_turns_wal_once_it_is_free(
     tmp_path: Path,
 ) -> None:
+    """Switching to WAL does not wait for a lock (a connection with no busy timeout here,
+    to be sure): it is tried again every 20 ms."""
     path = tmp_path / "p.db"
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN EXCLUSIVE")
     releasing = threading.Timer(0.2, lambda: other.execute("ROLLBACK"))
     releasing.start()
+    db = sqlite3.connect(path, timeout=0)
     try:
-        store = SqliteProxyStore(path)  # switching to WAL is retried meanwhile
+        _enable_wal(db)
     finally:
         releasing.join()
         other.close()
-    assert store._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    asyncio.run(store.close())
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()
 
 
 def test_a_new_file_that_stays_locked_is_an_error(tmp_path: Path) -> None:
