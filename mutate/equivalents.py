@@ -62,6 +62,19 @@ DISJOINT_BITS = (
     " 5,600,597, is pinned by value in test_jws)"
 )
 
+JOURNAL_MODES = (
+    "every journal mode SQLite has (delete, memory, off, persist, truncate) sorts before"
+    " wal: `<` and `<=` hold exactly when `!=` does"
+)
+CADENCE = (
+    "only how many saves come between two checkpoints; the tests read the constant, and"
+    " the WAL is bounded and every save kept at any cadence"
+)
+WAL_BOUND = (
+    "a WAL of exactly WAL_LIMIT frames starts over one checkpoint sooner or later: the same"
+    " bound, and only the few saves past it wait"
+)
+
 EQUIVALENTS: tuple[Equivalent, ...] = (
     # -- client/inbox.py
     Equivalent("inbox", "*,", "/,", KEYWORDS),
@@ -420,6 +433,138 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "for (_, future), outcome in zip(group, outcomes, strict=True):",
         "for (_, future), outcome in zip(group, outcomes, strict=False):",
         "the lengths were made equal just before, so strictness never fires",
+    ),
+    # -- proxy/store.py
+    Equivalent(
+        "proxy-store",
+        "def _enable_wal(db: sqlite3.Connection, attempts: int = 100) -> None:",
+        "def _enable_wal(db: sqlite3.Connection, attempts: int = 101) -> None:",
+        TIMING + " (a locked new file is tried 20 ms longer)",
+    ),
+    Equivalent(
+        "proxy-store",
+        "def _enable_wal(db: sqlite3.Connection, attempts: int = 100) -> None:",
+        "def _enable_wal(db: sqlite3.Connection, attempts: int = 99) -> None:",
+        TIMING + " (a locked new file is tried 20 ms less)",
+    ),
+    Equivalent(
+        "proxy-store",
+        'if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":',
+        'if db.execute("PRAGMA journal_mode").fetchone()[ -1] != "wal":',
+        ONE_COLUMN,
+    ),
+    Equivalent(
+        "proxy-store",
+        'if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":',
+        'if db.execute("PRAGMA journal_mode").fetchone()[0] < "wal":',
+        JOURNAL_MODES,
+    ),
+    Equivalent(
+        "proxy-store",
+        'if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":',
+        'if db.execute("PRAGMA journal_mode").fetchone()[0] <= "wal":',
+        JOURNAL_MODES,
+    ),
+    Equivalent(
+        "proxy-store",
+        'if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":',
+        'if db.execute("PRAGMA journal_mode").fetchone()[0] is not "wal":',
+        "always true: the switch is then asked for on a file in WAL already too, which"
+        " SQLite answers with no change",
+    ),
+    Equivalent(
+        "proxy-store",
+        'if "locked" not in str(exc) or attempt == attempts - 1:',
+        'if "locked" not in str(exc) or attempt >= attempts - 1:',
+        "attempt runs over range(attempts): it is never above attempts - 1",
+    ),
+    Equivalent(
+        "proxy-store",
+        'if "locked" not in str(exc) or attempt == attempts - 1:',
+        'if "locked" not in str(exc) or attempt is attempts - 1:',
+        SMALL_INT + " (attempts is 100)",
+    ),
+    Equivalent(
+        "proxy-store",
+        'if "locked" not in str(exc) or attempt == attempts - 1:',
+        'if "locked" not in str(exc) or attempt == attempts >> 1:',
+        TIMING + " (a file that stays locked is given up on after 50 tries, not 100)",
+    ),
+    Equivalent(
+        "proxy-store",
+        'if "locked" not in str(exc) or attempt == attempts - 1:',
+        'if "locked" not in str(exc) or attempt == attempts - 2:',
+        TIMING + " (a file that stays locked is given up on one try sooner)",
+    ),
+    Equivalent("proxy-store", "CHECKPOINT_EVERY = 64", "CHECKPOINT_EVERY = 65", CADENCE),
+    Equivalent("proxy-store", "CHECKPOINT_EVERY = 64", "CHECKPOINT_EVERY = 63", CADENCE),
+    Equivalent(
+        "proxy-store",
+        "WAL_LIMIT = 2048  # frames (pages): 8 MiB of 4 KiB pages",
+        "WAL_LIMIT = 2049  # frames (pages): 8 MiB of 4 KiB pages",
+        WAL_BOUND,
+    ),
+    Equivalent(
+        "proxy-store",
+        "WAL_LIMIT = 2048  # frames (pages): 8 MiB of 4 KiB pages",
+        "WAL_LIMIT = 2047  # frames (pages): 8 MiB of 4 KiB pages",
+        WAL_BOUND,
+    ),
+    Equivalent(
+        "proxy-store",
+        "elif task.result() > WAL_LIMIT:",
+        "elif task.result() >= WAL_LIMIT:",
+        WAL_BOUND,
+    ),
+    Equivalent(
+        "proxy-store",
+        "def __init__(self, path: str | Path, *, poll_interval: float = 0.5) -> None:",
+        "def __init__(self, path: str | Path, /, poll_interval: float = 0.5) -> None:",
+        KEYWORDS,
+    ),
+    Equivalent(
+        "proxy-store",
+        "def __init__(self, path: str | Path, *, poll_interval: float = 0.5) -> None:",
+        "def __init__(self, path: str | Path, *, poll_interval: float = 1.5) -> None:",
+        TIMING + " (another process's binding is noticed within 1.5 s, not 0.5 s)",
+    ),
+    Equivalent(
+        "proxy-store",
+        "def __init__(self, path: str | Path, *, poll_interval: float = 0.5) -> None:",
+        "def __init__(self, path: str | Path, *, poll_interval: float = -0.5) -> None:",
+        TIMING + " (asyncio.sleep of a negative time returns at once: the poll never pauses)",
+    ),
+    Equivalent("proxy-store", "return int(row[0])", "return int(row[ -1])", ONE_COLUMN),
+    Equivalent(
+        "proxy-store",
+        "if version != self._version:",
+        "if version > self._version:",
+        "PRAGMA data_version only grows while the connection is open",
+    ),
+    Equivalent(
+        "proxy-store",
+        "if version != self._version:",
+        "if version is not self._version:",
+        SMALL_INT + " for the versions a test reaches; past 256 wait_changed may return"
+        " without a change, which its contract allows",
+    ),
+    Equivalent(
+        "proxy-store",
+        "msgspec.convert(dict(zip(_LEG_FIELDS, row, strict=True)), LegRecord) for row in rows",
+        "msgspec.convert(dict(zip(_LEG_FIELDS, row, strict=False)), LegRecord) for row in rows",
+        "the statement selects exactly _LEG_FIELDS: a row is never shorter or longer",
+    ),
+    Equivalent(
+        "proxy-store",
+        'return str(db.execute("SELECT holder FROM lease").fetchone()[0])',
+        'return str(db.execute("SELECT holder FROM lease").fetchone()[ -1])',
+        ONE_COLUMN,
+    ),
+    Equivalent(
+        "proxy-store",
+        "fenced(holder, None if row is None else row[0])",
+        "fenced(holder, None if row is None else row[ -1])",
+        ONE_COLUMN,
     ),
     # -- crypto/jws.py
     Equivalent(

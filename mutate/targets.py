@@ -87,6 +87,11 @@ TARGETS = (
         ("tests/relay/store/test_group_commit.py",),
     ),
     Target(
+        "proxy-store",
+        "src/parley/proxy/store.py",
+        ("tests/proxy/test_store.py",),
+    ),
+    Target(
         "phone",
         "src/parley/protocol/call_phone.py",
         (
